@@ -1,0 +1,13 @@
+"""The spec language: YAML stage layouts -> frozen, checked ``Spec`` objects."""
+from .dump import save_spec, spec_to_dict, spec_to_yaml
+from .jsonschema import spec_json_schema
+from .load import load_spec, parse_key_path, parse_override
+from .model import DownsampleSpec, HeadSpec, PosEncSpec, Spec, StageSpec, StemSpec
+from .registry import ACTIVATIONS, MIXERS, NORMS
+from .rules import stage_resolutions
+
+__all__ = [
+    "Spec", "StageSpec", "StemSpec", "HeadSpec", "DownsampleSpec", "PosEncSpec",
+    "load_spec", "parse_key_path", "parse_override", "save_spec", "spec_to_dict", "spec_to_yaml",
+    "spec_json_schema", "stage_resolutions", "MIXERS", "ACTIVATIONS", "NORMS",
+]

@@ -1,0 +1,36 @@
+"""Write a Spec back out as data or YAML that ``load_spec`` reads to an equal Spec."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Dict, Union
+
+import yaml
+
+from .convert import public_fields
+from .model import Spec
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in public_fields(type(value))}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def spec_to_dict(spec: Spec) -> Dict[str, Any]:
+    """Every key explicit (no ``base:``), so the file stands alone."""
+    return _plain(spec)
+
+
+def spec_to_yaml(spec: Spec) -> str:
+    return yaml.safe_dump(spec_to_dict(spec), sort_keys=False, default_flow_style=None, width=100)
+
+
+def save_spec(spec: Spec, path: Union[str, Path], header: str = "") -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(f"# {line}\n" for line in header.splitlines()) + spec_to_yaml(spec)
+    p.write_text(text, encoding="utf-8")
+    return p

@@ -1,0 +1,81 @@
+"""JSON Schema for spec files (editor completion), generated from the same field metadata."""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Dict, Literal, Tuple, Union, get_args, get_origin
+
+from .convert import hints, public_fields
+from .model import Spec, StageSpec
+
+_NONE = type(None)
+
+
+def _type_schema(tp: Any, meta: Dict[str, Any], defs: Dict[str, Any]) -> Dict[str, Any]:
+    origin = get_origin(tp)
+    if origin is Union:
+        inner = [a for a in get_args(tp) if a is not _NONE]
+        return {"anyOf": [_type_schema(inner[0], meta, defs), {"type": "null"}]}
+    if dataclasses.is_dataclass(tp):
+        name = tp.__name__
+        if name not in defs:
+            defs[name] = {}
+            defs[name] = _object_schema(tp, defs)
+        ref = {"$ref": f"#/$defs/{name}"}
+        if "type" in hints(tp):  # string shorthand: downsample: conv
+            return {"anyOf": [ref, {"type": "string", "enum": list(_choices(hints(tp)["type"], {}))}]}
+        return ref
+    if origin is Literal or "choices" in meta:
+        return {"type": "string", "enum": list(_choices(tp, meta))}
+    if origin in (tuple, Tuple):
+        args = get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return {"type": "array", "minItems": 1, "items": _type_schema(args[0], meta, defs)}
+        item = _type_schema(args[0], meta, defs)
+        return {"anyOf": [item, {"type": "array", "items": item, "minItems": len(args), "maxItems": len(args)}]}
+    out: Dict[str, Any] = {bool: {"type": "boolean"}, int: {"type": "integer"}, float: {"type": "number"},
+                           str: {"type": "string", "minLength": 1}}[tp].copy()
+    if "min" in meta:
+        out["minimum"] = meta["min"]
+    if "max" in meta:
+        out["maximum"] = meta["max"]
+    return out
+
+
+def _choices(tp: Any, meta: Dict[str, Any]) -> Tuple[str, ...]:
+    return tuple(meta.get("choices") or get_args(tp))
+
+
+def _object_schema(cls, defs: Dict[str, Any]) -> Dict[str, Any]:
+    props, required = {}, []
+    for f in public_fields(cls):
+        schema = _type_schema(hints(cls)[f.name], dict(f.metadata), defs)
+        schema["description"] = f.metadata.get("help", "")
+        if f.default is not dataclasses.MISSING and not dataclasses.is_dataclass(f.default):
+            default = f.default
+            schema["default"] = list(default) if isinstance(default, tuple) else default
+        if f.metadata.get("required"):
+            required.append(f.name)
+        props[f.name] = schema
+    out = {"type": "object", "description": (cls.__doc__ or "").strip(), "properties": props,
+           "additionalProperties": False}
+    if required:
+        out["required"] = required
+    return out
+
+
+def spec_json_schema() -> Dict[str, Any]:
+    """The JSON Schema (2020-12) of an archc spec file."""
+    defs: Dict[str, Any] = {}
+    root = _object_schema(Spec, defs)
+    root["properties"]["base"] = {"type": "string", "description": "a spec file to inherit from (relative path)"}
+    stage_defaults = _object_schema(StageSpec, defs)
+    stage_defaults.pop("required", None)
+    stage_defaults["description"] = "keys every stage gets unless it sets them (downsample: stages after the first)"
+    root["properties"]["stage_defaults"] = stage_defaults
+    # with a base, stages may be an index -> patch mapping, and nothing is required
+    root["properties"]["stages"] = {"anyOf": [root["properties"]["stages"], {
+        "type": "object", "patternProperties": {"^[0-9]+$": {"type": "object"}}, "additionalProperties": False}]}
+    root.pop("required", None)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "archc spec",
+            **root, "$defs": defs}

@@ -1,0 +1,235 @@
+"""Load a spec: YAML -> inheritance (``base:``) -> overrides -> stage defaults -> checked ``Spec``.
+
+Merging rules (documented in the README):
+- mappings merge key by key, the inheriting file winning; lists and scalars replace;
+- ``stages`` given as a mapping of index -> mapping patches the inherited stages by index;
+- ``stage_defaults`` fills keys a stage does not set (``downsample`` only for stages after the first).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple, Union
+
+import yaml
+
+from ..errors import SpecError, did_you_mean
+from .convert import convert, public_fields
+from .model import Spec, StageSpec
+from .rules import check_spec
+from .yamlsrc import Located, Origins, PathKey, format_path, parse_yaml, read_yaml
+
+SpecSource = Union[str, Path, Mapping[str, Any], Spec]
+MAX_BASE_DEPTH = 16
+_TOP_KEYS = tuple(f.name for f in public_fields(Spec)) + ("base", "stage_defaults")
+
+
+def load_spec(source: SpecSource, overrides: Union[Sequence[str], Mapping[str, Any], None] = None) -> Spec:
+    """Load and check a spec from a YAML path, a mapping, or a Spec (returned as is if no overrides).
+
+    ``overrides`` are ``"stages[2].mixer=attention"`` strings or a ``{path: value}`` mapping.
+    """
+    if isinstance(source, Spec) and not overrides:
+        return source
+    loc = resolve_raw(source)
+    if overrides:
+        apply_overrides(loc, overrides)
+    return spec_from_located(loc)
+
+
+def resolve_raw(source: SpecSource) -> Located:
+    """The raw, merged data of a spec with ``base:`` chains resolved (no defaults applied)."""
+    if isinstance(source, Spec):
+        from .dump import spec_to_dict
+        return Located(spec_to_dict(source), {}, source.source or f"<spec {source.name}>")
+    if isinstance(source, Mapping):
+        loc = Located(copy.deepcopy(dict(source)), {}, "<dict>")
+        return _resolve_base(loc, Path.cwd(), seen=())
+    path = Path(source)
+    return _resolve_base(read_yaml(path), path.parent, seen=(path.resolve(),))
+
+
+def _resolve_base(loc: Located, directory: Path, seen: Tuple[Path, ...]) -> Located:
+    if not isinstance(loc.data, dict):
+        raise loc.error((), f"a spec must be a mapping of keys, got {type(loc.data).__name__}")
+    base = loc.data.pop("base", None)
+    if base is None:
+        return loc
+    if not isinstance(base, str):
+        raise loc.error(("base",), f"expected a file name, got {base!r}")
+    base_path = (directory / base)
+    if not base_path.exists():
+        raise loc.error(("base",), f"base spec '{base}' not found (looked for {base_path})")
+    if base_path.resolve() in seen:
+        raise loc.error(("base",), f"inheritance cycle through '{base}'")
+    if len(seen) >= MAX_BASE_DEPTH:
+        raise loc.error(("base",), f"inheritance deeper than {MAX_BASE_DEPTH} files")
+    parent = _resolve_base(read_yaml(base_path), base_path.parent, seen + (base_path.resolve(),))
+    merged = copy.deepcopy(parent.data)
+    origins: Origins = dict(parent.origins)
+    _merge_into(merged, loc.data, (), loc, origins)
+    return Located(merged, origins, loc.file)
+
+
+def _merge_into(dst: dict, src: dict, path: PathKey, loc: Located, origins: Origins) -> None:
+    for key, value in src.items():
+        sub = path + (key,)
+        if sub in loc.origins:
+            origins[sub] = loc.origins[sub]
+        if key == "stages" and path == () and isinstance(value, dict):
+            _patch_stages(dst, value, loc, origins)
+        elif isinstance(value, dict) and isinstance(dst.get(key), dict):
+            _merge_into(dst[key], value, sub, loc, origins)
+        else:
+            dst[key] = copy.deepcopy(value)
+            for p, o in loc.origins.items():
+                if p[: len(sub)] == sub:
+                    origins[p] = o
+
+
+def _patch_stages(dst: dict, patches: dict, loc: Located, origins: Origins) -> None:
+    stages = dst.get("stages")
+    if not isinstance(stages, list):
+        raise loc.error(("stages",), "index patches need inherited stages (a 'base' with a stages list)")
+    for index, patch in patches.items():
+        if not isinstance(index, int) or not 0 <= index < len(stages):
+            raise loc.error(("stages", index), f"no stage {index} to patch; the base has stages 0..{len(stages) - 1}")
+        if not isinstance(patch, dict):
+            raise loc.error(("stages", index), f"a stage patch must be a mapping, got {patch!r}")
+        tmp = {"s": stages[index]}
+        sub_loc = Located({}, {("s",) + p[2:]: o for p, o in loc.origins.items()
+                               if p[:2] == ("stages", index)}, loc.file)
+        tmp_origins: Origins = {}
+        _merge_into(tmp, {"s": patch}, (), sub_loc, tmp_origins)
+        stages[index] = tmp["s"]
+        for p, o in tmp_origins.items():
+            origins[("stages", index) + p[1:]] = o
+
+
+# ----------------------------------------------------------------------------------------- overrides
+_PATH_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\.")
+
+
+def parse_key_path(text: str) -> PathKey:
+    """``stages[2].mixer`` -> ``('stages', 2, 'mixer')``; raises SpecError on malformed paths."""
+    parts: list = []
+    pos = 0
+    while pos < len(text):
+        m = _PATH_RE.match(text, pos)
+        if not m or m.end() == pos:
+            raise SpecError(f"malformed key path '{text}' (expected e.g. stages[2].mixer)")
+        if m.group(1):
+            parts.append(m.group(1))
+        elif m.group(2):
+            parts.append(int(m.group(2)))
+        pos = m.end()
+    if not parts or not isinstance(parts[0], str):
+        raise SpecError(f"malformed key path '{text}' (expected e.g. stages[2].mixer)")
+    return tuple(parts)
+
+
+def parse_override(text: str) -> Tuple[PathKey, Any]:
+    """``"stages[2].mixer=attention"`` -> (path, value); the value is read as a YAML scalar/flow."""
+    if "=" not in text:
+        raise SpecError(f"override '{text}' must look like key.path=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise SpecError(f"override '{text}': cannot read value '{raw}'") from None
+    return parse_key_path(key.strip()), value
+
+
+def apply_overrides(loc: Located, overrides: Union[Sequence[str], Mapping[str, Any]]) -> None:
+    items: Iterable[Tuple[PathKey, Any]]
+    if isinstance(overrides, Mapping):
+        items = [(parse_key_path(k), v) for k, v in overrides.items()]
+    else:
+        items = [parse_override(o) for o in overrides]
+    for path, value in items:
+        set_path(loc, path, value)
+
+
+def set_path(loc: Located, path: PathKey, value: Any) -> None:
+    """Set ``path`` in raw spec data, creating mappings on the way; indexes must exist."""
+    node = loc.data
+    for i, part in enumerate(path[:-1]):
+        nxt = path[i + 1]
+        if isinstance(part, int):
+            if not isinstance(node, list) or not 0 <= part < len(node):
+                raise SpecError(f"override {format_path(path)}: no index {part} at {format_path(path[:i])}")
+            if node[part] is None or not isinstance(node[part], (dict, list)):
+                node[part] = [] if isinstance(nxt, int) else {}
+            node = node[part]
+        else:
+            if not isinstance(node, dict):
+                raise SpecError(f"override {format_path(path)}: {format_path(path[:i])} is not a mapping")
+            if node.get(part) is None or not isinstance(node[part], (dict, list)):
+                if isinstance(nxt, int):
+                    raise SpecError(f"override {format_path(path)}: {format_path(path[:i + 1])} is not a list")
+                node[part] = {}
+            node = node[part]
+    last = path[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or not 0 <= last < len(node):
+            raise SpecError(f"override {format_path(path)}: no index {last}")
+    elif not isinstance(node, dict):
+        raise SpecError(f"override {format_path(path)}: {format_path(path[:-1])} is not a mapping")
+    node[last] = copy.deepcopy(value)
+    loc.origins[path] = ("<override>", None)
+
+
+# ------------------------------------------------------------------------------------ raw -> Spec
+def spec_from_located(loc: Located) -> Spec:
+    data = loc.data
+    if not isinstance(data, dict):
+        raise loc.error((), f"a spec must be a mapping of keys, got {type(data).__name__}")
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise loc.error((key,), f"unknown key '{key}'{did_you_mean(key, _TOP_KEYS)}; "
+                                    f"valid keys: {', '.join(_TOP_KEYS)}")
+    data = dict(data)
+    defaults = data.pop("stage_defaults", None) or {}
+    if not isinstance(defaults, dict):
+        raise loc.error(("stage_defaults",), f"expected a mapping, got {defaults!r}")
+    stage_keys = [f.name for f in public_fields(StageSpec)]
+    for key in defaults:
+        if key not in stage_keys:
+            raise loc.error(("stage_defaults", key), f"unknown stage key '{key}'{did_you_mean(key, stage_keys)}; "
+                                                     f"valid keys: {', '.join(stage_keys)}")
+    stages = data.get("stages")
+    if isinstance(stages, list):
+        data["stages"] = [_with_defaults(s, defaults, i, loc) for i, s in enumerate(stages)]
+    elif "stages" in data:
+        raise loc.error(("stages",), f"expected a list of stages, got {type(stages).__name__}")
+    spec = convert(Spec, data, (), loc)
+    spec = dataclasses.replace(spec, source=loc.file)
+    check_spec(spec, loc)
+    return spec
+
+
+def _with_defaults(stage: Any, defaults: dict, index: int, loc: Located) -> Any:
+    if not isinstance(stage, dict):
+        return stage  # the converter reports the type error with its path
+    out = dict(stage)
+    for key, value in defaults.items():
+        if key == "downsample" and index == 0:
+            continue  # stage 0 takes the stem's output; it gets a downsample only if it sets one
+        if key not in out:
+            out[key] = copy.deepcopy(value)
+            _copy_origin(loc, ("stage_defaults", key), ("stages", index, key))
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            merged = copy.deepcopy(value)
+            merged.update(out[key])
+            out[key] = merged
+            for sub in value:
+                if sub not in stage[key]:
+                    _copy_origin(loc, ("stage_defaults", key, sub), ("stages", index, key, sub))
+    return out
+
+
+def _copy_origin(loc: Located, src: PathKey, dst: PathKey) -> None:
+    if src in loc.origins and dst not in loc.origins:
+        loc.origins[dst] = loc.origins[src]
