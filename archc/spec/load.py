@@ -178,7 +178,7 @@ def set_path(loc: Located, path: PathKey, value: Any) -> None:
     elif not isinstance(node, dict):
         raise SpecError(f"override {format_path(path)}: {format_path(path[:-1])} is not a mapping")
     node[last] = copy.deepcopy(value)
-    loc.origins[path] = ("<override>", None)
+    loc.origins[path] = (f"{loc.file} (override)", None)
 
 
 # ------------------------------------------------------------------------------------ raw -> Spec

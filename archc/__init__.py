@@ -1,0 +1,20 @@
+"""archc: a config compiler and latency-constrained search tool for FastViT-style hybrid vision transformers.
+
+The small public API::
+
+    spec = archc.load_spec("specs/sa12.yaml")     # YAML -> checked, frozen Spec
+    model = archc.build(spec)                      # train-time nn.Module (timm-compatible names)
+    archc.load_weights(model, "fastvit_sa12.pt")   # timm, Apple ml-fastvit or archc checkpoints
+"""
+from .builder import ArchNet, build
+from .errors import (ArchcError, DeviceError, ExportError, LoweringError, SearchError, SpecError,
+                     WeightsError)
+from .spec import Spec, load_spec, save_spec, spec_to_yaml
+from .weights import load_weights, save_weights
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArchNet", "ArchcError", "DeviceError", "ExportError", "LoweringError", "SearchError", "Spec", "SpecError",
+    "WeightsError", "build", "load_spec", "load_weights", "save_spec", "save_weights", "spec_to_yaml",
+]

@@ -1,0 +1,23 @@
+"""``archc schema``: write the JSON Schema of spec files (for editor completion)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..spec import spec_json_schema
+
+
+def register(sub) -> None:
+    p = sub.add_parser("schema", help="write the JSON Schema of spec files (for editor completion)")
+    p.add_argument("-o", "--out", metavar="FILE", help="write to FILE instead of standard output")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    text = json.dumps(spec_json_schema(), indent=2) + "\n"
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
+    return 0

@@ -1,0 +1,7 @@
+"""Console entry point for ``archc`` (see ``archc.cli`` for the subcommands)."""
+import sys
+
+from archc.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
