@@ -1,0 +1,34 @@
+"""Shared fixtures. Reference data lives in ../shared beside the checkout; tests that need it skip
+with a reason where it is absent, and the rest of the suite stands on data the tests make."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = ROOT / "specs"
+SHARED = Path(os.environ.get("ARCHC_SHARED", ROOT.parent / "shared"))
+REFERENCE = SHARED / "reference"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def shipped_specs():
+    return sorted(SPECS.glob("*.yaml"))
+
+
+@pytest.fixture
+def reference_dir() -> Path:
+    if not REFERENCE.is_dir():
+        pytest.skip(f"reference data not found at {REFERENCE} (set ARCHC_SHARED)")
+    return REFERENCE
+
+
+def reference_file(rel: str) -> Path:
+    p = REFERENCE / rel
+    if not p.is_file():
+        pytest.skip(f"reference file {p} not present")
+    return p
