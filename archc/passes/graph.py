@@ -186,8 +186,17 @@ def insert_call(gm: fx.GraphModule, before: fx.Node, name: str, arg: fx.Node, li
 
 
 def replace_node(gm: fx.GraphModule, old: fx.Node, new: fx.Node) -> None:
+    """Point ``old``'s users at ``new`` and erase whatever became dead (only around ``old``: a full
+    dead-code sweep per rewrite would make the pass quadratic)."""
     old.replace_all_uses_with(new)
-    gm.graph.eliminate_dead_code()
+    work = [old]
+    while work:
+        node = work.pop()
+        if node.users or node.op in ("placeholder", "output") or node.graph is not gm.graph:
+            continue
+        inputs = list(node.all_input_nodes)
+        gm.graph.erase_node(node)
+        work.extend(inputs)
 
 
 def dtype_of(gm: fx.GraphModule) -> torch.dtype:

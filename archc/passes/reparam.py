@@ -52,10 +52,11 @@ def apply_rules(gm: fx.GraphModule, in_scope: Callable[[fx.Node], bool] = lambda
     for _ in range(MAX_SWEEPS):
         changed = 0
         for rule in rules:
-            for node in list(gm.graph.nodes):
-                if node.graph is not gm.graph or node not in gm.graph.nodes:  # erased by an earlier rewrite
+            kinds = {node: root_kind(gm, node) for node in gm.graph.nodes}
+            for node, kind in kinds.items():
+                if kind != rule.root or node.graph is not gm.graph or _erased(node):
                     continue
-                if root_kind(gm, node) == rule.root and in_scope(node) and rule.rewrite(ctx, node):
+                if in_scope(node) and rule.rewrite(ctx, node):
                     changed += 1
         total += changed
         if not changed:
@@ -69,18 +70,20 @@ def apply_rules(gm: fx.GraphModule, in_scope: Callable[[fx.Node], bool] = lambda
     return total
 
 
-def matching_rules(gm: fx.GraphModule) -> Iterator[Tuple[str, fx.Node]]:
-    """Rules that would still rewrite ``gm`` (tried on a copy): empty for a fixpoint."""
+def _erased(node: fx.Node) -> bool:
+    return getattr(node, "_erased", False)
+
+
+def matching_rules(gm: fx.GraphModule) -> Iterator[Tuple[str, str]]:
+    """(rule, node name) for every rule that would still rewrite ``gm``, tried on one copy: empty at a fixpoint."""
     probe = copy.deepcopy(gm)
     ctx = Context(probe, lambda n: True)
-    names = {n.name: n for n in gm.graph.nodes}
     for rule in RULES:
         for node in list(probe.graph.nodes):
             if node in probe.graph.nodes and root_kind(probe, node) == rule.root:
-                work = copy.deepcopy(probe)
-                wnode = next(n for n in work.graph.nodes if n.name == node.name)
-                if rule.rewrite(Context(work, lambda n: True), wnode):
-                    yield rule.name, names.get(node.name, node)
+                name = node.name
+                if rule.rewrite(ctx, node):
+                    yield rule.name, name
 
 
 def trace_for_rewrite(model: nn.Module, x: torch.Tensor) -> fx.GraphModule:
@@ -111,6 +114,7 @@ def reparameterize(model: nn.Module, *, verify: bool = True, level: str = "full"
     apply_rules(gm, _scope_filter(base, level))
     gm.spec = spec
     gm.reparam_level = level
+    gm.equivalence = None
     if level == "full":
         assert_invariants(gm)
     if verify:

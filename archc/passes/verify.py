@@ -65,7 +65,7 @@ def invariant_violations(gm: fx.GraphModule) -> List[str]:
         if isinstance(module(gm, n), nn.BatchNorm2d):
             problems.append(f"BatchNorm remains at {n.target}")
     for rule, node in matching_rules(gm):
-        problems.append(f"rule {rule} still applies at {node.name}")
+        problems.append(f"rule {rule} still applies at {node}")
     return problems
 
 
