@@ -93,9 +93,9 @@ def test_predict_latency_says_it_is_a_prediction():
 
 def test_prediction_grows_with_resolution_and_flags_extrapolation(tmp_path):
     spec = load_spec(ROOT / "specs/t8.yaml")
-    small, big = predict_latency(spec, "iphone12pro", resolution=128), predict_latency(spec, "iphone12pro", resolution=384)
-    assert small.resolution == (128, 128) and small.ms < predict_latency(spec, "iphone12pro").ms < big.ms
-    assert "extrapolation" not in small.detail and "extrapolation" not in big.detail
+    small, full = predict_latency(spec, "iphone12pro", resolution=128), predict_latency(spec, "iphone12pro")
+    assert small.resolution == (128, 128) and full.resolution == (256, 256) and small.ms < full.ms
+    assert "extrapolation" not in small.detail and "extrapolation" not in full.detail
     doc = shipped()
     doc["feature_ranges"]["macs_dw"] = [0.0, 0.01]  # as if fitted on nets with far less depthwise work
     (tmp_path / "narrow.yaml").write_text(yaml.safe_dump(doc))
@@ -165,3 +165,14 @@ def test_duplicate_architectures_merge_to_the_most_precise_value():
 
 def test_expand_derived_features():
     assert expand({"macs_conv": 1.0, "macs_pointwise": 2.0, "attn_elems": 3.0}, ["const", "macs_dense", "attn_elems"]) == [1.0, 3.0, 3.0]
+
+
+def test_op_kinds_outside_the_calibration_data_are_flagged():
+    tiny = {"name": "tinypool", "num_classes": 10, "input_size": 64, "stem": {"type": "mobileone", "kernel": 3},
+            "stage_defaults": {"mlp_ratio": 2, "ffn": "convffn", "ffn_kernel": 3,
+                               "downsample": {"type": "replk", "kernel": 5, "small_kernel": 3, "stride": 2}},
+            "stages": [{"depth": 1, "width": 16, "mixer": "pool"}, {"depth": 1, "width": 32, "mixer": "repmixer"}],
+            "head": {"type": "mobileone_se", "expansion": 2, "se_ratio": 0.0625}}
+    r = predict_latency(load_spec(tiny), "iphone12pro")
+    assert "pool" in r.detail["unseen_op_kinds"] and "likely low" in r.detail["note"]
+    assert "unseen_op_kinds" not in predict_latency(load_spec(ROOT / "specs/t8.yaml"), "iphone12pro").detail

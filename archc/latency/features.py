@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from functools import lru_cache
-from typing import Dict, Optional, Tuple
+from typing import Dict, FrozenSet, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -31,19 +31,14 @@ FEATURES: Dict[str, str] = {
 }
 
 
-def deploy_model(spec: Spec) -> Tuple[nn.Module, str]:
-    """The model whose graph a device runs, and which graph it is (``deploy`` or ``train-eval``).
+def deploy_graph(spec: Spec) -> Tuple[nn.Module, str]:
+    """The graph a device runs (``archc.deploy_model``: all branches, BNs, skips and scales folded).
 
-    Uses ``archc.reparameterize`` where it exists; until then (during development) the eval-mode
-    train-time model, and the profile records ``graph: train-eval`` so the difference is visible.
+    Random weights: the features count work, which does not depend on the weights. The pass's own
+    equivalence check is skipped here (its tests run it); the graph kind is recorded in profiles.
     """
-    from ..builder import build
-    model = build(spec).eval()
-    try:
-        from .. import reparameterize  # type: ignore[attr-defined]
-    except ImportError:
-        return model, "train-eval"
-    return reparameterize(model, verify=False), "deploy"
+    from ..deploy import deploy_model
+    return deploy_model(spec, verify=False), "deploy"
 
 
 def profile_features(profile: GraphProfile) -> Dict[str, float]:
@@ -78,18 +73,28 @@ def profile_features(profile: GraphProfile) -> Dict[str, float]:
 
 def spec_features(spec: Spec, resolution: Optional[int] = None) -> Tuple[Dict[str, float], str]:
     """Features of ``spec`` (at ``resolution`` x ``resolution`` if given), and which graph they came from."""
-    if resolution:
-        spec = dataclasses.replace(spec, input_size=(int(resolution), int(resolution)))
-    feats, graph = _cached_features(spec_to_yaml(spec))
+    feats, graph, _ = _cached_features(spec_to_yaml(_sized(spec, resolution)))
     return dict(feats), graph
 
 
+def spec_op_kinds(spec: Spec, resolution: Optional[int] = None) -> FrozenSet[str]:
+    """The op kinds (``conv``, ``dwconv``, ``groupnorm``, ``pool``, ...) in ``spec``'s deploy graph."""
+    return _cached_features(spec_to_yaml(_sized(spec, resolution)))[2]
+
+
+def _sized(spec: Spec, resolution: Optional[int]) -> Spec:
+    if resolution:
+        return dataclasses.replace(spec, input_size=(int(resolution), int(resolution)))
+    return spec
+
+
 @lru_cache(maxsize=64)
-def _cached_features(spec_yaml: str) -> Tuple[Tuple[Tuple[str, float], ...], str]:
-    from ..spec import load_spec
+def _cached_features(spec_yaml: str) -> Tuple[Tuple[Tuple[str, float], ...], str, FrozenSet[str]]:
     import yaml
+    from ..spec import load_spec
     spec = load_spec(yaml.safe_load(spec_yaml))
-    model, graph = deploy_model(spec)
+    model, graph = deploy_graph(spec)
     with torch.no_grad():
         prof = profile_graph(model, example_input(spec.input_size, spec.in_chans))
-    return tuple(profile_features(prof).items()), graph
+    kinds = frozenset(k for k in prof.op_histogram())
+    return tuple(profile_features(prof).items()), graph, kinds

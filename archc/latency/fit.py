@@ -251,8 +251,11 @@ def make_profile(points: Sequence[Point], *, name: str, device: str, model: Sequ
                  generated_by: str, data_source: str) -> Dict:
     """Featurize, fit, and assemble the profile document that ``predict`` reads (YAML-ready)."""
     from .features import FEATURES
+    from .features import spec_op_kinds
+    from ..spec import load_spec
     graph = featurize(points)
     result = fit(points, model)
+    kinds = sorted(set().union(*(spec_op_kinds(load_spec(p.spec_path), p.resolution) for p in points)))
     units = {n: ("ms per inference" if n == "const" else
                  f"ms per unit; feature = {' + '.join(DERIVED[n])}" if n in DERIVED else f"ms per unit; feature in {FEATURES[n]}")
              for n in model}
@@ -274,6 +277,7 @@ def make_profile(points: Sequence[Point], *, name: str, device: str, model: Sequ
         "coefficients": result["coefficients"],
         "units": units,
         "feature_ranges": ranges,
+        "op_kinds": kinds,
         "loo": result["loo"],
         "fit_mape_pct": result["fit_mape_pct"],
         "duplicates": result["duplicates"],

@@ -20,7 +20,7 @@ import yaml
 from ..errors import DeviceError, did_you_mean
 from ..spec import Spec, load_spec
 from . import LatencyResult
-from .features import FEATURES, spec_features
+from .features import FEATURES, spec_features, spec_op_kinds
 from .fit import DERIVED, expand
 
 BUILTIN_DIR = Path(__file__).resolve().parents[1] / "data" / "profiles"
@@ -137,5 +137,11 @@ def predict_latency(spec: Union[Spec, str, Path], profile_name: str, resolution:
                               "note": "predicted from a calibrated latency model, not measured"}
     if beyond:
         detail["extrapolation"] = beyond
+    if profile.get("op_kinds"):
+        unseen = sorted(spec_op_kinds(spec, resolution) - set(profile["op_kinds"]))
+        if unseen:  # e.g. GroupNorm or pooling when the profile saw only FastViT graphs: priced at zero
+            detail["unseen_op_kinds"] = unseen
+            detail["note"] += (f"; op kinds absent from the calibration data ({', '.join(unseen)}) cost nothing "
+                               f"in this model beyond their MACs, so the prediction is likely low")
     return LatencyResult(target=profile["name"], ms=ms, kind="predicted", batch=1, resolution=res,
                          expected_error_pct=float(profile["loo"]["mape_pct"]), detail=detail)
