@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import sys
 from pathlib import Path
@@ -26,6 +27,8 @@ def register(sub) -> None:
     p.add_argument("--eval", action="store_true", help="rank-correlate proxies with the published top-1")
     p.add_argument("--csv", metavar="FILE", help="published figures (default: shared/reference/published_fastvit.csv)")
     p.add_argument("--specs-dir", metavar="DIR", help="where the published points' specs are (default: ./specs)")
+    p.add_argument("--batch", type=int, default=None, metavar="N",
+                   help="batch size for every proxy (default: each proxy's own, see docs/PROXIES.md)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights and inputs (default 0)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
@@ -52,7 +55,7 @@ def run(args) -> int:
     rows, out = [], []
     for path in args.specs:
         spec = load_from_args(path, args)
-        vals = {n: score(spec, n, seed=args.seed) for n in names}
+        vals = {n: score(spec, n, seed=args.seed, batch=args.batch, resolution=args.input_size) for n in names}
         out.append({"spec": path, "name": spec.name, "scores": vals})
         rows.append([path, spec.name] + [f"{vals[n]:.4f}" for n in names])
     if args.json:
@@ -64,6 +67,7 @@ def run(args) -> int:
 
 
 def run_eval(args, names) -> int:
+    import torch
     from ..proxies import DEFAULT, PROXY_SETTINGS
     from ..proxies.evaluate import default_csv, default_specs_dir, evaluate, read_published
     csv_path = Path(args.csv) if args.csv else default_csv()
@@ -77,10 +81,11 @@ def run_eval(args, names) -> int:
         if stderr and not args.json:
             print(f"\r{proxy}: {name}".ljust(60), end="", file=sys.stderr, flush=True)
 
-    results = evaluate(points, names, seed=args.seed, progress=progress)
+    results = evaluate(points, names, seed=args.seed, batch=args.batch, resolution=args.input_size, progress=progress)
     if stderr and not args.json:
         print("\r".ljust(61) + "\r", end="", file=sys.stderr)
-    meta = {"csv": str(csv_path), "points": len(points), "seed": args.seed,
+    meta = {"csv": str(csv_path), "points": len(points), "seed": args.seed, "batch": args.batch or "per proxy",
+            "resolution": args.input_size or "per proxy",
             "date": _dt.date.today().isoformat(), "machine": f"{platform.machine()} {platform.system()}",
             "default": DEFAULT}
     if args.json:
@@ -91,8 +96,11 @@ def run_eval(args, names) -> int:
     for r in sorted(results, key=lambda r: -r.kendall_tau):
         s = PROXY_SETTINGS[r.proxy]
         rows.append((r.proxy + (" (default)" if r.proxy == DEFAULT else ""), f"{r.kendall_tau:+.3f}",
-                     f"{r.spearman_rho:+.3f}", f"{s.batch}", f"{s.resolution or 'spec'}", f"{r.seconds:.1f}"))
+                     f"{r.spearman_rho:+.3f}", f"{args.batch or s.batch}", f"{args.input_size or s.resolution or 'spec'}",
+                     f"{r.seconds:.1f}"))
     con.print(table(f"proxies vs published top-1 ({len(points)} points from {csv_path.name}, seed {args.seed})",
                     ["proxy", "Kendall tau-b", "Spearman rho", "batch", "resolution", "seconds"], rows,
                     right=("Kendall tau-b", "Spearman rho", "batch", "seconds")))
+    con.print(f"{meta['date']}, {meta['machine']}, {os.cpu_count()} CPUs, torch {torch.__version__}; "
+              f"tau-b and rho against the published top-1; default proxy: {DEFAULT}")
     return 0

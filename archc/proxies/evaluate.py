@@ -79,6 +79,7 @@ def read_published(csv_path: Path, specs_dir: Path) -> List[PublishedPoint]:
 
 
 def evaluate(points: Sequence[PublishedPoint], proxies: Sequence[str], *, seed: int = 0,
+             batch: Optional[int] = None, resolution: Optional[int] = None,
              progress: Optional[Callable[[str, str], None]] = None) -> List[ProxyEval]:
     """Score every point with every proxy; rank-correlate the scores with the published top-1."""
     from ..latency.fit import arch_key
@@ -97,7 +98,7 @@ def evaluate(points: Sequence[PublishedPoint], proxies: Sequence[str], *, seed: 
                 progress(proxy, p.name)
             k = keys[p.name]
             if k not in by_arch:  # same architecture, same seed: the same score (V4 = S12, V5 = SA12)
-                by_arch[k] = score(specs[p.name], proxy, seed=seed)
+                by_arch[k] = score(specs[p.name], proxy, seed=seed, batch=batch, resolution=resolution)
             scores[p.name] = by_arch[k]
         vals = [scores[p.name] for p in points]
         results.append(ProxyEval(proxy, kendall_tau_b(vals, top1), spearman_rho(vals, top1),
