@@ -188,3 +188,24 @@ def test_cli_scores_specs(tmp_path, capsys):
     assert scores["params"] == pytest.approx(sum(p.numel() for p in build(load_spec(TINY)).parameters()) / 1e6)
     assert set(scores) == {"params", "synflow"}
     assert DEFAULT in PROXIES
+
+
+def test_synflow_attention_has_constant_probabilities():
+    from archc.proxies.synflow import _ConstantAttentionProbs
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 5, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    ref = nn.functional.scaled_dot_product_attention(q, k, v)
+    with _ConstantAttentionProbs():
+        out = nn.functional.scaled_dot_product_attention(q, k, v)
+    assert torch.allclose(out, ref, atol=1e-12)  # same forward at moderate logits
+    g = torch.randn_like(out)
+    (out * g).sum().backward()
+    probs = torch.softmax(q.detach() @ k.detach().transpose(-2, -1) / 2.0, dim=-1)
+    assert torch.allclose(v.grad, probs.transpose(-2, -1) @ g, atol=1e-12)
+    assert q.grad is None and k.grad is None
+    # all-positive logits of ~1e17 (synflow's regime): the value gradient stays bounded by the token count
+    big = torch.full((1, 1, 5, 4), 3e8, dtype=torch.float64) + torch.arange(20, dtype=torch.float64).reshape(1, 1, 5, 4)
+    v2 = torch.rand(1, 1, 5, 4, dtype=torch.float64, requires_grad=True)
+    with _ConstantAttentionProbs():
+        nn.functional.scaled_dot_product_attention(big, big, v2).sum().backward()
+    assert float(v2.grad.abs().max()) <= 5.0 + 1e-9

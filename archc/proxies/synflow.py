@@ -9,11 +9,19 @@ Choices, following the reference (``foresight/pruners/measures/synflow.py``):
 - BatchNorm is removed (the reference measures with ``bn=False``): with batch statistics on a
   constant input BN would zero the signal, and eval-mode BN with arbitrary statistics is data, not
   architecture.
-- float64 throughout (float32 overflows for the deeper variants: log R reaches ~360 for MA36 at
-  256x256, float32 ends at ~88); if even float64 overflows the proxy raises ``FloatingPointError``
-  rather than return ``inf``, which would rank every such net equal.
+- float64 throughout, as the reference advises: the product of |W| grows geometrically with depth
+  and width (log score ~26-29 for the shipped specs; float32 ends at ~88). If even float64
+  overflows, the proxy raises ``FloatingPointError`` rather than return ``inf``, which would rank
+  every such net equal.
 - GELU networks: with non-negative weights and inputs every pre-activation is >= 0, where GELU is
   close to the identity, so the linearised network is the same idea as in the ReLU paper.
+- Attention: the attention probabilities are held constant (computed from detached q and k with an
+  explicit, max-subtracted softmax), so the flow runs through the values, where attention is linear;
+  the qkv weights are still scored, through their value third. Synflow has no linear form of a
+  softmax, and in the all-positive network the logits reach ~1e17. There torch's fused
+  ``scaled_dot_product_attention`` backward is wrong by many orders of magnitude (measured on SA12's
+  last block: a value gradient of 7e14 for an output gradient of 9, where a row-stochastic map can
+  amplify at most 64-fold), which gave MA36 a score of ~e^363 at 256x256 and NaN at 384x384.
 """
 from __future__ import annotations
 
@@ -21,8 +29,25 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
 from .common import private_copy, remove_batchnorm_, weight_layers
+
+
+class _ConstantAttentionProbs(TorchFunctionMode):
+    """Within the mode, attention is ``softmax(q k^T * scale).detach() @ v``, computed explicitly."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func is F.scaled_dot_product_attention:
+            q, k, v = args[:3]
+            if len(args) > 3 or kwargs.get("attn_mask") is not None or kwargs.get("is_causal"):
+                raise NotImplementedError("synflow: masked or causal attention is not supported")
+            scale = kwargs.get("scale") or q.shape[-1] ** -0.5
+            probs = torch.softmax((q.detach() @ k.detach().transpose(-2, -1)) * scale, dim=-1)
+            return probs @ v
+        return func(*args, **kwargs)
 
 
 def synflow(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:
@@ -33,7 +58,8 @@ def synflow(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> fl
     for p in net.parameters():
         p.requires_grad_(True)
     ones = torch.ones((1,) + tuple(inputs.shape[1:]), dtype=torch.float64)
-    out = net(ones)
+    with _ConstantAttentionProbs():
+        out = net(ones)
     r = out.sum()
     if not torch.isfinite(r):
         raise FloatingPointError("synflow: the linearised network overflows float64 on this input size")
