@@ -92,6 +92,32 @@ def time_runs_cuda(step: Callable[[], Any], runs: int, warmup: int, cuda: Any = 
     return [float(s.elapsed_time(e)) for s, e in zip(starts, ends)]
 
 
+def time_interleaved(steps: Dict[str, Callable[[], Any]], runs: int, warmup: int, block: int = 5,
+                     seed: int = 0, clock: Callable[[], float] = time.perf_counter) -> Dict[str, List[float]]:
+    """Wall-clock milliseconds of ``runs`` calls of each step, interleaved in blocks of ``block`` calls.
+
+    Comparing two models one after the other on a shared machine compares the load at two moments as
+    much as the models; interleaving small blocks, in a shuffled order each round, spreads any change in
+    load over all contenders alike."""
+    import random
+
+    rng = random.Random(seed)
+    names = list(steps)
+    for name in names:
+        for _ in range(warmup):
+            steps[name]()
+    samples: Dict[str, List[float]] = {n: [] for n in names}
+    while any(len(s) < runs for s in samples.values()):
+        rng.shuffle(names)
+        for name in names:
+            step = steps[name]
+            for _ in range(min(block, runs - len(samples[name]))):
+                t0 = clock()
+                step()
+                samples[name].append((clock() - t0) * 1e3)
+    return samples
+
+
 # ------------------------------------------------------------------------------------ entry point
 def measure_latency(spec, target: str = "cpu", *, model: Optional[nn.Module] = None, runs: int = 100,
                     warmup: int = 10, batch: Optional[int] = None,
