@@ -1,6 +1,6 @@
 """The model that ships, and the ways to run it.
 
-``deploy_model`` is the single place that turns a spec (+ weights) into the graph that export and
+``inference_model`` is the single place that turns a spec (+ weights) into the graph that export and
 latency use, so every figure and every exported file comes from the same graph. ``make_runner`` wraps
 that graph in one of the runtime options (eager, channels_last, torch.compile, ONNX Runtime, ...);
 ``benchmarks/runtime_options.py`` measures them and ``docs/BENCHMARKS.md`` says which one wins and why.
@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
@@ -40,34 +39,32 @@ RUNTIMES: Dict[str, str] = {
 BEST_RUNTIME = {"cpu": "onnxruntime", "cuda": "compile"}
 
 
-def deploy_model(spec: Spec, weights: Union[None, str, Path, Mapping[str, Any]] = None, *,
-                 deploy: bool = True, verify: bool = True, model: Optional[nn.Module] = None) -> nn.Module:
-    """The eval-mode graph to export or time: the reparameterized deploy graph, or with ``deploy=False``
-    the train-time graph (all branches, BN and skips) in eval mode, for train-vs-deploy comparisons.
+def inference_model(spec: Spec, weights: Union[None, str, Path, Mapping[str, Any]] = None, *,
+                    deploy: bool = True, verify: bool = True, model: Optional[nn.Module] = None) -> nn.Module:
+    """The eval-mode graph to export or time: the reparameterized deploy graph (``archc.deploy_model``,
+    which also takes reparameterized timm/Apple and archc deploy checkpoints), or with ``deploy=False`` the
+    train-time graph (all branches, BN and skips) in eval mode, for train-vs-deploy comparisons.
 
-    ``weights`` (a checkpoint path or a state dict) are loaded strictly into the train-time model before
-    lowering; ``model`` may be given instead of building ``spec`` (it is not modified).
+    ``model`` (a train-time model built from ``spec``, e.g. with weights already loaded) may be given
+    instead of ``weights``; it is not modified. A deploy graph passed as ``model`` is used as it is.
     """
+    from .deploy import deploy_model
+    from .passes import reparameterize
+
+    if model is not None and weights is not None:
+        raise ArchcError("pass either a model or weights, not both")
     if model is None:
+        if deploy:
+            return deploy_model(spec, weights, verify=verify).eval()
         model = build(spec)
         if weights is not None:
             load_weights(model, weights)
-    elif weights is not None:
-        raise ArchcError("deploy_model: pass either model or weights, not both")
-    model = model.eval()
+        return model.eval()
     if not deploy:
-        return model
-    return _lower(model, verify)
-
-
-def _lower(model: nn.Module, verify: bool) -> nn.Module:
-    try:
-        from .passes import reparameterize
-    except ImportError:  # the reparameterization pass has not landed in this checkout yet
-        warnings.warn("archc.passes is not available: using the eval-mode train-time graph as the deploy graph",
-                      stacklevel=3)
-        return model
-    return reparameterize(model, verify=verify).eval()
+        return model.eval()
+    if getattr(model, "reparam_level", None) == "full":
+        return model.eval()
+    return reparameterize(model.eval(), verify=verify).eval()
 
 
 # --------------------------------------------------------------------------------------- runners

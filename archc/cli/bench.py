@@ -68,10 +68,21 @@ def run(args) -> int:
     results: List[Dict[str, Any]] = []
     con = console()
 
+    models: Dict[Any, Any] = {}
+
+    def model_for(path, spec, graph):
+        """Each spec's graph is built (and lowered, verified) once, then timed at every resolution."""
+        from ..runtime import inference_model
+        if (path, graph) not in models:
+            models[(path, graph)] = inference_model(spec, args.weights, deploy=graph == "deploy")
+        return models[(path, graph)]
+
     def one(path, spec, res, graph) -> None:
         kw = dict(kwargs, resolution=res)
         if measured:
-            kw["deploy"] = graph == "deploy"
+            from ..latency.measure import check_target
+            check_target(args.target)  # say what is missing before building anything
+            kw.update(deploy=graph == "deploy", model=model_for(path, spec, graph), weights=None)
         r = latency(spec, args.target, **kw)
         results.append({"spec": path, "name": spec.name, "graph": graph if measured else "deploy",
                         **r.to_dict()})

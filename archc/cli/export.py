@@ -51,7 +51,7 @@ def run(args) -> int:
 
     from ..analysis.profile import profile_graph
     from ..export import IMAGENET_MEAN, IMAGENET_STD, ImageNormalization, export_model, parse_formats
-    from ..runtime import deploy_model, input_shape
+    from ..runtime import inference_model, input_shape
 
     formats: List[str] = parse_formats(args.formats)
     if args.batch < 1:
@@ -61,9 +61,11 @@ def run(args) -> int:
     if not args.no_normalize:
         norm = ImageNormalization(mean=_floats(args.mean, IMAGENET_MEAN, "mean", spec.in_chans),
                                   std=_floats(args.std, IMAGENET_STD, "std", spec.in_chans))
-    model = deploy_model(spec, args.weights, deploy=not args.train)
+    model = inference_model(spec, args.weights, deploy=not args.train)
     example = torch.randn(input_shape(spec, args.batch))
-    residual = profile_graph(model, example).residual_adds()
+    prof = profile_graph(model, example)
+    residual = prof.residual_adds()
+    bns = sum(1 for n in prof.nodes if n.kind == "batchnorm")
     con = console()
     graph = "train-time" if args.train else "deploy"
 
@@ -73,10 +75,10 @@ def run(args) -> int:
             con.print(f"wrote {r.path} ({r.verified}{err})")
 
     results = export_model(model, example, formats, Path(args.out), name=args.name or spec.name,
-                           fp32=args.fp32, normalization=norm, residual_adds=residual, on_done=progress)
+                           fp32=args.fp32, normalization=norm, on_done=progress)
     if args.json:
         print_json({"spec": args.spec, "name": spec.name, "graph": graph, "input_shape": list(example.shape),
-                    "residual_adds": residual, "exports": [r.to_dict() for r in results]})
+                    "residual_adds": residual, "batchnorm_layers": bns, "exports": [r.to_dict() for r in results]})
         return 0
     rows = []
     for r in results:
@@ -89,7 +91,10 @@ def run(args) -> int:
         if r.format == "coreml":
             hist = "  ".join(f"{k} {v}" for k, v in r.detail["op_histogram"].items())
             con.print(f"Core ML ({r.detail['precision']}, ML program spec v{r.detail['spec_version']}) op histogram: {hist}")
-            con.print(f"Core ML residual adds {r.detail['residual_adds']} (deploy graph: {residual}); "
-                      f"batch_norm ops {r.detail['op_histogram'].get('batch_norm', 0)}")
+            allowed = r.detail["allowed"]
+            norms = f", {allowed['norm_layers']} of them GroupNorm/LayerNorm affines" if allowed["norm_layers"] else ""
+            con.print(f"Core ML batch_norm ops {r.detail['op_histogram'].get('batch_norm', 0)} ({graph} graph: "
+                      f"{bns} BatchNorm layers{norms}); residual adds {r.detail['residual_adds']} "
+                      f"({graph} graph: {residual})")
             con.print(f"image input 'image': {r.detail['normalization']}")
     return 0

@@ -17,7 +17,8 @@ import torch
 import torch.nn as nn
 
 from ..errors import ExportError, did_you_mean
-from .coreml_export import (IMAGENET_MEAN, IMAGENET_STD, CoreMLReport, ImageNormalization, check_coreml,
+from .coreml_export import (IMAGENET_MEAN, IMAGENET_STD, CoreMLExpectation, CoreMLReport, ImageNormalization,
+                            check_coreml,
                             convert_coreml, inspect_coreml, predict_coreml, torch_reference_from_image)
 from .onnx_export import export_onnx, run_onnx
 from .program_export import export_program, run_program
@@ -30,6 +31,7 @@ ATOL = 1e-4
 COREML_TOL = {"fp32": 1e-3, "fp16": 5e-2}
 
 __all__ = ["FORMATS", "ExportResult", "ImageNormalization", "IMAGENET_MEAN", "IMAGENET_STD", "CoreMLReport",
+           "CoreMLExpectation",
            "export_model", "parse_formats", "inspect_coreml", "check_coreml"]
 
 
@@ -73,12 +75,14 @@ def _compare(fmt: str, ref: torch.Tensor, got: torch.Tensor, atol: float) -> Dic
 def export_model(model: nn.Module, example: torch.Tensor, formats: Sequence[str], out_dir: Union[str, Path], *,
                  name: str = "model", fp32: bool = False,
                  normalization: Optional[ImageNormalization] = ImageNormalization(),
-                 residual_adds: Optional[int] = None, atol: float = ATOL,
+                 coreml_expect: Optional[CoreMLExpectation] = None, atol: float = ATOL,
                  on_done: Optional[Callable[[ExportResult], None]] = None) -> List[ExportResult]:
     """Write ``model`` in each of ``formats`` to ``out_dir/name.<suffix>`` and verify each file.
 
     ``example`` fixes the input shape (batch, channels, H, W); the check input is a different random
-    tensor of that shape. ``residual_adds`` (the deploy graph's count) bounds the Core ML package's.
+    tensor of that shape. ``coreml_expect`` bounds the Core ML package's batch_norm ops and residual adds
+    (default: derived from ``model`` itself, so a deploy graph's package must have none of either that
+    the deploy graph lacks).
     """
     formats = parse_formats(formats)
     out = Path(out_dir)
@@ -103,7 +107,7 @@ def export_model(model: nn.Module, example: torch.Tensor, formats: Sequence[str]
             r = ExportResult(fmt, path, "compared", **_compare(fmt, ref, run_program(path, check_x), atol),
                              detail={"runtime": "torch.export.load"})
         else:
-            r = _export_coreml(model, example, path, fp32, normalization, residual_adds)
+            r = _export_coreml(model, example, path, fp32, normalization, coreml_expect)
         results.append(r)
         if on_done is not None:
             on_done(r)
@@ -111,16 +115,19 @@ def export_model(model: nn.Module, example: torch.Tensor, formats: Sequence[str]
 
 
 def _export_coreml(model: nn.Module, example: torch.Tensor, path: Path, fp32: bool,
-                   normalization: Optional[ImageNormalization], residual_adds: Optional[int]) -> ExportResult:
+                   normalization: Optional[ImageNormalization],
+                   expect: Optional[CoreMLExpectation]) -> ExportResult:
     import shutil
     if path.exists():
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     convert_coreml(model, example, path, fp32=fp32, normalization=normalization)
+    expect = expect or CoreMLExpectation.from_graph(model, example)
     report = inspect_coreml(path)
-    check_coreml(report, residual_adds)
+    check_coreml(report, expect)
     detail: Dict[str, Any] = {"precision": report.precision, "spec_version": report.spec_version,
                               "op_histogram": report.op_histogram, "residual_adds": report.residual_adds,
-                              "deploy_graph_residual_adds": residual_adds,
+                              "allowed": {"batch_norm": expect.batch_norms, "residual_adds": expect.residual_adds,
+                                          "norm_layers": expect.norms},
                               "normalization": (normalization.describe() if normalization else "pixel/255")}
     if platform.system() != "Darwin" or example.shape[0] != 1:
         detail["prediction"] = ("not run: Core ML predicts only on macOS" if platform.system() != "Darwin"

@@ -168,18 +168,44 @@ def inspect_coreml(path: Union[str, Path]) -> CoreMLReport:
                         metadata=dict(spec.description.metadata.userDefined))
 
 
-def check_coreml(report: CoreMLReport, expected_residual_adds: Optional[int] = None) -> None:
-    """Fail unless the package is what archc ships: ML program for iOS 16+, image input, no BatchNorm,
-    and no more residual adds than the deploy graph has (none that the pass removed came back)."""
+@dataclass(frozen=True)
+class CoreMLExpectation:
+    """What the package may contain, derived from the torch graph it was converted from.
+
+    A deploy graph has no BatchNorm, so its package must have no ``batch_norm`` op; the one exception is
+    the affine of a GroupNorm/LayerNorm, which coremltools lowers to reduce/sub/div plus a per-channel
+    scale and shift that its optimiser fuses into a ``batch_norm`` op (and whose ``x - mean`` is a sub of
+    two computed tensors). Residual adds may not exceed the graph's own (plus those norm subs).
+    """
+
+    batch_norms: int = 0
+    residual_adds: Optional[int] = None
+    norms: int = 0
+
+    @classmethod
+    def from_graph(cls, model: nn.Module, example: torch.Tensor) -> "CoreMLExpectation":
+        from ..analysis.profile import profile_graph
+        prof = profile_graph(model, example)
+        kinds = Counter(n.kind for n in prof.nodes)
+        norms = kinds.get("groupnorm", 0) + kinds.get("layernorm", 0)
+        return cls(batch_norms=kinds.get("batchnorm", 0) + norms, residual_adds=prof.residual_adds() + norms,
+                   norms=norms)
+
+
+def check_coreml(report: CoreMLReport, expect: Optional[CoreMLExpectation] = None) -> None:
+    """Fail unless the package is what archc ships: ML program for iOS 16+, image input, no batch_norm op
+    beyond what the source graph explains, and no residual add that the pass removed come back."""
+    expect = expect or CoreMLExpectation()
     problems = []
     if report.spec_version < MIN_SPEC_VERSION:
         problems.append(f"specification version {report.spec_version} < {MIN_SPEC_VERSION} (iOS 16)")
     if report.input_kind != "imageType":
         problems.append(f"input '{report.input_name}' is a {report.input_kind}, not an image")
-    if report.batch_norms:
-        problems.append(f"{report.batch_norms} batch_norm ops remain")
-    if expected_residual_adds is not None and report.residual_adds > expected_residual_adds:
-        problems.append(f"{report.residual_adds} residual adds, but the deploy graph has {expected_residual_adds}")
+    if report.batch_norms > expect.batch_norms:
+        why = f" (the graph explains {expect.batch_norms}: GroupNorm/LayerNorm affines)" if expect.batch_norms else ""
+        problems.append(f"{report.batch_norms} batch_norm ops remain{why}")
+    if expect.residual_adds is not None and report.residual_adds > expect.residual_adds:
+        problems.append(f"{report.residual_adds} residual adds, but the graph has {expect.residual_adds}")
     if problems:
         raise ExportError(f"{report.path}: " + "; ".join(problems))
 

@@ -130,7 +130,7 @@ def measure_latency(spec, target: str = "cpu", *, model: Optional[nn.Module] = N
     graph. ``batch`` defaults to 8 on CUDA and 1 elsewhere; ``resolution`` to the spec's input size.
     ``threads`` sets torch's (and ONNX Runtime's) intra-op threads for CPU targets.
     """
-    from ..runtime import deploy_model, input_shape, resolve_runtime
+    from ..runtime import inference_model, input_shape, resolve_runtime
 
     if target not in MEASURED_TARGETS:
         raise DeviceError(f"'{target}' is not a measured target; valid: {', '.join(MEASURED_TARGETS)}")
@@ -141,8 +141,10 @@ def measure_latency(spec, target: str = "cpu", *, model: Optional[nn.Module] = N
         raise DeviceError(f"runtime '{runtime}' is not available on target '{target}'; valid: {', '.join(allowed)}")
     check_target(target)  # before any model work: say what is missing as early as possible
     batch = batch or DEFAULT_BATCH.get(target, 1)
+    if target in ("coreml", "iphone") and batch != 1:
+        raise DeviceError(f"target '{target}' measures batch 1 (the package's image input); use --batch 1")
     shape = input_shape(spec, batch, resolution)
-    m = deploy_model(spec, weights, deploy=deploy, model=model)
+    m = inference_model(spec, weights, deploy=deploy, model=model)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     detail: Dict[str, Any] = {"deploy": deploy, "spec": getattr(spec, "name", None), "load_before": _loadavg()}
     prev_threads = torch.get_num_threads()
@@ -220,6 +222,36 @@ def _version_tuple(v: str) -> Tuple[int, ...]:
     return tuple(out)
 
 
+def _iphone_device() -> Tuple[Any, Any]:
+    """The connected iPhone to benchmark on (``ARCHC_IOS_DEVICE`` picks one by name or id) and the
+    code-signing credentials for coremltools' model-runner app."""
+    ct = _check_coremltools("iphone", (8, 3))
+    try:
+        from coremltools.models.ml_program.experimental import remote_device
+    except ImportError as exc:
+        raise DeviceError(f"target 'iphone' needs coremltools' experimental remote-device tools "
+                          f"(coremltools >= 8.3; installed {ct.__version__}): {exc}") from exc
+    try:
+        devices = remote_device.Device.get_connected_devices(remote_device.DeviceType.IPHONE)
+    except Exception as exc:  # devicectl missing or failing: coremltools raises ValueError / its own error
+        raise DeviceError(f"target 'iphone': could not list devices with devicectl: {exc}") from exc
+    wanted = os.environ.get("ARCHC_IOS_DEVICE")
+    if wanted:
+        devices = [d for d in devices if wanted in (d.name, d.udid, d.identifier)]
+    if not devices:
+        which = f" named '{wanted}'" if wanted else ""
+        raise DeviceError(f"target 'iphone': no connected iPhone{which} (connect a development iPhone by cable, "
+                          "unlock it, enable Developer Mode and trust this Mac)")
+    team = os.environ.get("ARCHC_IOS_TEAM", "")
+    profile = os.environ.get("ARCHC_IOS_PROFILE")
+    if not team and not profile:
+        raise DeviceError("target 'iphone' needs code-signing for coremltools' model-runner app: set ARCHC_IOS_TEAM "
+                          "to your Apple development team id (or ARCHC_IOS_PROFILE and ARCHC_IOS_BUNDLE_ID)")
+    creds = remote_device.AppSigningCredentials(development_team=team, provisioning_profile_uuid=profile,
+                                                bundle_identifier=os.environ.get("ARCHC_IOS_BUNDLE_ID"))
+    return devices[0], creds
+
+
 def _check_iphone_tools() -> None:
     _check_macos("iphone", "benchmarking on an attached iPhone")
     _check_coremltools("iphone", (8, 3))
@@ -229,6 +261,7 @@ def _check_iphone_tools() -> None:
     if shutil.which("devicectl") is None:
         raise DeviceError("target 'iphone' needs Xcode's devicectl on PATH (coremltools calls it by name): add "
                           "the folder of `xcrun --find devicectl` to PATH")
+    _iphone_device()
 
 
 # ------------------------------------------------------------------------------------- torch / ORT
@@ -308,44 +341,22 @@ def _measure_iphone(model: nn.Module, x: torch.Tensor, runs: int, warmup: int, c
     ct = _check_coremltools("iphone", (8, 3))
     if x.shape[0] != 1:
         raise DeviceError("target 'iphone' measures batch 1 (the package's image input); use --batch 1")
-    try:
-        from coremltools.models.ml_program.experimental import perf_utils, remote_device
-    except ImportError as exc:
-        raise DeviceError(f"target 'iphone' needs coremltools' experimental remote-device tools "
-                          f"(coremltools >= 8.3; installed {ct.__version__}): {exc}") from exc
-    try:
-        devices = remote_device.Device.get_connected_devices(remote_device.DeviceType.IPHONE)
-    except Exception as exc:  # devicectl missing or failing: coremltools raises ValueError / its own error
-        raise DeviceError(f"target 'iphone': could not list devices with devicectl: {exc}") from exc
-    wanted = os.environ.get("ARCHC_IOS_DEVICE")
-    if wanted:
-        devices = [d for d in devices if wanted in (d.name, d.udid, d.identifier)]
-    if not devices:
-        which = f" named '{wanted}'" if wanted else ""
-        raise DeviceError(f"target 'iphone': no connected iPhone{which} (connect a development iPhone by cable, "
-                          "unlock it, enable Developer Mode and trust this Mac)")
-    team = os.environ.get("ARCHC_IOS_TEAM", "")
-    profile = os.environ.get("ARCHC_IOS_PROFILE")
-    if not team and not profile:
-        raise DeviceError("target 'iphone' needs code-signing for coremltools' model-runner app: set ARCHC_IOS_TEAM "
-                          "to your Apple development team id (or ARCHC_IOS_PROFILE and ARCHC_IOS_BUNDLE_ID)")
-    creds = remote_device.AppSigningCredentials(development_team=team, provisioning_profile_uuid=profile,
-                                                bundle_identifier=os.environ.get("ARCHC_IOS_BUNDLE_ID"))
+    from coremltools.models.ml_program.experimental import perf_utils
+    device, creds = _iphone_device()
     units = _compute_units(ct, compute_units)
     with tempfile.TemporaryDirectory(prefix="archc-iphone-") as tmp:
         path = _export_package(model, x, Path(tmp))
         mlmodel = ct.models.MLModel(str(path), compute_units=units, skip_model_load=True)
 
         async def bench() -> List[float]:
-            device = await devices[0].prepare_for_model_debugging(credentials=creds)
-            benchmarker = perf_utils.MLModelBenchmarker(model=mlmodel, device=device)
+            ready = await device.prepare_for_model_debugging(credentials=creds)
+            benchmarker = perf_utils.MLModelBenchmarker(model=mlmodel, device=ready)
             if warmup:
                 await benchmarker.benchmark_predict(iterations=warmup)
             measurement = await benchmarker.benchmark_predict(iterations=runs)
             return [float(s) for s in measurement.samples]
 
         samples = asyncio.run(bench())
-    d = devices[0]
     detail.update(runtime=f"Core ML on device ({compute_units}), coremltools MLModelBenchmarker",
-                  device=f"{d.name} (iOS {d.os_version})")
+                  device=f"{device.name} (iOS {device.os_version})")
     return samples
