@@ -20,26 +20,31 @@ sys.path.insert(0, __import__("os").path.dirname(__file__))
 from _common import describe_machine, machine, md_table  # noqa: E402
 
 
-def op_times(model, x, iters: int):
+def op_times(models, x, iters: int, rounds: int):
+    """Per model: {aten op: [calls, self ms]} per forward. The models are profiled in alternating rounds
+    so that a change in machine load hits them alike."""
+    outs = [defaultdict(lambda: [0.0, 0.0]) for _ in models]
     with torch.inference_mode():
-        for _ in range(5):
-            model(x)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            for _ in range(iters):
-                model(x)
-    out = defaultdict(lambda: [0, 0.0])
-    for e in prof.key_averages():
-        out[e.key][0] += e.count / iters
-        out[e.key][1] += e.self_cpu_time_total / iters / 1e3  # ms per forward
-    total = sum(v[1] for v in out.values())
-    return out, total
+        for m in models:
+            for _ in range(5):
+                m(x)
+        for _ in range(rounds):
+            for m, out in zip(models, outs):
+                with profile(activities=[ProfilerActivity.CPU]) as prof:
+                    for _ in range(iters):
+                        m(x)
+                for e in prof.key_averages():
+                    out[e.key][0] += e.count / iters / rounds
+                    out[e.key][1] += e.self_cpu_time_total / iters / rounds / 1e3  # ms per forward
+    return [(out, sum(v[1] for v in out.values())) for out in outs]
 
 
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--variant", default="sa12")
     p.add_argument("--resolution", type=int, default=256)
-    p.add_argument("--iters", type=int, default=30)
+    p.add_argument("--iters", type=int, default=5, help="forwards per profiled round")
+    p.add_argument("--rounds", type=int, default=6, help="alternating rounds (archc, timm, archc, ...)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--memory-format", default="contiguous", choices=["contiguous", "channels_last"])
     p.add_argument("--top", type=int, default=18)
@@ -65,8 +70,7 @@ def main() -> int:
         t_dep = t_dep.to(memory_format=torch.channels_last)
         a_dep = a_dep.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    ta, tt = op_times(a_dep, x, args.iters)
-    tb, tb_total = op_times(t_dep, x, args.iters)
+    (ta, tt), (tb, tb_total) = op_times([a_dep, t_dep], x, args.iters, args.rounds)
     keys = sorted(set(ta) | set(tb), key=lambda k: -max(ta.get(k, [0, 0])[1], tb.get(k, [0, 0])[1]))
     rows = []
     for k in keys[:args.top]:
@@ -75,7 +79,7 @@ def main() -> int:
         rows.append((k, f"{a[0]:.0f}", f"{a[1]:.2f}", f"{b[0]:.0f}", f"{b[1]:.2f}", f"{a[1] - b[1]:+.2f}"))
     rows.append(("**total (self CPU)**", "", f"{tt:.2f}", "", f"{tb_total:.2f}", f"{tt - tb_total:+.2f}"))
     print(describe_machine(machine()))
-    print(f"\n{args.variant} @ {args.resolution}, {args.memory_format}, per forward, {args.iters} forwards profiled")
+    print(f"\n{args.variant} @ {args.resolution}, {args.memory_format}, per forward, {args.rounds} x {args.iters} forwards each, alternating")
     print(md_table(["aten op", "archc calls", "archc ms", "timm calls", "timm ms", "archc - timm ms"], rows))
     return 0
 

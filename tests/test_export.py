@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from archc import load_spec
+from archc.spec import spec_to_dict
 from archc.analysis.profile import profile_graph
 from archc.builder import build
 from archc.errors import ExportError
@@ -50,7 +51,25 @@ def _example(spec, batch=1):
     return torch.randn((batch, spec.in_chans) + tuple(spec.input_size), generator=torch.Generator().manual_seed(7))
 
 
-@pytest.mark.parametrize("path", shipped_specs(), ids=lambda p: p.stem)
+def _distinct_at(res: int):
+    """Shipped specs, minus those identical to another once the input size is fixed (sa36_384 at 64x64
+    *is* sa36 at 64x64; some ablations are paper variants): the id names all of them. Deep variants are
+    marked slow (still run by default)."""
+    groups = {}
+    for path in sorted(shipped_specs(), key=lambda p: (p.stem.startswith("ablation"), p.stem)):
+        d = spec_to_dict(load_spec(path, overrides={"input_size": res}))
+        d.pop("name", None)
+        groups.setdefault(json.dumps(d, sort_keys=True, default=str), []).append(path)
+    out = []
+    for paths in groups.values():
+        spec = load_spec(paths[0])
+        deep = sum(spec.depths) > 12
+        out.append(pytest.param(paths[0], id="=".join(p.stem for p in paths),
+                                marks=[pytest.mark.slow] if deep else []))
+    return out
+
+
+@pytest.mark.parametrize("path", _distinct_at(RES))
 def test_every_shipped_spec_exports_to_onnx_within_1e4(path, tmp_path):
     spec, train, gm = _deploy(path.stem)
     x = _example(spec)
