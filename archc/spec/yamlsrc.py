@@ -151,7 +151,7 @@ def parse_yaml(text: str, file: str) -> Located:
         raise SpecError(f"YAML error: {_one_line(exc)}", file=file) from None
     except RecursionError:
         raise SpecError("YAML nested too deeply", file=file) from None
-    if node is None:
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "null" and not node.value):
         raise SpecError("file is empty", file=file)
     origins: Origins = {}
     data = _Composer(file, origins).convert(node, ())
