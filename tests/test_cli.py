@@ -147,7 +147,7 @@ def test_build_weights_and_save(capsys, tmp_path):
     code, out, err = run(capsys, "build", str(SPECS / "t8.yaml"), "--input-size", "64", "--weights", str(src),
                          "--save", str(out_ckpt))
     assert code == 0 and err == ""
-    assert f"loaded {src} (archc format, strict)" in out and f"saved {out_ckpt} (archc format)" in out
+    assert f"loaded {src} (archc format, strict)" in out and f"saved {out_ckpt} (archc format, train graph)" in out
     saved = torch.load(out_ckpt, weights_only=True)
     assert archc.load_spec(saved["spec"]) == spec
     original = torch.load(src, weights_only=True)["state_dict"]
