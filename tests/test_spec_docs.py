@@ -5,7 +5,8 @@ After changing a key in ``archc/spec/model.py`` regenerate the reference with
 
     ARCHC_UPDATE_DOCS=1 python -m pytest tests/test_spec_docs.py
 
-which rewrites the text between the ``<!-- keys:begin -->`` and ``<!-- keys:end -->`` markers.
+which rewrites the text between the ``<!-- keys:begin -->`` and ``<!-- keys:end -->`` markers (and the
+README's compact table between ``<!-- spec-keys:begin -->`` and ``<!-- spec-keys:end -->``).
 """
 from __future__ import annotations
 
@@ -95,16 +96,43 @@ def key_reference() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def test_spec_md_key_reference_is_current():
-    text = DOC.read_text(encoding="utf-8")
-    assert BEGIN in text and END in text, f"{DOC} lacks the {BEGIN} ... {END} markers"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{BEGIN}\n{key_reference()}{END}{tail}"
+def compact_reference() -> str:
+    """Every key with its default, in one table (the README's overview; docs/SPEC.md has the details)."""
+    out = ["| key | default | valid |", "|---|---|---|"]
+    for cls, _, prefix in SECTIONS:
+        for f in public_fields(cls):
+            meta = dict(f.metadata)
+            tp = hints(cls)[f.name]
+            valid = _range(meta)
+            if get_origin(tp) is Literal or "choices" in meta:
+                valid = ", ".join(meta.get("choices") or get_args(tp))
+            elif not valid:
+                valid = _type(tp, meta)
+            out.append(f"| `{prefix}{f.name}` | {_default(f)} | {valid} |")
+        if cls is Spec:
+            out.append("| `base` | — | a spec file to inherit from |")
+            out.append("| `stage_defaults` | — | keys of `stages[i]` for every stage |")
+    return "\n".join(out) + "\n"
+
+
+def _regenerate(doc, begin: str, end: str, body: str) -> None:
+    text = doc.read_text(encoding="utf-8")
+    assert begin in text and end in text, f"{doc} lacks the {begin} ... {end} markers"
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    new = f"{head}{begin}\n{body}{end}{tail}"
     if os.environ.get("ARCHC_UPDATE_DOCS") == "1":
-        DOC.write_text(new, encoding="utf-8")
+        doc.write_text(new, encoding="utf-8")
         return
-    assert new == text, "docs/SPEC.md's key reference is stale: ARCHC_UPDATE_DOCS=1 python -m pytest tests/test_spec_docs.py"
+    assert new == text, f"{doc.name}'s key reference is stale: ARCHC_UPDATE_DOCS=1 python -m pytest tests/test_spec_docs.py"
+
+
+def test_spec_md_key_reference_is_current():
+    _regenerate(DOC, BEGIN, END, key_reference())
+
+
+def test_readme_key_table_is_current():
+    _regenerate(ROOT / "README.md", "<!-- spec-keys:begin -->", "<!-- spec-keys:end -->", compact_reference())
 
 
 def test_every_key_is_documented():
@@ -143,3 +171,17 @@ def test_yaml_examples_in_the_docs_load(doc, tmp_path):
             load_spec(path)
         checked += 1
     assert checked, f"{doc} has no complete YAML example"
+
+
+def test_readme_python_api_example_runs(tmp_path, monkeypatch, capsys):
+    """The README's Python API example runs as written (in a scratch directory holding specs/)."""
+    import shutil
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert blocks, "README's Python API section has no python example"
+    shutil.copytree(ROOT / "specs", tmp_path / "specs")
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
+    assert capsys.readouterr().out.startswith("archc name: fastvit_t8")
