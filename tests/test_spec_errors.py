@@ -219,7 +219,8 @@ def test_alias_bomb_is_refused_quickly(tmp_path):
 def test_deep_nesting_is_refused(tmp_path):
     p = tmp_path / "deep.yaml"
     p.write_text("name: " + "[" * 5000 + "]" * 5000 + "\n")
-    check(load_error(p), p, None, None, ["nested too deeply"])
+    err = load_error(p)  # libyaml composes it and archc's depth limit stops it; PyYAML's composer overflows
+    assert err.file == str(p) and ("nested deeper than 64 levels" in str(err) or "nested too deeply" in str(err))
     p.write_text("name: " + "[" * 100 + "]" * 100 + "\n")
     check(load_error(p), p, 1, "name" + "[0]" * 64, ["nested deeper than 64 levels"])
 

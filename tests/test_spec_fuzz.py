@@ -79,6 +79,18 @@ def mutated_specs(draw):
     return data
 
 
+TEXTS = {p.name: p.read_text(encoding="utf-8") for p in shipped_specs()}
+
+
+@pytest.fixture(scope="module")
+def spec_dir(tmp_path_factory):
+    """The shipped specs, as bases a mutated file may still name."""
+    d = tmp_path_factory.mktemp("specs")
+    for name, original in TEXTS.items():
+        (d / name).write_text(original, encoding="utf-8")
+    return d
+
+
 def _check_accepted_or_spec_error(load):
     try:
         spec = load()
@@ -101,12 +113,12 @@ def test_mutated_spec_data_raises_only_spec_error(data):
 
 @FUZZ
 @given(mutated_specs())
-def test_mutated_spec_yaml_raises_only_spec_error(tmp_path_factory, data):
+def test_mutated_spec_yaml_raises_only_spec_error(spec_dir, data):
     try:
-        text = yaml.safe_dump(data, sort_keys=False)
+        text = yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
     except yaml.YAMLError:
         return
-    p = tmp_path_factory.mktemp("fuzz") / "spec.yaml"
+    p = spec_dir / "dumped.yaml"
     p.write_text(text, encoding="utf-8")
     _check_accepted_or_spec_error(lambda: load_spec(p))
 
@@ -117,9 +129,36 @@ yaml_alphabet = st.sampled_from(list("ab01:-[]{},&*!|>'\"#?%@`\n\t <=.~") + ["na
 
 @FUZZ
 @given(st.one_of(st.text(max_size=60), st.lists(yaml_alphabet, max_size=30).map("".join)))
-def test_random_yaml_text_raises_only_spec_error(tmp_path_factory, text):
-    p = tmp_path_factory.mktemp("fuzz") / "spec.yaml"
+def test_random_yaml_text_raises_only_spec_error(spec_dir, text):
+    p = spec_dir / "random.yaml"
     p.write_bytes(text.encode("utf-8", errors="surrogatepass"))  # lone surrogates: invalid UTF-8 on purpose
+    _check_accepted_or_spec_error(lambda: load_spec(p))
+
+
+@st.composite
+def mutated_texts(draw):
+    """A shipped spec's text with a few characters deleted, replaced or inserted (indentation, brackets, ...)."""
+    name = draw(st.sampled_from(sorted(TEXTS)))
+    text = TEXTS[name]
+    for _ in range(draw(st.integers(1, 4))):
+        i = draw(st.integers(0, len(text)))
+        op = draw(st.sampled_from(["delete", "replace", "insert"]))
+        ch = draw(yaml_alphabet)
+        if op == "delete":
+            text = text[:i] + text[i + 1:]
+        elif op == "replace":
+            text = text[:i] + ch + text[i + 1:]
+        else:
+            text = text[:i] + ch + text[i:]
+    return name, text
+
+
+@FUZZ
+@given(mutated_texts())
+def test_mutated_spec_text_raises_only_spec_error(spec_dir, case):
+    name, text = case
+    p = spec_dir / f"mutated_{name}"
+    p.write_text(text, encoding="utf-8")
     _check_accepted_or_spec_error(lambda: load_spec(p))
 
 
