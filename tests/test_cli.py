@@ -219,3 +219,12 @@ def test_schema_documents_every_key_with_defaults(schema):
     assert stage["properties"]["ffn_kernel"]["default"] == 7
     assert all(p.get("description") for d in schema["$defs"].values() for p in d["properties"].values())
     assert schema["properties"]["input_size"]["default"] == [256, 256]
+
+
+def test_a_multi_line_error_is_printed_as_one_line(capsys, monkeypatch):
+    from archc.cli import build as build_command
+
+    def fail(args):
+        raise archc.WeightsError("first line\nsecond line")
+    monkeypatch.setattr(build_command, "run", fail)
+    assert_one_error_line(*run(capsys, "build", SA12), "archc: error: first line second line")

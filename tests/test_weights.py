@@ -127,6 +127,7 @@ class _RunsCode:
         return (Path.touch, (self.marker,))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_a_pickle_with_code_in_it_is_refused(model, tmp_path):
     marker = tmp_path / "code-ran"
     path = tmp_path / "evil.pt"
