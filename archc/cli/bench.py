@@ -148,24 +148,33 @@ def write_plot(results: List[Dict[str, Any]], path: Path, target: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series: Dict[str, List[Dict[str, Any]]] = {}
+    from matplotlib.ticker import ScalarFormatter
+
+    series: Dict[tuple, List[Dict[str, Any]]] = {}
     for r in results:
-        label = r["name"] if r["graph"] == "deploy" else f"{r['name']} (train-time graph)"
-        series.setdefault(label, []).append(r)
+        series.setdefault((r["name"], r["graph"]), []).append(r)
+    names = list(dict.fromkeys(r["name"] for r in results))
+    colors = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for label, rs in series.items():
+    for (name, graph), rs in series.items():
         rs = sorted(rs, key=lambda r: r["resolution"][0])
         xs = [r["resolution"][0] for r in rs]
         ys = [r["ms"] for r in rs]
         errs = [(r.get("iqr_ms") or 0.0) / 2 for r in rs]
-        style = "--" if "train-time" in label else "-"
-        ax.errorbar(xs, ys, yerr=errs, fmt=style + "o", capsize=3, label=label)
+        label = name if graph == "deploy" else f"{name} (train-time graph)"
+        ax.errorbar(xs, ys, yerr=errs, fmt=("--" if graph == "train" else "-") + "o", capsize=3, label=label,
+                    color=colors[name], markerfacecolor="white" if graph == "train" else colors[name])
+    ticks = sorted({r["resolution"][0] for r in results})
+    ax.set_xticks(ticks)
     ax.set_xlabel("input resolution (pixels, square)")
     ax.set_ylabel("latency, median (ms)")
     first = results[0] if results else {}
     kind = "predicted" if first.get("kind") == "predicted" else "measured"
     ax.set_title(f"{kind} latency on {target}, batch {first.get('batch', '?')}")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
+    ax.tick_params(axis="y", which="minor", labelsize=7)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
