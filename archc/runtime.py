@@ -22,7 +22,7 @@ from .errors import ArchcError, DeviceError, did_you_mean
 from .spec import Spec
 from .weights import load_weights
 
-#: runtime options for the deploy graph; ``best`` is resolved per device by ``best_runtime``
+#: runtime options for the deploy graph; ``best`` is resolved per device by ``resolve_runtime``
 RUNTIMES: Dict[str, str] = {
     "eager": "torch eager, NCHW (contiguous)",
     "channels_last": "torch eager, model and input in channels_last (NHWC) memory format",
@@ -35,8 +35,9 @@ RUNTIMES: Dict[str, str] = {
     "best": "the fastest option measured on this kind of device (see docs/BENCHMARKS.md)",
 }
 
-#: what ``best`` means, decided by benchmarks/runtime_options.py (figures in docs/BENCHMARKS.md)
-BEST_RUNTIME = {"cpu": "onnxruntime", "cuda": "compile"}
+#: what ``best`` means, decided by benchmarks/runtime_options.py (figures in docs/BENCHMARKS.md). CUDA has
+#: no entry: nothing was measured on a GPU yet, so ``best`` there is plain eager until someone measures
+BEST_RUNTIME = {"cpu": "onnxruntime"}
 
 
 def inference_model(spec: Spec, weights: Union[None, str, Path, Mapping[str, Any]] = None, *,

@@ -166,7 +166,7 @@ def test_cuda_defaults_to_batch_8(tiny, monkeypatch):
         return [1.0, 2.0, 3.0]
 
     monkeypatch.setattr(M, "_measure_torch", fake_measure)
-    r = M.measure_latency(tiny, "cuda", runs=3, runtime="best")
+    r = M.measure_latency(tiny, "cuda", runs=3, runtime="compile")
     assert seen == {"batch": 8, "device": "cuda", "runtime": "compile"} and r.batch == 8 and r.ms == 2.0
 
 
