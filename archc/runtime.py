@@ -218,7 +218,8 @@ def _tensorrt_runner(model: nn.Module, example: torch.Tensor, device: str) -> Ru
     except ImportError as exc:
         raise DeviceError("runtime 'tensorrt' needs torch_tensorrt (pip install torch-tensorrt matching your "
                           "torch and CUDA)") from exc
-    m = model.eval().cuda()
+    import copy
+    m = copy.deepcopy(model).eval().cuda()
     ex = example.cuda()
     trt = torch_tensorrt.compile(m, ir="dynamo", inputs=[ex], enabled_precisions={torch.float32})
 

@@ -124,7 +124,8 @@ def measure_latency(spec, target: str = "cpu", *, model: Optional[nn.Module] = N
                     resolution: Union[None, int, Tuple[int, int]] = None, deploy: bool = True,
                     runtime: str = "eager", weights: Any = None, threads: Optional[int] = None,
                     compute_units: str = "ALL") -> LatencyResult:
-    """Measure ``spec`` (or ``model``, a train-time model built from it) on ``target``.
+    """Measure ``spec`` on ``target``; ``model`` may be given instead of building the spec: a train-time
+    model built from it (lowered here unless ``deploy=False``) or a deploy graph (used as it is).
 
     ``deploy`` times the reparameterized deploy graph (default), otherwise the eval-mode train-time
     graph. ``batch`` defaults to 8 on CUDA and 1 elsewhere; ``resolution`` to the spec's input size.
@@ -274,9 +275,9 @@ def _measure_torch(model: nn.Module, x: torch.Tensor, runtime: str, device: str,
         xin = runner.prepare(x)
         step = lambda: runner(xin)  # noqa: E731
         detail.update(runtime=runtime, threads=torch.get_num_threads(), device=device_name(device))
-        if device == "cuda":
+        if device == "cuda" and runtime != "onnxruntime":
             return time_runs_cuda(step, runs, warmup)
-        return time_runs(step, runs, warmup)
+        return time_runs(step, runs, warmup)  # ONNX Runtime's run() returns when its outputs are on the host
     finally:
         runner.close()
 
