@@ -12,7 +12,7 @@ from typing import List, Optional
 from ..errors import ArchcError
 
 #: subcommand modules, in the order ``archc --help`` lists them
-COMMANDS = ["build", "schema"]
+COMMANDS = ["build", "schema", "search", "ablate"]
 
 
 def make_parser() -> argparse.ArgumentParser:
