@@ -104,7 +104,7 @@ def print_report(report: SearchReport, con=None) -> None:
     c = report.census
     con.print(f"trials: {c.complete} complete, {c.pruned} pruned (infeasible), {c.failed} failed; "
               f"{c.feasible} within {report.budget_ms:g} ms on {report.target}"
-              + (f"; {c.stale} killed and retried" if c.stale else "") + (f"; {c.surplus} surplus" if c.surplus else ""))
+              + (f"; {c.abandoned} abandoned (killed workers, retried)" if c.abandoned else "") + (f"; {c.surplus} surplus" if c.surplus else ""))
     rows = []
     for rank, cand in enumerate(report.candidates, 1):
         m = cand.metrics

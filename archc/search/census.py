@@ -42,7 +42,7 @@ class Census:
     running: List[int] = field(default_factory=list)
     waiting_retries: List[int] = field(default_factory=list)
     waiting_other: int = 0                                  # enqueued start points not yet run
-    stale: int = 0
+    abandoned: int = 0   # FAIL without a recorded error: killed (stale) or stopped by a DeviceError or ^C
     surplus: int = 0
     feasible: int = 0
     best: Optional[FrozenTrial] = None                      # highest score among feasible COMPLETE trials
@@ -88,7 +88,7 @@ def take_census(trials: Sequence[FrozenTrial]) -> Census:
                 c.finished.append(t.number)
                 c.failed += 1
             else:
-                c.stale += 1
+                c.abandoned += 1
         elif t.state == TrialState.RUNNING:
             c.running.append(t.number)
         elif t.state == TrialState.WAITING:
@@ -112,4 +112,4 @@ def slot_rank(study: optuna.Study, number: int) -> int:
 def counts(study: optuna.Study) -> Dict[str, int]:
     c = census(study)
     return {"finished": c.n_finished, "complete": c.complete, "pruned": c.pruned, "failed": c.failed,
-            "running": len(c.running), "stale": c.stale, "surplus": c.surplus, "feasible": c.feasible}
+            "running": len(c.running), "abandoned": c.abandoned, "surplus": c.surplus, "feasible": c.feasible}

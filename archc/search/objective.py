@@ -52,13 +52,20 @@ def default_score(model: torch.nn.Module, name: str) -> float:
     return score(model, name)
 
 
-def is_predicted(target: str) -> bool:
-    """Whether ``target`` is a device profile (predicted, no lock needed) rather than a measured device."""
+def _profiles() -> list:
+    """Names of the latency profiles (empty where archc.latency.predict is not installed)."""
     try:
         from ..latency.predict import available_profiles
-    except ImportError:
-        return False
-    return target in available_profiles()
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.endswith("latency.predict"):
+            return []
+        raise  # predict exists but is broken: say so, do not pretend it is absent
+    return sorted(available_profiles())
+
+
+def is_predicted(target: str) -> bool:
+    """Whether ``target`` is a device profile (predicted, no lock needed) rather than a measured device."""
+    return target in _profiles()
 
 
 def check_target(target: str) -> str:
@@ -69,12 +76,7 @@ def check_target(target: str) -> str:
         return "predicted"
     if target in MEASURED_TARGETS:
         return "measured"
-    try:
-        from ..latency.predict import available_profiles
-        profiles = sorted(available_profiles())
-    except ImportError:
-        profiles = []
-    valid = list(MEASURED_TARGETS) + profiles
+    valid = list(MEASURED_TARGETS) + _profiles()
     raise DeviceError(f"unknown latency target '{target}'{did_you_mean(target, valid)}; valid: {', '.join(valid)}")
 
 

@@ -73,7 +73,7 @@ class SearchReport:
             "study": self.study_name, "target": self.target, "latency_budget_ms": self.budget_ms,
             "objective": self.objective,
             "trials": {"finished": c.n_finished, "complete": c.complete, "pruned": c.pruned, "failed": c.failed,
-                       "feasible": c.feasible, "stale_retried": c.stale, "surplus": c.surplus},
+                       "feasible": c.feasible, "abandoned": c.abandoned, "surplus": c.surplus},
             "candidates": [cand(x) for x in self.candidates],
             "dropped": [cand(x) for x in self.dropped],
             "best_variant": None if bv is None else {"trial": bv.number, "variant": bv.user_attrs.get("variant"),
@@ -87,7 +87,9 @@ def trial_status(t: FrozenTrial, replaced: set) -> str:
     if own(t, SURPLUS_ATTR):
         return "surplus"
     if t.state == TrialState.FAIL:
-        return "failed" if own(t, ERROR_TRIAL_ATTR) and t.number not in replaced else "stale"
+        if t.number in replaced:
+            return "retried"       # a killed worker's trial; a copy with the same parameters took its place
+        return "failed" if own(t, ERROR_TRIAL_ATTR) else "abandoned"
     return t.state.name.lower()
 
 
@@ -138,8 +140,11 @@ def plot_pareto(study: optuna.Study, out: Path, objective: str, target: str, bud
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    ax = optuna.visualization.matplotlib.plot_pareto_front(
-        study, target_names=[f"score ({objective}, higher is better)", f"latency on {target} (ms)"])
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        ax = optuna.visualization.matplotlib.plot_pareto_front(
+            study, target_names=[f"score ({objective}, higher is better)", f"latency on {target} (ms)"])
     ax.axhline(budget_ms, color="tab:red", linestyle="--", linewidth=1, label=f"budget {budget_ms:g} ms")
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if t.user_attrs.get("variant"):

@@ -440,7 +440,7 @@ def _check_width_mult(loc: Located, params: List[Param], fixed: Dict[Target, Any
             if (i, "width_mult") in p.targets:
                 d = p.distribution
                 if isinstance(d, CategoricalDistribution):
-                    values += [(c, p.origin) for c in d.choices]
+                    values += [(c, p.origin + (j,)) for j, c in enumerate(d.choices)]
                 elif isinstance(d, FloatDistribution):
                     raise loc.error(p.origin, f"stages[{i}] has a replk patch embedding (groups = the previous "
                                               "width): its width_mult must be a whole number; use a list or an "

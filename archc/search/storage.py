@@ -70,6 +70,7 @@ def open_storage(url: str, heartbeat_interval: int = 10, grace_period: Optional[
         engine_kwargs = {"connect_args": {"timeout": 120}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
+    given, url = url, _with_installed_driver(url)
     grace = grace_period if grace_period is not None else 3 * heartbeat_interval
     try:
         with warnings.catch_warnings():
@@ -81,11 +82,12 @@ def open_storage(url: str, heartbeat_interval: int = 10, grace_period: Optional[
             _sqlite_fast_commits(storage)
         return storage
     except ImportError as exc:
-        raise SearchError(f"storage {mask_url(url)} needs a database driver that is not installed: "
-                          f"{scrub(str(exc), url)} (PostgreSQL: pip install 'archc[postgres]')") from None
+        raise SearchError(f"storage {mask_url(given)} needs a database driver that is not installed: "
+                          f"{scrub(scrub(str(exc), url), given)} (PostgreSQL: pip install 'archc[postgres]')") from None
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors: one line, password removed
-        first = scrub(str(exc), url).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SearchError(f"cannot open storage {mask_url(url)}: {first}") from None
+        text = scrub(scrub(str(exc), url), given).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise SearchError(f"cannot open storage {mask_url(given)}: {first}") from None
 
 
 def _sqlite_wal(path: Path) -> None:
@@ -112,3 +114,13 @@ def _sqlite_fast_commits(storage: RDBStorage) -> None:
 
     event.listen(storage.engine, "connect", on_connect)
     storage.engine.dispose()  # connections made before the listener are replaced
+
+
+def _with_installed_driver(url: str) -> str:
+    """``postgresql://`` means psycopg (3) to SQLAlchemy 2.1; use psycopg2 where only it is installed
+    (archc's ``postgres`` extra installs psycopg2-binary)."""
+    import importlib.util
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + url.split("://", 1)[1]
+    return url
