@@ -18,3 +18,8 @@ __all__ = [
     "ArchNet", "ArchcError", "DeviceError", "ExportError", "LoweringError", "SearchError", "Spec", "SpecError",
     "WeightsError", "build", "load_spec", "load_weights", "save_spec", "save_weights", "spec_to_yaml",
 ]
+
+from .deploy import deploy_model  # noqa: E402  (imports the pass, which needs the builder)
+from .passes import reparameterize  # noqa: E402
+
+__all__ += ["deploy_model", "reparameterize"]

@@ -143,8 +143,8 @@ class _Profiler(fx.Interpreter):
         with FlopCounterMode(display=False) as counter:
             out = super().run_node(n)
         kind = node_kind(n, self.modules)
-        args = [self.env[a] for a in n.all_input_nodes]
-        tensor_args = [a for a in args if isinstance(a, torch.Tensor)]
+        tensor_args = [self.env[a] for a in n.all_input_nodes
+                       if a.op != "get_attr" and isinstance(self.env[a], torch.Tensor)]
         weight_bytes = 0
         if n.op == "call_module":
             for p in self.modules[str(n.target)].parameters():
@@ -160,6 +160,7 @@ class _Profiler(fx.Interpreter):
         cost = NodeCost(name=n.name, kind=kind, scope=_scope_of(n), macs=counter.get_total_flops() // 2)
         cost.detail["attrs"] = attrs
         cost.detail["tensor_operands"] = len([a for a in n.all_input_nodes if a.op != "get_attr"])
+        cost.detail["weight_bytes"] = weight_bytes
         if kind not in LAYOUT_KINDS:
             cost.bytes_read = sum(_tensor_bytes(a) for a in tensor_args) + weight_bytes
             cost.bytes_written = _tensor_bytes(out)

@@ -1,0 +1,135 @@
+"""The reparameterization pass: trace, apply the rules to a fixpoint, verify.
+
+``reparameterize(model)`` never touches its input: it traces a deep copy in eval mode with torch.fx,
+rewrites the graph with the rules in ``rules.py`` until none applies, and (by default) checks the
+result numerically against the eval-mode train graph, raising ``LoweringError`` if it differs.
+
+``level="reference"`` stops where timm's and Apple's hand-written ``reparameterize()`` stop (only
+MobileOne blocks, large-kernel convs, RepMixer and RepCPE are folded; ConvFFN BN, attention
+pre-norm and block layer scales stay). Reparameterized timm/Apple checkpoints load into that graph,
+and the full pass then continues from it.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable, Iterator, Optional, Sequence, Tuple
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from ..analysis.profile import example_input
+from ..errors import LoweringError
+from ..nn import LargeKernelConv, MobileOneBlock, RepCPE, RepMixer
+from .rules import RULES, Context, Rule, root_kind
+from .verify import Equivalence, assert_invariants, check_equivalence
+
+LEVELS = ("full", "reference")
+#: block types whose folding the reference implementations also do
+REFERENCE_BLOCKS = (MobileOneBlock, LargeKernelConv, RepMixer, RepCPE)
+MAX_SWEEPS = 64
+
+
+def _scope_filter(model: nn.Module, level: str) -> Callable[[fx.Node], bool]:
+    if level == "full":
+        return lambda node: True
+    types = {name: type(m) for name, m in model.named_modules()}
+
+    def in_reference_block(node: fx.Node) -> bool:
+        paths = list(node.meta.get("nn_module_stack", {}).keys())
+        if node.op == "call_module":
+            paths.append(str(node.target))
+        return any(issubclass(types.get(p, type(None)), REFERENCE_BLOCKS) for p in paths)
+    return in_reference_block
+
+
+def apply_rules(gm: fx.GraphModule, in_scope: Callable[[fx.Node], bool] = lambda n: True,
+                rules: Sequence[Rule] = RULES) -> int:
+    """Rewrite ``gm`` in place until no rule applies; returns the number of rewrites."""
+    ctx = Context(gm, in_scope)
+    total = 0
+    for _ in range(MAX_SWEEPS):
+        changed = 0
+        for rule in rules:
+            kinds = {node: root_kind(gm, node) for node in gm.graph.nodes}
+            for node, kind in kinds.items():
+                if kind != rule.root or node.graph is not gm.graph or _erased(node):
+                    continue
+                if in_scope(node) and rule.rewrite(ctx, node):
+                    changed += 1
+        total += changed
+        if not changed:
+            break
+    else:  # pragma: no cover - would mean two rules undo each other
+        raise LoweringError(f"reparameterization did not reach a fixpoint in {MAX_SWEEPS} sweeps")
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.graph.lint()
+    gm.recompile()
+    return total
+
+
+def _erased(node: fx.Node) -> bool:
+    return getattr(node, "_erased", False)
+
+
+def matching_rules(gm: fx.GraphModule) -> Iterator[Tuple[str, str]]:
+    """(rule, node name) for every rule that would still rewrite ``gm``, tried on one copy: empty at a fixpoint."""
+    probe = copy.deepcopy(gm)
+    ctx = Context(probe, lambda n: True)
+    for rule in RULES:
+        for node in list(probe.graph.nodes):
+            if node in probe.graph.nodes and root_kind(probe, node) == rule.root:
+                name = node.name
+                if rule.rewrite(ctx, node):
+                    yield rule.name, name
+
+
+def trace_for_rewrite(model: nn.Module, x: torch.Tensor) -> fx.GraphModule:
+    """Deep-copy ``model`` in eval mode, trace it, and record every node's shape (for axis tracking)."""
+    work = copy.deepcopy(model).eval()
+    gm = fx.symbolic_trace(work)
+    with torch.no_grad():
+        ShapeProp(gm).propagate(x)
+    return gm
+
+
+def reparameterize(model: nn.Module, *, verify: bool = True, level: str = "full",
+                   example: Optional[torch.Tensor] = None, tolerance: Optional[float] = None) -> fx.GraphModule:
+    """Lower a train-time archc model to its deploy graph (a ``torch.fx.GraphModule``).
+
+    The input model is not modified. With ``verify`` (default) the deploy graph is compared with the
+    eval-mode train graph on a random input and ``LoweringError`` is raised if the error exceeds
+    1e-5 of the max |output|; the report is on ``gm.equivalence``.
+    """
+    if level not in LEVELS:
+        raise LoweringError(f"unknown level '{level}'; valid: {', '.join(LEVELS)}")
+    spec = getattr(model, "spec", None)
+    if example is None:
+        size = tuple(spec.input_size) if spec is not None else (224, 224)
+        example = example_input(size, spec.in_chans if spec is not None else 3)
+    base = model if not isinstance(model, fx.GraphModule) else model
+    gm = trace_for_rewrite(base, example) if not isinstance(model, fx.GraphModule) else _retrace(model, example)
+    apply_rules(gm, _scope_filter(base, level))
+    gm.spec = spec
+    gm.reparam_level = level
+    gm.equivalence = None
+    if level == "full":
+        assert_invariants(gm)
+    if verify:
+        eq = check_equivalence(model, gm, example, **({"tolerance": tolerance} if tolerance else {}))
+        gm.equivalence = eq
+        if not eq.ok:
+            raise LoweringError(f"{getattr(spec, 'name', 'model')}: deploy graph is not equivalent to the train "
+                                f"graph: {eq.describe()}")
+    return gm
+
+
+def _retrace(gm: fx.GraphModule, x: torch.Tensor) -> fx.GraphModule:
+    """Continue lowering an existing GraphModule (e.g. a reference-level graph with loaded weights)."""
+    work = copy.deepcopy(gm).eval()
+    with torch.no_grad():
+        ShapeProp(work).propagate(x)
+    work.spec = getattr(gm, "spec", None)
+    return work

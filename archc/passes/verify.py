@@ -1,0 +1,85 @@
+"""What a deploy graph must satisfy: structural invariants, and numerical equivalence to the train graph."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import List
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from ..errors import LoweringError
+from .graph import constant, module
+
+#: a deploy graph whose error exceeds this fraction of max |output| is rejected
+REL_TOLERANCE = 1e-5
+
+
+@dataclass
+class Equivalence:
+    """Eval-mode train graph vs deploy graph on one random input."""
+
+    max_abs_error: float
+    max_rel_error: float  # max abs error / max |reference output|
+    max_abs_output: float
+    input_shape: tuple
+    tolerance: float = REL_TOLERANCE
+
+    @property
+    def ok(self) -> bool:
+        return self.max_rel_error <= self.tolerance
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        d["ok"] = self.ok
+        return d
+
+    def describe(self) -> str:
+        verdict = "OK" if self.ok else "FAILED"
+        return (f"equivalence {verdict}: max abs error {self.max_abs_error:.3e}, relative to max |output| "
+                f"{self.max_rel_error:.3e} (tolerance {self.tolerance:.0e}) on input {tuple(self.input_shape)}")
+
+
+@torch.no_grad()
+def check_equivalence(reference: nn.Module, deploy: nn.Module, x: torch.Tensor,
+                      tolerance: float = REL_TOLERANCE) -> Equivalence:
+    ref = reference.eval()(x)
+    out = deploy.eval()(x)
+    err = (ref - out).abs().max().item()
+    scale = ref.abs().max().item()
+    return Equivalence(err, err / scale if scale > 0 else err, scale, tuple(x.shape), tolerance)
+
+
+def invariant_violations(gm: fx.GraphModule) -> List[str]:
+    """Structural invariants of a fully lowered deploy graph (empty list: all hold).
+
+    - no BatchNorm remains;
+    - no constant (layer-scale) multiply remains after a conv or linear;
+    - no foldable rule still matches (the pass reached its fixpoint): so no parallel conv branches on one
+      input, no ``x + conv(x)`` skip, no BN next to a conv it could fold into.
+    """
+    from .reparam import matching_rules  # local: reparam imports this module
+    problems: List[str] = []
+    for n in gm.graph.nodes:
+        if isinstance(module(gm, n), nn.BatchNorm2d):
+            problems.append(f"BatchNorm remains at {n.target}")
+    for rule, node in matching_rules(gm):
+        problems.append(f"rule {rule} still applies at {node}")
+    return problems
+
+
+def assert_invariants(gm: fx.GraphModule) -> None:
+    problems = invariant_violations(gm)
+    if problems:
+        raise LoweringError("deploy graph breaks its invariants: " + "; ".join(problems[:5]))
+
+
+def constant_multiplies(gm: fx.GraphModule) -> List[str]:
+    """Nodes that multiply by a stored constant (a layer scale that was not folded)."""
+    out = []
+    for n in gm.graph.nodes:
+        if n.op in ("call_function", "call_method") and str(getattr(n.target, "__name__", n.target)) == "mul":
+            if any(constant(gm, a) is not None for a in n.args):
+                out.append(n.name)
+    return out
