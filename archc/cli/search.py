@@ -48,6 +48,8 @@ def register(sub) -> None:
                         "(default: %(default)s)")
     p.add_argument("--score-infeasible", action="store_true",
                    help="also score candidates over the budget (slower; fills the Pareto plot)")
+    p.add_argument("--no-macs", action="store_true",
+                   help="skip the MACs column of the summary (profiling each candidate's deploy graph takes seconds)")
     p.set_defaults(func=run)
 
 
@@ -94,9 +96,12 @@ def run(args) -> int:
             con.print(f"warning: worker {i} exited with code {code}")
     objective = Objective(space=space, objective=cfg.resolved_objective(), target=cfg.target, budget_ms=cfg.latency_ms,
                           n_trials=cfg.trials, lock_dir=Path(cfg.lock_dir), latency_runs=cfg.latency_runs)
-    report = finalize(study, space, objective, out)
+    report = finalize(study, space, objective, out, metrics=not args.no_macs)
     print_report(report, con)
     return 0
+
+
+MIXER_ABBREV = {"repmixer": "RM", "attention": "SA", "pool": "PO"}
 
 
 def print_report(report: SearchReport, con=None) -> None:
@@ -105,18 +110,21 @@ def print_report(report: SearchReport, con=None) -> None:
     con.print(f"trials: {c.complete} complete, {c.pruned} pruned (infeasible), {c.failed} failed; "
               f"{c.feasible} within {report.budget_ms:g} ms on {report.target}"
               + (f"; {c.abandoned} abandoned (killed workers, retried)" if c.abandoned else "") + (f"; {c.surplus} surplus" if c.surplus else ""))
+    measured = any(c.final_kind == "measured" for c in report.candidates)
     rows = []
     for rank, cand in enumerate(report.candidates, 1):
         m = cand.metrics
-        rows.append((rank, cand.trial.number, cand.variant or "", fmt(cand.score), fmt(cand.search_ms),
-                     fmt(cand.final_ms), human(m.params) if m else "-", human(m.macs) if m else "-",
-                     ",".join(map(str, cand.spec.depths)), ",".join(map(str, cand.spec.widths)),
-                     ",".join(x[:2].upper() if x != "attention" else "SA" for x in cand.spec.mixers),
-                     cand.path.name if cand.path else ""))
-    con.print(table(f"feasible Pareto front ({report.objective} up, latency down), re-{'predicted' if report.candidates and report.candidates[0].final_kind == 'predicted' else 'measured'}",
-                    ["#", "trial", "start point", "score", "search ms", "final ms", "params", "MACs", "depths", "widths",
-                     "mixers", "spec"], rows,
-                    right=("#", "trial", "score", "search ms", "final ms", "params", "MACs")))
+        row = [rank, cand.trial.number, cand.variant or "", fmt(cand.score)]
+        row += [fmt(cand.search_ms), fmt(cand.final_ms)] if measured else [fmt(cand.final_ms)]
+        row += [human(m.params) if m else human(cand.trial.user_attrs.get("params_m", 0) * 1e6),
+                human(m.macs) if m else "-", ",".join(map(str, cand.spec.depths)),
+                ",".join(map(str, cand.spec.widths)), "-".join(MIXER_ABBREV.get(x, x) for x in cand.spec.mixers)]
+        rows.append(row)
+    ms_cols = ["search ms", "final ms"] if measured else ["ms"]
+    how = "re-measured" if measured else "re-predicted"
+    con.print(table(f"feasible Pareto front ({report.objective} up, latency down; {how})",
+                    ["#", "trial", "start point", "score"] + ms_cols + ["params", "MACs", "depths", "widths", "mixers"],
+                    rows, right=["#", "trial", "score", "params", "MACs"] + ms_cols))
     for cand in report.dropped:
         con.print(f"dropped trial {cand.trial.number}: re-measured {cand.final_ms:.4g} ms is over the budget "
                   f"(search: {cand.search_ms:.4g} ms)")
@@ -130,4 +138,5 @@ def print_report(report: SearchReport, con=None) -> None:
         if best is not None:
             msg += f"; best candidate scores {best.score - bv.values[0]:+.4g} relative to it"
         con.print(msg)
-    con.print("files: " + ", ".join(str(v) for v in report.files.values()))
+    con.print(f"candidates: {report.files['candidates']}/ ({len(report.candidates)} specs for `archc build`)")
+    con.print("files: " + ", ".join(str(v) for k, v in report.files.items() if k != "candidates"))

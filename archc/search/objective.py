@@ -15,6 +15,8 @@ search with one clear message instead of failing every trial the same way.
 """
 from __future__ import annotations
 
+import os
+import socket
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -110,6 +112,7 @@ class Objective:
             trial.set_constraint("rules", float(len(exc.reasons)) * max(self.budget_ms, 1.0))
             raise optuna.TrialPruned(f"infeasible: {'; '.join(exc.reasons)}")
         trial.set_constraint("rules", 0.0)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("depths", ",".join(map(str, spec.depths)))
         trial.set_user_attr("widths", ",".join(map(str, spec.widths)))
         trial.set_user_attr("mixers", ",".join(spec.mixers))

@@ -150,6 +150,7 @@ def plot_pareto(study: optuna.Study, out: Path, objective: str, target: str, bud
         if t.user_attrs.get("variant"):
             ax.annotate(t.user_attrs["variant"].replace("fastvit_", ""), (t.values[0], t.values[1]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
+    ax.set_title(f"{study.study_name}: scored trials (red: the feasible Pareto front)", fontsize=10)
     ax.legend(loc="best", fontsize=8)
     path = out / "pareto.png"
     ax.figure.set_size_inches(8, 6)
