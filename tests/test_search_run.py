@@ -87,11 +87,11 @@ def test_failing_trials_are_recorded_and_the_study_goes_on(cfg):
             raise ExportError("coremltools: unsupported op (simulated export failure)")
         return fake_latency(spec, target, **kw)
 
-    def flaky_score(model, name):
-        if model.spec.stages[0].width == 48:
+    def flaky_score(spec, name):
+        if spec.stages[0].width == 48:
             raise MemoryError("simulated out of memory")
         from archc.proxies import score
-        return score(model, name)
+        return score(spec, name)
 
     cfg.trials = 9
     run = run_search(cfg, latency_fn=flaky_latency, score_fn=flaky_score)

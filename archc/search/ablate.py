@@ -13,10 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-import torch
 import yaml
 
-from ..builder import build
 from ..errors import SpecError
 from ..spec import Spec, load_spec, parse_key_path
 from .metrics import spec_metrics
@@ -102,7 +100,7 @@ def read_reference(path: Optional[str]) -> Dict[str, Dict[str, str]]:
 def evaluate(rows: List[AblationRow], *, target: Optional[str], objective: Optional[str], lock_dir: Path,
              runs: int = 50, warmup: int = 10, reference: Optional[Dict[str, Dict[str, str]]] = None,
              latency_fn: Callable[..., Any] = default_latency,
-             score_fn: Callable[[torch.nn.Module, str], float] = default_score,
+             score_fn: Callable[[Spec, str], float] = default_score,
              progress: Optional[Callable[[AblationRow], None]] = None) -> List[AblationRow]:
     """Fill each row's params, MACs, latency and score (in place; returned for convenience)."""
     measured = target is not None and not is_predicted(target)
@@ -114,8 +112,7 @@ def evaluate(rows: List[AblationRow], *, target: Optional[str], objective: Optio
                              latency_fn=latency_fn)
             row.latency_ms, row.latency_kind, row.latency_detail = lat.ms, lat.kind, lat.describe()
         if objective:
-            torch.manual_seed(0)
-            row.score = float(score_fn(build(row.spec), objective))
+            row.score = float(score_fn(row.spec, objective))
         if reference:
             row.reference = reference.get(row.spec.name, {})
         if progress:

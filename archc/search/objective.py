@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
-import torch
 
 from ..builder import build
 from ..errors import DeviceError
@@ -33,7 +32,7 @@ from .locks import device_lock
 from .space import InfeasiblePoint, SearchSpace, spec_from_values, suggest_values
 
 LatencyFn = Callable[..., Any]          # (spec, target, **kw) -> LatencyResult
-ScoreFn = Callable[[torch.nn.Module, str], float]
+ScoreFn = Callable[[Any, str], float]     # (spec, proxy name) -> score
 
 
 class TrialFailed(Exception):
@@ -49,9 +48,10 @@ def default_latency(spec, target: str, **kw):
     return latency(spec, target, **kw)
 
 
-def default_score(model: torch.nn.Module, name: str) -> float:
+def default_score(spec, name: str) -> float:
+    """The proxy on the spec, built and fed as ``archc.proxies.score`` does (seeded: reproducible)."""
     from ..proxies import score
-    return score(model, name)
+    return score(spec, name)
 
 
 def _profiles() -> list:
@@ -135,12 +135,14 @@ class Objective:
 
     def _evaluate(self, trial: optuna.Trial, spec) -> Any:
         t0 = time.perf_counter()
-        torch.manual_seed(0)  # the same architecture gets the same init, so its score is reproducible
-        model = build(spec)
+        model = build(spec)  # a candidate that cannot be built fails here, before any latency work
         trial.set_user_attr("params_m", round(sum(p.numel() for p in model.parameters()) / 1e6, 4))
+        del model
         lat = self.measure(spec, final=False)
         trial.set_user_attr("latency_ms", lat.ms)
         trial.set_user_attr("latency_kind", lat.kind)
+        if (lat.detail or {}).get("extrapolation"):  # a prediction outside the profile's fitted range
+            trial.set_user_attr("latency_extrapolation", str(lat.detail["extrapolation"])[:500])
         if lat.cv is not None:
             trial.set_user_attr("latency_cv", lat.cv)
         trial.set_constraint("latency", lat.ms - self.budget_ms)
@@ -148,7 +150,7 @@ class Objective:
             trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
             trial.set_user_attr("pruned_reason", f"latency {lat.ms:.4g} ms over the budget {self.budget_ms:g} ms")
             raise optuna.TrialPruned(f"latency {lat.ms:.3f} ms over the budget {self.budget_ms} ms")
-        value = float(self.score_fn(model, self.objective))
+        value = float(self.score_fn(spec, self.objective))
         if value != value or value in (float("inf"), float("-inf")):
             raise ValueError(f"proxy {self.objective} returned {value}")
         trial.set_user_attr("score", value)
