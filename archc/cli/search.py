@@ -63,14 +63,19 @@ class SearchProgress:
                                  TimeElapsedColumn(), console=self.con)
         self.task = self.progress.add_task("search", total=total, status="starting")
 
+        self.started = False
+
     def __enter__(self) -> "SearchProgress":
-        self.progress.__enter__()
-        return self
+        return self  # the bar appears with the first report, after the settings and storage checked out
 
     def __exit__(self, *exc) -> None:
-        self.progress.__exit__(*exc)
+        if self.started:
+            self.progress.__exit__(*exc)
 
     def __call__(self, c: Census, trial) -> None:
+        if not self.started:
+            self.progress.__enter__()
+            self.started = True
         best = "-" if c.best is None else f"{c.best.values[0]:.4g} @ {c.best.values[1]:.3g} ms (#{c.best.number})"
         status = f"feasible {c.feasible} · pruned {c.pruned} · failed {c.failed} · running {len(c.running)} · best {best}"
         self.progress.update(self.task, completed=min(c.n_finished, self.total), status=status)

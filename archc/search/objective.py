@@ -15,6 +15,7 @@ search with one clear message instead of failing every trial the same way.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import time
@@ -77,6 +78,13 @@ def check_target(target: str) -> str:
     if is_predicted(target):
         return "predicted"
     if target in MEASURED_TARGETS:
+        try:
+            importlib.import_module(f"{__package__.rsplit('.', 1)[0]}.latency.measure")
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.endswith("latency.measure"):
+                raise DeviceError(f"measured target '{target}' needs archc.latency.measure, which this "
+                                  "installation lacks") from None
+            raise
         return "measured"
     valid = list(MEASURED_TARGETS) + _profiles()
     raise DeviceError(f"unknown latency target '{target}'{did_you_mean(target, valid)}; valid: {', '.join(valid)}")
@@ -118,8 +126,8 @@ class Objective:
         trial.set_user_attr("mixers", ",".join(spec.mixers))
         try:
             return self._evaluate(trial, spec)
-        except (optuna.TrialPruned, DeviceError, KeyboardInterrupt):
-            raise
+        except (optuna.TrialPruned, DeviceError, ImportError, KeyboardInterrupt):
+            raise  # not the candidate's fault: a missing device or package stops the search
         except Exception as exc:  # noqa: BLE001 - MemoryError, RuntimeError, ExportError, ...: the candidate failed
             trial.set_user_attr(ERROR_ATTR, f"{type(exc).__name__}: {exc}"[:2000])
             trial.set_user_attr("traceback", traceback.format_exc()[-4000:])

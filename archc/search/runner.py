@@ -92,8 +92,9 @@ def _meta(cfg: SearchConfig, space: SearchSpace) -> Dict[str, Any]:
             "archc_latency_ms": float(cfg.latency_ms), "archc_objective": cfg.resolved_objective()}
 
 
-def validate(cfg: SearchConfig) -> None:
-    """Reject bad settings before anything starts (one clear message each)."""
+def validate(cfg: SearchConfig, target: bool = True) -> None:
+    """Reject bad settings before anything starts (one clear message each); ``target=False`` when a
+    latency function is injected (the target is then only a label)."""
     if not cfg.latency_ms or cfg.latency_ms <= 0:
         raise SearchError(f"--latency-ms must be a positive number of milliseconds, got {cfg.latency_ms}")
     if cfg.trials < 1:
@@ -111,7 +112,8 @@ def validate(cfg: SearchConfig) -> None:
     name = cfg.resolved_objective()
     if name not in PROXIES:
         raise SearchError(f"unknown objective '{name}'{did_you_mean(name, PROXIES)}; valid: {', '.join(PROXIES)}")
-    check_target(cfg.target)
+    if target:
+        check_target(cfg.target)
 
 
 def open_study(cfg: SearchConfig, space: SearchSpace, sampler: Optional[optuna.samplers.BaseSampler] = None,
@@ -228,7 +230,7 @@ class SearchRun:
 def run_search(cfg: SearchConfig, *, progress: Optional[ProgressFn] = None, latency_fn=None,
                score_fn=None) -> SearchRun:
     """Open the study, run ``cfg.workers`` workers (this process is worker 0) and return when done."""
-    validate(cfg)
+    validate(cfg, target=latency_fn is None)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = load_space(cfg.space)
     t0 = time.monotonic()
