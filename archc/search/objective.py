@@ -110,6 +110,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> Any:
         self._claim(trial)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         values = suggest_values(trial, self.space)
         try:
             spec = spec_from_values(self.space, values, name=f"{self.space.name}_t{trial.number:04d}")
@@ -120,7 +121,6 @@ class Objective:
             trial.set_constraint("rules", float(len(exc.reasons)) * max(self.budget_ms, 1.0))
             raise optuna.TrialPruned(f"infeasible: {'; '.join(exc.reasons)}")
         trial.set_constraint("rules", 0.0)
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("depths", ",".join(map(str, spec.depths)))
         trial.set_user_attr("widths", ",".join(map(str, spec.widths)))
         trial.set_user_attr("mixers", ",".join(spec.mixers))

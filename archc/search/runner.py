@@ -13,9 +13,11 @@ ran out first), and rerunning it after ``kill -9`` continues the same study.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -25,11 +27,11 @@ from typing import Any, Callable, Dict, List, Optional
 import optuna
 import torch
 
-from ..errors import SearchError
+from ..errors import ArchcError, SearchError
 from .census import Census, census
 from .objective import Objective, Surplus, TrialFailed, check_target, default_latency, default_score
 from .space import SearchSpace, load_space, start_points
-from .storage import DEFAULT_STORAGE, mask_url, open_storage
+from .storage import DEFAULT_STORAGE, mask_url, open_storage, scrub
 
 SAMPLERS = ("tpe", "nsga2", "random")
 
@@ -215,7 +217,14 @@ def _worker_process(cfg_dict: Dict[str, Any], index: int, parent: int) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     cfg = SearchConfig(**cfg_dict)
     torch.set_num_threads(_threads_per_worker(cfg.workers))
-    run_worker(cfg, index, should_stop=lambda: os.getppid() != parent)
+    try:
+        with storage_errors(cfg.storage):
+            run_worker(cfg, index, should_stop=lambda: os.getppid() != parent)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except ArchcError as exc:  # one line, like the CLI; the parent reports the exit code
+        print(f"archc: worker {index}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 @dataclass
@@ -230,6 +239,23 @@ class SearchRun:
 def run_search(cfg: SearchConfig, *, progress: Optional[ProgressFn] = None, latency_fn=None,
                score_fn=None) -> SearchRun:
     """Open the study, run ``cfg.workers`` workers (this process is worker 0) and return when done."""
+    with storage_errors(cfg.storage):
+        return _run_search(cfg, progress, latency_fn, score_fn)
+
+
+@contextlib.contextmanager
+def storage_errors(url: str):
+    """A database failure during the search (lost connection, locked file) becomes one masked line."""
+    import sqlalchemy.exc
+    try:
+        yield
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        text = scrub(str(exc), url).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise SearchError(f"storage {mask_url(url)} failed: {first}") from None
+
+
+def _run_search(cfg: SearchConfig, progress: Optional[ProgressFn], latency_fn, score_fn) -> SearchRun:
     validate(cfg, target=latency_fn is None)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = load_space(cfg.space)
