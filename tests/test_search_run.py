@@ -230,3 +230,41 @@ def test_storage_errors_never_show_the_password(tmp_path):
     assert "s3cr" not in scrub(f"failed for {url} (password s3cr@t-pw)", url)
     with pytest.raises(SearchError, match="not a database URL"):
         open_storage("runs/search.db")
+
+
+def _hold_lock_script(lock_dir: Path, log: Path, seconds: float) -> str:
+    return (f"import time, sys; sys.path.insert(0, {str(ROOT)!r})\n"
+            f"from archc.search.locks import device_lock\n"
+            f"with device_lock({str(lock_dir)!r}, 'cpu'):\n"
+            f"    t0 = time.time(); time.sleep({seconds}); t1 = time.time()\n"
+            f"    open({str(log)!r}, 'a').write(f'{{t0}} {{t1}}\\n')\n")
+
+
+def test_measurements_on_one_device_are_serialised(tmp_path):
+    import subprocess
+    import sys
+    log = tmp_path / "held.txt"
+    procs = [subprocess.Popen([sys.executable, "-c", _hold_lock_script(tmp_path / "locks", log, 0.5)]) for _ in range(3)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    spans = sorted(tuple(map(float, line.split())) for line in log.read_text().splitlines())
+    assert len(spans) == 3
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        assert start >= end, f"two workers measured at once: {spans}"
+
+
+def test_a_killed_worker_never_leaves_the_device_locked(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from archc.search.locks import device_lock, lock_path
+    holder = subprocess.Popen([sys.executable, "-c", _hold_lock_script(tmp_path / "locks", tmp_path / "x", 600)])
+    deadline = time.time() + 60
+    while time.time() < deadline and not (lock_path(tmp_path / "locks", "cpu").exists()
+                                          and lock_path(tmp_path / "locks", "cpu").read_text().strip()):
+        time.sleep(0.05)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    t0 = time.time()
+    with device_lock(tmp_path / "locks", "cpu") as waited:
+        assert waited < 5 and time.time() - t0 < 5
