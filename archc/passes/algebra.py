@@ -39,7 +39,10 @@ class ConvW:
 
 def bn_affine(mean: Tensor, var: Tensor, gamma: Optional[Tensor], beta: Optional[Tensor], eps: float
               ) -> Tuple[Tensor, Tensor]:
-    """Eval-mode BatchNorm as ``y = scale * x + shift`` per channel."""
+    """Eval-mode BatchNorm as ``y = scale * x + shift`` per channel (detached: folding is not training)."""
+    mean, var = mean.detach(), var.detach()
+    gamma = gamma.detach() if gamma is not None else None
+    beta = beta.detach() if beta is not None else None
     scale = (gamma.double() if gamma is not None else torch.ones_like(var, dtype=torch.float64)) / torch.sqrt(
         var.double() + eps)
     shift = (beta.double() if beta is not None else torch.zeros_like(mean, dtype=torch.float64)) - mean.double() * scale

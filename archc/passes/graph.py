@@ -103,6 +103,15 @@ def track_axis(chain: Sequence[fx.Node], axis: int) -> Optional[int]:
             dims = node.args[1:] if not isinstance(node.args[1], (list, tuple)) else node.args[1]
             dims = [_norm_dim(int(d), len(in_shape)) for d in dims]
             axis = dims.index(axis)
+        elif name == "mean":
+            dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+            keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+            if dims is None:
+                return None
+            dims = [_norm_dim(int(d), len(in_shape)) for d in (dims if isinstance(dims, (list, tuple)) else [dims])]
+            if axis in dims:
+                return None
+            axis = axis if keep else axis - sum(1 for d in dims if d < axis)
         elif name in ("flatten", "reshape", "view", "unflatten", "contiguous"):
             before = math.prod(in_shape[:axis])
             found = [a for a in range(len(out_shape))
@@ -124,6 +133,12 @@ def is_layout(node: fx.Node) -> bool:
     if node.op == "call_function":
         return node.target in (torch.flatten, torch.transpose, torch.reshape, torch.permute)
     return False
+
+
+def commutes_with_channel_affine(node: fx.Node) -> bool:
+    """Layout ops, and means over other axes (weights summing to one), pass a per-channel affine map through
+    unchanged; ``track_axis`` then checks the channel axis really survives."""
+    return is_layout(node) or (node.op == "call_method" and node.target == "mean")
 
 
 def per_channel(const: torch.Tensor, operand_ndim: int, axis: int) -> Optional[torch.Tensor]:

@@ -15,7 +15,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from . import algebra as alg
-from .graph import (bn_scale_shift, common_name, constant, conv_module, conv_of, dtype_of, insert_call,
+from .graph import (bn_scale_shift, common_name, commutes_with_channel_affine, constant, conv_module, conv_of, dtype_of, insert_call,
                     is_layout, is_module, is_shape_use, module, module_calls, per_channel, replace_node,
                     set_module, shape, sole_user, track_axis, value_users)
 
@@ -200,9 +200,10 @@ def _retarget_with_weights(ctx: Context, producer: fx.Node, root: fx.Node, w: to
 
 
 def fold_bn_into_next_linear(ctx: Context, bn: fx.Node) -> bool:
-    """BN whose only consumer is an unpadded 1x1 conv or (through layout ops keeping the channel axis) a
-    linear layer folds into that consumer's input columns: the attention pre-norm into qkv, a MetaFormer
-    mlp pre-norm into fc1. Never into a padded conv: at the border the padding would see BN's shift."""
+    """BN whose only consumer is an unpadded 1x1 conv or (through layout ops and means that keep the
+    channel axis) a linear layer folds into that consumer's input columns: the attention pre-norm into
+    qkv, a MetaFormer mlp pre-norm into fc1, a head norm through global pooling into the classifier.
+    Never into a padded conv: at the border the padding would see BN's shift."""
     gm = ctx.gm
     users = value_users(bn)
     if len(users) != 1:
@@ -212,7 +213,7 @@ def fold_bn_into_next_linear(ctx: Context, bn: fx.Node) -> bool:
     scale, shift = bn_scale_shift(mod_bn)
     user = users[0]
     chain: List[fx.Node] = []
-    while is_layout(user) and len(value_users(user)) == 1 and len(user.users) == 1:
+    while commutes_with_channel_affine(user) and len(value_users(user)) == 1 and len(user.users) == 1:
         chain.append(user)
         user = value_users(user)[0]
     if user.op != "call_module" or module_calls(gm, str(user.target)) != 1:

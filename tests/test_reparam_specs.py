@@ -1,0 +1,129 @@
+"""The pass on every shipped spec, on the reference checkpoints, and on random valid specs."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import archc
+from archc.analysis.profile import example_input, profile_graph
+from archc.deploy import deploy_model
+from archc.passes import constant_multiplies, invariant_violations, reparameterize
+from archc.testing import randomize_
+
+from conftest import reference_file, shipped_specs
+
+DEEP = {"sa24", "sa36", "ma36", "sa36_384", "ma36_384"}
+
+
+def _batchnorms(gm) -> int:
+    return sum(isinstance(m, torch.nn.BatchNorm2d) for m in gm.modules())
+
+
+@pytest.mark.parametrize("path", shipped_specs(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("size", [256, 250])
+def test_every_shipped_spec_lowers_exactly(path, size):
+    spec = archc.load_spec(path, overrides={"input_size": size})
+    torch.manual_seed(size)
+    model = randomize_(archc.build(spec).eval(), seed=size)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    n_modules = len(list(model.modules()))
+    gm = reparameterize(model)  # raises LoweringError if not equivalent
+    assert gm.equivalence.max_rel_error <= 1e-5, gm.equivalence.describe()  # float32 vs float32
+    assert _batchnorms(gm) == 0
+    assert invariant_violations(gm) == []
+    if spec.mixers.count("pool") == 0:
+        assert constant_multiplies(gm) == []  # every layer scale folded
+    # the input model is untouched
+    assert len(list(model.modules())) == n_modules
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+PAPER_DEPLOY_GMACS = {"t8": 0.685, "t12": 1.391, "s12": 1.794, "sa12": 1.929, "sa24": 3.745, "sa36": 5.562,
+                      "ma36": 7.785}
+
+
+@pytest.mark.parametrize("name", list(PAPER_DEPLOY_GMACS))
+def test_deploy_macs_match_the_paper(name):
+    spec = archc.load_spec(f"specs/{name}.yaml")
+    gm = reparameterize(archc.build(spec).eval(), verify=False)
+    macs = profile_graph(gm, example_input((256, 256))).macs / 1e9
+    assert math.isclose(macs, PAPER_DEPLOY_GMACS[name], rel_tol=0.005), macs
+
+
+def test_deploy_graph_names_follow_timm_inference_mode():
+    gm = reparameterize(archc.build("specs/sa12.yaml").eval(), verify=False, level="reference")
+    names = {n for n, _ in gm.named_parameters()}
+    for expected in ("stem.0.reparam_conv.weight", "stages.1.downsample.proj.0.reparam_conv.weight",
+                     "stages.1.downsample.proj.1.reparam_conv.weight", "stages.0.blocks.0.token_mixer.reparam_conv.weight",
+                     "stages.3.pos_emb.reparam_conv.weight", "final_conv.reparam_conv.weight",
+                     "stages.0.blocks.0.mlp.conv.bn.weight", "stages.3.blocks.0.norm.weight"):
+        assert expected in names, expected
+
+
+@pytest.mark.parametrize("variant,rel", [
+    ("t8", "timm_fastvit/fastvit_t8.seed0.pt"), ("sa12", "timm_fastvit/fastvit_sa12.seed0.pt"),
+    ("t8", "apple_fastvit/fastvit_t8.unfused.pt"), ("t8", "apple_fastvit/fastvit_t8.reparam.pt"),
+    ("sa12", "apple_fastvit/fastvit_sa12.reparam.pt")])
+def test_reference_checkpoints_reproduce_their_logits_through_the_deploy_graph(variant, rel):
+    path = reference_file(rel)
+    ref = torch.load(path, weights_only=True)
+    gm = deploy_model(archc.load_spec(f"specs/{variant}.yaml"), path)
+    with torch.no_grad():
+        out = gm(ref["input"])
+    assert (out - ref["logits"]).abs().max().item() <= 1e-5
+    assert _batchnorms(gm) == 0
+
+
+def test_archc_deploy_checkpoint_round_trip(tmp_path):
+    spec = archc.load_spec("specs/t8.yaml", overrides={"input_size": 64})
+    gm = reparameterize(randomize_(archc.build(spec).eval(), seed=5))
+    archc.save_weights(gm, tmp_path / "t8.deploy.pt", spec=spec, deploy=True)
+    again = deploy_model(spec, tmp_path / "t8.deploy.pt")
+    x = example_input((64, 64))
+    with torch.no_grad():
+        assert torch.equal(gm(x), again(x))
+
+
+# ---------------------------------------------------------------------------- random valid specs
+@st.composite
+def random_specs(draw):
+    n = draw(st.integers(2, 4))
+    widths = [draw(st.sampled_from([8, 16]))]
+    for _ in range(n - 1):
+        widths.append(widths[-1] * draw(st.sampled_from([1, 2])))
+    odd = st.sampled_from([1, 3, 5, 7])
+    stages = []
+    for i, w in enumerate(widths):
+        stage = {"depth": draw(st.integers(1, 2)), "width": w,
+                 "mixer": draw(st.sampled_from(["repmixer", "attention", "pool"])),
+                 "mlp_ratio": draw(st.sampled_from([1, 2, 3])), "mixer_kernel": draw(odd),
+                 "ffn": draw(st.sampled_from(["convffn", "mlp"])), "ffn_kernel": draw(odd), "head_dim": 8,
+                 "conv_branches": draw(st.integers(0, 2)), "scale_branch": draw(st.booleans())}
+        if i > 0:
+            k = draw(st.sampled_from([3, 5, 7]))
+            stage["downsample"] = {"type": draw(st.sampled_from(["replk", "conv"])), "kernel": k,
+                                   "small_kernel": draw(st.sampled_from([None, 1, 3])), "stride": 2}
+        if draw(st.booleans()):
+            stage["pos_enc"] = {"kernel": draw(st.sampled_from([3, 7]))}
+        stages.append(stage)
+    return {"name": "random", "num_classes": 10, "input_size": draw(st.sampled_from([32, 40, 47])),
+            "norm": draw(st.sampled_from(["batchnorm", "groupnorm"])),
+            "layer_scale_init": draw(st.sampled_from([None, 1e-5])),
+            "stem": {"conv_branches": draw(st.integers(1, 2)), "scale_branch": draw(st.booleans()),
+                     "kernel": draw(st.sampled_from([3, 5]))},
+            "head": {"type": draw(st.sampled_from(["mobileone_se", "norm_linear"]))},
+            "stages": stages}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_specs(), st.integers(0, 1000))
+def test_random_specs_lower_exactly(data, seed):
+    model = randomize_(archc.build(data).eval(), seed=seed)
+    gm = reparameterize(model)
+    assert gm.equivalence.ok
+    assert _batchnorms(gm) == 0
+    assert invariant_violations(gm) == []
