@@ -278,6 +278,8 @@ def _run_search(cfg: SearchConfig, progress: Optional[ProgressFn], latency_fn, s
     except BaseException:
         for p in procs:
             p.terminate()
+        for p in procs:
+            p.join(timeout=10)
         raise
     finally:
         torch.set_num_threads(old_threads)
