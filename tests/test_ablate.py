@@ -35,7 +35,9 @@ def test_grid_is_the_cartesian_product_of_the_axes():
     assert len(rows) == 4
     assert [(r.spec.mixers[2], r.spec.mixers[3]) for r in rows] == [
         ("repmixer", "repmixer"), ("repmixer", "attention"), ("attention", "repmixer"), ("attention", "attention")]
-    assert rows[3].label == "sa12 stages[2].mixer=attention stages[3].mixer=attention"
+    assert rows[3].label == "stages[2].mixer=attention stages[3].mixer=attention"
+    two = grid([str(SPECS / "t8.yaml"), str(SPECS / "t12.yaml")], ["stages[3].mixer=pool"], SMALL)
+    assert [r.label for r in two] == ["t8: stages[3].mixer=pool", "t12: stages[3].mixer=pool"]
 
 
 def test_bad_override_in_a_grid_names_the_key_and_choices():
@@ -61,8 +63,8 @@ def test_evaluate_fills_params_macs_latency_and_score(tmp_path):
     assert seen == [{"runs": 7, "warmup": 10}] * 2               # measured targets get the runs asked for
     assert v1.score == pytest.approx(v1.params / 1e6)
     md = markdown(rows, "cpu", "params")
-    assert md.splitlines()[0] == "| variant | name | params (M) | MACs (G) | latency cpu (ms, measured) | score (params) |"
-    assert f"| ablation_v1 | ablation_v1 | {v1.params / 1e6:.2f} | {v1.macs / 1e9:.3f} | 0.300 |" in md
+    assert md.splitlines()[0] == "| variant | params (M) | MACs (G) | latency cpu (ms, measured) | score (params) |"
+    assert f"| ablation_v1 | {v1.params / 1e6:.2f} | {v1.macs / 1e9:.3f} | 0.300 |" in md
     out = write_csv(rows, tmp_path / "t4.csv", "cpu", "params")
     got = list(csv.DictReader(out.open()))
     assert [int(r["macs"]) for r in got] == [v1.macs, v4.macs] and float(got[0]["latency_ms"]) == pytest.approx(0.3)
@@ -75,7 +77,7 @@ def test_cli_prints_markdown_and_writes_csv(tmp_path, capsys):
     assert code == 0
     text = capsys.readouterr().out
     lines = [ln for ln in text.splitlines() if ln.startswith("|")]
-    assert len(lines) == 4 and "t8 stages[3].mixer=pool" in lines[3]
+    assert len(lines) == 4 and lines[3].startswith("| stages[3].mixer=pool |")
     rows = list(csv.DictReader(out.open()))
     assert [r["overrides"] for r in rows] == ["stages[3].mixer=repmixer", "stages[3].mixer=pool"]
     assert rows[1]["score"] and float(rows[1]["score"]) < float(rows[0]["score"])  # pooling has no mixer weights

@@ -58,7 +58,7 @@ def run(args) -> int:
     md = markdown(rows, target, objective)
     if not args.markdown_only:
         con.print(table("ablation", columns(rows, target, objective), table_rows(rows, target, objective),
-                        right=tuple(columns(rows, target, objective)[2:])))
+                        right=tuple(columns(rows, target, objective)[1:])))
         graphs = {r.macs_graph for r in rows}
         kinds = "/".join(sorted({r.latency_kind for r in rows}))
         con.print(f"MACs on the {'/'.join(sorted(graphs))} graph at each spec's input size; "

@@ -81,7 +81,12 @@ def grid(specs: Sequence[str], varies: Sequence[str], common: Sequence[str] = ()
         for combo in itertools.product(*[[f"{k}={v}" for v in vals] for k, vals in axes]):
             overrides = tuple(common) + tuple(combo)
             spec = load_spec(path, overrides=list(overrides) or None)
-            label = Path(path).stem + (" " + " ".join(combo) if combo else "")
+            if not combo:
+                label = Path(path).stem
+            elif len(specs) == 1:
+                label = " ".join(combo)
+            else:
+                label = f"{Path(path).stem}: {' '.join(combo)}"
             rows.append(AblationRow(label=label, spec=spec, overrides=tuple(combo)))
     return rows
 
@@ -121,7 +126,7 @@ def evaluate(rows: List[AblationRow], *, target: Optional[str], objective: Optio
 
 
 def columns(rows: List[AblationRow], target: Optional[str], objective: Optional[str]) -> List[str]:
-    cols = ["variant", "name", "params (M)", "MACs (G)"]
+    cols = ["variant", "params (M)", "MACs (G)"]
     if target:
         kind = rows[0].latency_kind if rows else ""
         cols.append(f"latency {target} (ms, {kind})")
@@ -136,7 +141,7 @@ def table_rows(rows: List[AblationRow], target: Optional[str], objective: Option
     out = []
     with_ref = any(r.reference for r in rows)
     for r in rows:
-        line = [r.label, r.spec.name, f"{r.params / 1e6:.2f}", f"{r.macs / 1e9:.3f}"]
+        line = [r.label, f"{r.params / 1e6:.2f}", f"{r.macs / 1e9:.3f}"]
         if target:
             line.append("-" if r.latency_ms is None else f"{r.latency_ms:.3f}")
         if objective:
@@ -150,7 +155,7 @@ def table_rows(rows: List[AblationRow], target: Optional[str], objective: Option
 def markdown(rows: List[AblationRow], target: Optional[str], objective: Optional[str]) -> str:
     cols = columns(rows, target, objective)
     body = table_rows(rows, target, objective)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" if i < 2 else "---:" for i in range(len(cols))) + "|"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" if i < 1 else "---:" for i in range(len(cols))) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in body]
     return "\n".join(lines) + "\n"
 
