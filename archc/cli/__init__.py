@@ -33,7 +33,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ArchcError as exc:
-        print(f"archc: error: {exc}", file=sys.stderr)
+        print("archc: error: " + " ".join(str(exc).splitlines()), file=sys.stderr)  # always one line
         return 2
     except KeyboardInterrupt:
         print("archc: interrupted", file=sys.stderr)
