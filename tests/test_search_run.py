@@ -268,3 +268,36 @@ def test_a_killed_worker_never_leaves_the_device_locked(tmp_path):
     t0 = time.time()
     with device_lock(tmp_path / "locks", "cpu") as waited:
         assert waited < 5 and time.time() - t0 < 5
+
+
+def test_a_second_machine_waits_for_the_creator_to_mark_the_study(cfg):
+    """Two machines start at once: the one that did not create the study waits for the creator's
+    marks (settings, enqueued start points) instead of failing or enqueueing them twice."""
+    import threading
+    from archc.search import runner
+    space = load_space(cfg.space)
+    storage = open_storage(cfg.storage, 1)
+    study = optuna.create_study(storage=storage, study_name=cfg.study_name(space), directions=["maximize", "minimize"])
+    meta = runner._meta(cfg, space)
+
+    def creator() -> None:
+        import time
+        time.sleep(0.5)
+        study.set_user_attr(runner.META_ATTR, meta)
+        time.sleep(0.3)
+        study.set_user_attr(runner.ENQUEUED_ATTR, True)
+
+    t = threading.Thread(target=creator)
+    t.start()
+    other = open_study(cfg, space, create=False)
+    t.join()
+    assert other.user_attrs[runner.META_ATTR] == meta and other.user_attrs[runner.ENQUEUED_ATTR] is True
+
+
+def test_a_study_not_made_by_archc_is_refused(cfg):
+    space = load_space(cfg.space)
+    study = optuna.create_study(storage=open_storage(cfg.storage, 1), study_name=cfg.study_name(space),
+                                directions=["maximize", "minimize"])
+    study.add_trial(optuna.trial.create_trial(values=[1.0, 1.0]))
+    with pytest.raises(SearchError, match="was not made by archc search; use --study NAME"):
+        run_search(cfg, latency_fn=fake_latency)

@@ -89,9 +89,25 @@ def make_sampler(kind: str, seed: Optional[int], n_startup_trials: int) -> optun
     raise SearchError(f"unknown sampler '{kind}'; valid: {', '.join(SAMPLERS)}")
 
 
+META_ATTR = "archc_search"         # one study attribute, set at once, so a loader sees all of it or none
+ENQUEUED_ATTR = "archc_enqueued"   # the creator has enqueued the space's start points
+#: how long a second process waits for the creator of a study to mark and fill it
+CREATOR_WAIT_S = 60.0
+
+
 def _meta(cfg: SearchConfig, space: SearchSpace) -> Dict[str, Any]:
-    return {"archc_space": space.name, "archc_space_fingerprint": space.fingerprint(), "archc_target": cfg.target,
-            "archc_latency_ms": float(cfg.latency_ms), "archc_objective": cfg.resolved_objective()}
+    return {"space": space.name, "space_fingerprint": space.fingerprint(), "target": cfg.target,
+            "latency_ms": float(cfg.latency_ms), "objective": cfg.resolved_objective()}
+
+
+def _wait_for(study: optuna.Study, attr: str) -> Any:
+    """The study attribute ``attr`` once its creator (another process or machine) has set it, or None."""
+    deadline = time.monotonic() + CREATOR_WAIT_S
+    while True:
+        value = study._storage.get_study_user_attrs(study._study_id).get(attr)
+        if value is not None or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
 
 
 def validate(cfg: SearchConfig, target: bool = True) -> None:
@@ -140,26 +156,33 @@ def open_study(cfg: SearchConfig, space: SearchSpace, sampler: Optional[optuna.s
         raise SearchError(f"study '{name}' in {mask_url(cfg.storage)} is not an archc search study "
                           "(it has one objective); choose another --study")
     meta = _meta(cfg, space)
-    have = study.user_attrs
-    if not created and any(k in have for k in meta):
-        diff = [f"{k[6:]}: study has {have.get(k)!r}, this run {v!r}" for k, v in meta.items() if have.get(k) != v]
+    where = f"study '{name}' in {mask_url(cfg.storage)}"
+    if created:
+        study.set_user_attr(META_ATTR, meta)
+    else:
+        have = study.user_attrs.get(META_ATTR)
+        if have is None and study.get_trials(deepcopy=False):
+            raise SearchError(f"{where} was not made by archc search; use --study NAME to start a new study")
+        if have is None:
+            have = _wait_for(study, META_ATTR)  # created a moment ago by another process
+        if have is None:  # its creator stopped before marking it: adopt it
+            study.set_user_attr(META_ATTR, meta)
+            have = meta
+        diff = [f"{k}: study has {have.get(k)!r}, this run {v!r}" for k, v in meta.items() if have.get(k) != v]
         if diff:
-            raise SearchError(f"study '{name}' in {mask_url(cfg.storage)} was made by a different search ("
-                              + "; ".join(diff) + "); use --study NAME to start a new study")
-    elif not created and study.get_trials(deepcopy=False):
-        raise SearchError(f"study '{name}' in {mask_url(cfg.storage)} was not made by archc search; "
-                          "use --study NAME to start a new study")
-    if created or not all(k in have for k in meta):
-        for k, v in meta.items():
-            study.set_user_attr(k, v)
-    if not study.user_attrs.get("archc_enqueued"):
+            raise SearchError(f"{where} was made by a different search (" + "; ".join(diff)
+                              + "); use --study NAME to start a new study")
+    # the creator enqueues the start points; others wait for that, so none is enqueued twice
+    if not created and not study.user_attrs.get(ENQUEUED_ATTR):
+        _wait_for(study, ENQUEUED_ATTR)
+    if not study.user_attrs.get(ENQUEUED_ATTR):
         for names, match in start_points(space):
             attrs = {"variant": ", ".join(names)}
             if match.ignored:
                 attrs["variant_differs"] = "; ".join(f"{k}: {a!r} in the spec, {b!r} here"
                                                      for k, (a, b) in match.ignored.items())
             study.enqueue_trial(match.values, user_attrs=attrs, skip_if_exists=True)
-        study.set_user_attr("archc_enqueued", True)
+        study.set_user_attr(ENQUEUED_ATTR, True)
     return study
 
 
