@@ -48,7 +48,10 @@ _STAGE_EXTRA = {
     "pos_enc": "none or repcpe: positional encoding after the downsample",
     "pos_enc_kernel": "kernel of the RepCPE positional encoding",
 }
-STAGE_KEYS = _STAGE_FIELDS + tuple(_STAGE_EXTRA)
+#: every stage key, in the order a stage's parameters are suggested and listed
+STAGE_KEYS = ("depth", "width", "width_mult", "mixer", "mlp_ratio", "mixer_kernel", "ffn", "ffn_kernel", "pool_size",
+              "head_dim", "conv_branches", "downsample_kernel", "pos_enc", "pos_enc_kernel")
+assert set(STAGE_KEYS) == set(_STAGE_FIELDS) | set(_STAGE_EXTRA)
 #: top-level spec keys a space may fix or vary (scalars only)
 SPEC_KEYS = ("input_size", "num_classes", "activation", "norm", "layer_scale_init", "drop_path_rate", "drop_rate")
 #: spec fields that are training settings, not architecture: a start point may differ from the
@@ -201,6 +204,10 @@ def compile_space(loc: Located, directory: Path) -> SearchSpace:
     for section, mapping in (("shared", shared), ("stage_defaults", defaults)):
         for key in mapping:
             _check_stage_key(loc, (section, key), key)
+    for key in defaults:
+        if key in shared:
+            raise loc.error(("stage_defaults", key), f"'{key}' is shared by all stages (shared.{key}); "
+                                                     "remove it here or from shared")
     stages = data.get("stages", [])
     if not isinstance(stages, list):
         raise loc.error(("stages",), f"expected a list of {n} stages (one mapping per stage of the base), "
@@ -230,17 +237,17 @@ def compile_space(loc: Located, directory: Path) -> SearchSpace:
             if drop is None:
                 raise loc.error(m_origin, "give either width or width_mult for a stage, not both")
             del entry[drop]
-        per_stage.append(entry)
+        per_stage.append(dict(sorted(entry.items(), key=lambda kv: STAGE_KEYS.index(kv[0]))))
 
     params: List[Param] = []
     fixed: Dict[Target, Any] = {}
     for (stage, key), (value, origin) in keys.items():
-        _add(loc, params, fixed, key, key, value, origin, ((stage, key),), base, None)
+        _add(loc, params, fixed, key, key, value, origin, ((stage, key),))
     for key, value in shared.items():
         targets = tuple((i, key) for i in range(n) if _applies(base, i, key))
         if not targets:
             raise loc.error(("shared", key), f"'{key}' applies to no stage of the base spec")
-        _add(loc, params, fixed, key, key, value, ("shared", key), targets, base, None)
+        _add(loc, params, fixed, key, key, value, ("shared", key), targets)
     for i, entry in enumerate(per_stage):
         for key, (value, origin) in entry.items():
             if not _applies(base, i, key):
@@ -249,7 +256,7 @@ def compile_space(loc: Located, directory: Path) -> SearchSpace:
                 why = ("stage 0 has no previous stage" if key == "width_mult"
                        else f"stages[{i}] of the base has no downsample")
                 raise loc.error(origin, f"'{key}' does not apply here: {why}")
-            _add(loc, params, fixed, f"stages[{i}].{key}", key, value, origin, ((i, key),), base, i)
+            _add(loc, params, fixed, f"stages[{i}].{key}", key, value, origin, ((i, key),))
 
     _apply_attention_rule(loc, params, fixed, rules, n)
     _check_width_mult(loc, params, fixed, base, n)
@@ -337,7 +344,8 @@ def _check_value(loc: Located, key: str, value: Any, path: PathKey) -> Any:
 
 
 def _add(loc: Located, params: List[Param], fixed: Dict[Target, Any], name: str, key: str, value: Any,
-         origin: PathKey, targets: Tuple[Target, ...], base: dict, stage: Optional[int]) -> None:
+         origin: PathKey, targets: Tuple[Target, ...]) -> None:
+    """A list becomes a categorical parameter (one choice: fixed), a mapping a range, a scalar a fixed value."""
     if isinstance(value, list):
         if not value:
             raise loc.error(origin, "an empty list of choices")
