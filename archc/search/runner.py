@@ -232,7 +232,11 @@ def run_worker(cfg: SearchConfig, index: int = 0, *, space: Optional[SearchSpace
 
 
 def _threads_per_worker(workers: int) -> int:
-    return max(1, (os.cpu_count() or 1) // workers)
+    """One intra-op thread per worker: a trial is many small batch-1 ops (build, fx passes, profiling),
+    where a second thread costs more than it gives; measured 4-9x slower per prediction with 2 threads
+    on the 2-core development VM under load. Use ``--workers`` to use more cores. (A measured target
+    sets its own threads for timing.)"""
+    return 1
 
 
 def _worker_process(cfg_dict: Dict[str, Any], index: int, parent: int) -> None:
