@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from archc import build, load_spec
+from archc import build
 from archc.cli import main as archc_main
 from archc.errors import SpecError
 from archc.latency import LatencyResult

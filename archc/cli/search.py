@@ -6,11 +6,11 @@ is the total for the study. See search/README.md for the space format and the tr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..search.census import ERROR_ATTR, Census
+from ..search.metrics import torch_threads
 from ..search.objective import Objective
 from ..search.report import SearchReport, finalize, fmt
 from ..search.runner import SAMPLERS, SearchConfig, run_search
@@ -101,7 +101,8 @@ def run(args) -> int:
             con.print(f"warning: worker {i} exited with code {code}")
     objective = Objective(space=space, objective=cfg.resolved_objective(), target=cfg.target, budget_ms=cfg.latency_ms,
                           n_trials=cfg.trials, lock_dir=Path(cfg.lock_dir), latency_runs=cfg.latency_runs)
-    report = finalize(study, space, objective, out, metrics=not args.no_macs)
+    with torch_threads(1):
+        report = finalize(study, space, objective, out, metrics=not args.no_macs)
     print_report(report, con)
     return 0
 

@@ -17,7 +17,7 @@ import yaml
 
 from ..errors import SpecError
 from ..spec import Spec, load_spec, parse_key_path
-from .metrics import spec_metrics
+from .metrics import spec_metrics, torch_threads
 from .objective import default_latency, default_score, is_predicted, latency_of
 
 
@@ -110,14 +110,17 @@ def evaluate(rows: List[AblationRow], *, target: Optional[str], objective: Optio
     """Fill each row's params, MACs, latency and score (in place; returned for convenience)."""
     measured = target is not None and not is_predicted(target)
     for row in rows:
-        m = spec_metrics(row.spec)
+        with torch_threads(1):
+            m = spec_metrics(row.spec)
         row.params, row.macs, row.macs_graph = m.params, m.macs, m.graph
         if target:
-            lat = latency_of(row.spec, target, measured=measured, lock_dir=lock_dir, runs=runs, warmup=warmup,
-                             latency_fn=latency_fn)
+            with torch_threads(1):  # as in the search; a measured result records its threads
+                lat = latency_of(row.spec, target, measured=measured, lock_dir=lock_dir, runs=runs, warmup=warmup,
+                                 latency_fn=latency_fn)
             row.latency_ms, row.latency_kind, row.latency_detail = lat.ms, lat.kind, lat.describe()
         if objective:
-            row.score = float(score_fn(row.spec, objective))
+            with torch_threads(1):
+                row.score = float(score_fn(row.spec, objective))
         if reference:
             row.reference = reference.get(row.spec.name, {})
         if progress:

@@ -7,7 +7,9 @@ train-time graph, and saying which, where the pass is not installed.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 
@@ -45,3 +47,14 @@ def spec_metrics(spec: Spec, *, deploy: bool = True) -> SpecMetrics:
     with torch.no_grad():
         prof = profile_graph(graph, example_input(spec.input_size, spec.in_chans))
     return SpecMetrics(params=params, macs=int(prof.macs), graph=kind)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` intra-op threads (graph passes and profiling of batch-1 nets are faster on one)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -35,7 +35,6 @@ from ..errors import ArchcError, SpecError, did_you_mean
 from ..spec import load_spec, spec_to_dict
 from ..spec.convert import convert_value, hints, public_fields
 from ..spec.model import DownsampleSpec, PosEncSpec, Spec, StageSpec
-from ..spec.registry import MIXERS
 from ..spec.yamlsrc import Located, PathKey, format_path, read_yaml
 
 #: space keys of a stage that are StageSpec fields of the same name
