@@ -117,9 +117,6 @@ def test_meta_profile_equals_real_profile_outside_attention():
     assert sum(r.macs for r in report.rows) == report.macs and sum(r.params for r in report.rows) == report.params
 
 
-@pytest.mark.xfail(strict=True, reason="archc.analysis.profile: torch's FlopCounterMode has no formula for the CPU "
-                   "SDPA kernel (aten._scaled_dot_product_flash_attention_for_cpu), so real CPU runs count 0 MACs "
-                   "for attention's matmuls while meta runs count them")
 def test_attention_macs_counted_on_cpu():
     spec, model = _sa12_64()
     real = profile_graph(model, example_input(spec.input_size))

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from . import algebra as alg
 from .graph import (bn_scale_shift, common_name, commutes_with_channel_affine, constant, conv_module, conv_of, dtype_of, insert_call,
-                    is_layout, is_module, is_shape_use, module, module_calls, per_channel, replace_node,
+                    is_layout, is_module, module, module_calls, per_channel, replace_node,
                     set_module, shape, sole_user, track_axis, value_users)
 
 

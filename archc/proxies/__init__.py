@@ -1,15 +1,25 @@
 """Zero-cost proxies: score an untrained candidate from one or a few forward/backward passes.
 
 ``PROXIES`` maps a name to a function ``(model, inputs, targets) -> float`` (higher = predicted
-better). ``score(spec_or_model, name)`` builds the model if needed and computes one proxy.
-``DEFAULT`` is the proxy that ranks the published FastViT variants best (``archc proxies --eval``).
+better). ``PROXY_SETTINGS`` holds each proxy's batch and resolution (chosen for a few seconds per
+FastViT-sized net on a CPU; see docs/PROXIES.md). ``score(spec_or_model, name)`` builds the model
+with seeded weights if needed, makes seeded random inputs and computes one proxy, so the same call
+gives the same number. ``DEFAULT`` is the proxy that ranks the published FastViT points best as
+measured by ``archc proxies --eval`` (the figures are in docs/PROXIES.md).
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn as nn
+
+from .gradnorm import grad_norm
+from .jacobcov import jacob_cov
+from .naswot import naswot
+from .synflow import synflow
+from .zico import zico
 
 ProxyFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], float]
 
@@ -19,21 +29,64 @@ def params_proxy(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) 
     return sum(p.numel() for p in model.parameters()) / 1e6
 
 
-PROXIES: Dict[str, ProxyFn] = {"params": params_proxy}
+@dataclass(frozen=True)
+class ProxySettings:
+    """How ``score`` feeds a proxy: batch size and input resolution (None: the spec's own)."""
+
+    batch: int
+    resolution: Optional[int]
+    summary: str
+
+
+PROXIES: Dict[str, ProxyFn] = {
+    "params": params_proxy,
+    "synflow": synflow,
+    "naswot": naswot,
+    "zico": zico,
+    "grad_norm": grad_norm,
+    "jacob_cov": jacob_cov,
+}
+
+PROXY_SETTINGS: Dict[str, ProxySettings] = {
+    "params": ProxySettings(1, 32, "parameter count (M); no forward pass"),
+    "synflow": ProxySettings(1, None, "log synaptic flow; |weights|, all-ones input, float64, BN removed"),
+    "naswot": ProxySettings(32, 128, "log det of the activation-code kernel (active = pre-activation > 0)"),
+    "zico": ProxySettings(16, 128, "sum over layers of log sum mean|g|/std(g) over 2 mini-batches of 8"),
+    "grad_norm": ProxySettings(16, 128, "sum over layers of the weight-gradient norm (cross-entropy)"),
+    "jacob_cov": ProxySettings(16, 128, "-sum log/inverse eigenvalues of the input-Jacobian correlation"),
+}
+
 DEFAULT = "params"
 
 
-def score(spec_or_model, name: str = None, *, batch: int = 8, resolution: int = None, seed: int = 0) -> float:
-    """Compute proxy ``name`` (default ``DEFAULT``) for a spec or a built train-time model."""
-    from ..builder import build
+def check_name(name: str) -> str:
     from ..errors import ArchcError, did_you_mean
-    name = name or DEFAULT
     if name not in PROXIES:
         raise ArchcError(f"unknown proxy '{name}'{did_you_mean(name, PROXIES)}; valid: {', '.join(PROXIES)}")
-    model = spec_or_model if isinstance(spec_or_model, nn.Module) else build(spec_or_model)
+    return name
+
+
+def score(spec_or_model, name: str = None, *, batch: int = None, resolution: int = None, seed: int = 0) -> float:
+    """Compute proxy ``name`` (default ``DEFAULT``) for a spec or a built train-time model.
+
+    A spec is built with weights drawn from ``seed``; inputs and targets are drawn from ``seed`` too;
+    ``batch`` and ``resolution`` default to the proxy's ``PROXY_SETTINGS``.
+    """
+    from ..builder import build
+    name = check_name(name or DEFAULT)
+    settings = PROXY_SETTINGS[name]
+    if isinstance(spec_or_model, nn.Module):
+        model = spec_or_model
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build(spec_or_model)
     spec = getattr(model, "spec", None)
-    size = (resolution, resolution) if resolution else (tuple(spec.input_size) if spec else (224, 224))
+    res = resolution or settings.resolution
+    size = (res, res) if res else (tuple(spec.input_size) if spec else (224, 224))
     gen = torch.Generator().manual_seed(seed)
-    inputs = torch.randn((batch, getattr(spec, "in_chans", 3)) + size, generator=gen)
-    targets = torch.randint(0, getattr(spec, "num_classes", 1000), (batch,), generator=gen)
-    return float(PROXIES[name](model, inputs, targets))
+    inputs = torch.randn((batch or settings.batch, getattr(spec, "in_chans", 3)) + size, generator=gen)
+    targets = torch.randint(0, getattr(spec, "num_classes", 1000), (inputs.shape[0],), generator=gen)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # anything random inside a proxy (none today) stays reproducible
+        return float(PROXIES[name](model, inputs, targets))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import typing
 from typing import Any, Dict, Literal, Tuple, Union, get_args, get_origin
 
 from .convert import hints, public_fields

@@ -11,9 +11,8 @@ import copy
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Iterable, Mapping, Sequence, Tuple, Union
 
-import yaml
 
 from ..errors import SpecError, did_you_mean
 from .convert import convert, public_fields

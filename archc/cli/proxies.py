@@ -1,0 +1,106 @@
+"""``archc proxies``: zero-cost proxy scores for specs, and ``--eval`` against the published top-1."""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import sys
+from pathlib import Path
+
+from ..errors import ArchcError
+from .common import add_input_size_arg, console, load_from_args, print_json, table
+
+
+def register(sub) -> None:
+    p = sub.add_parser("proxies", help="score specs with zero-cost proxies, or --eval them against published top-1",
+                       description="Zero-cost proxies (synflow, naswot, zico, grad_norm, jacob_cov, params) computed "
+                       "on the seeded, untrained train-time model. --eval ranks the published FastViT points "
+                       "(published_fastvit.csv) by every proxy and reports Kendall tau-b and Spearman rho "
+                       "against their published ImageNet top-1.")
+    p.add_argument("specs", nargs="*", metavar="SPEC", help="spec YAML files to score")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec key (repeatable)")
+    add_input_size_arg(p)
+    p.add_argument("--proxy", action="append", default=None, metavar="NAME",
+                   help="proxy to compute (repeatable; default: the default proxy, or all with --eval)")
+    p.add_argument("--all", action="store_true", help="compute every proxy")
+    p.add_argument("--eval", action="store_true", help="rank-correlate proxies with the published top-1")
+    p.add_argument("--csv", metavar="FILE", help="published figures (default: shared/reference/published_fastvit.csv)")
+    p.add_argument("--specs-dir", metavar="DIR", help="where the published points' specs are (default: ./specs)")
+    p.add_argument("--batch", type=int, default=None, metavar="N",
+                   help="batch size for every proxy (default: each proxy's own, see docs/PROXIES.md)")
+    p.add_argument("--seed", type=int, default=0, help="seed for weights and inputs (default 0)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run)
+
+
+def _names(args):
+    from ..proxies import DEFAULT, PROXIES, check_name
+    if args.all:
+        return list(PROXIES)
+    if args.proxy:
+        return [check_name(n) for n in args.proxy]
+    return list(PROXIES) if args.eval else [DEFAULT]
+
+
+def run(args) -> int:
+    names = _names(args)
+    if args.eval:
+        if args.specs:
+            raise ArchcError("--eval scores the published points; do not pass SPEC files with it")
+        return run_eval(args, names)
+    if not args.specs:
+        raise ArchcError("give SPEC files to score, or --eval")
+    from ..proxies import score
+    rows, out = [], []
+    for path in args.specs:
+        spec = load_from_args(path, args)
+        vals = {n: score(spec, n, seed=args.seed, batch=args.batch, resolution=args.input_size) for n in names}
+        out.append({"spec": path, "name": spec.name, "scores": vals})
+        rows.append([path, spec.name] + [f"{vals[n]:.4f}" for n in names])
+    if args.json:
+        print_json({"seed": args.seed, "results": out})
+    else:
+        console().print(table(f"zero-cost proxies (seed {args.seed}; higher = predicted better)",
+                              ["spec", "name"] + names, rows, right=names))
+    return 0
+
+
+def run_eval(args, names) -> int:
+    import torch
+    from ..proxies import DEFAULT, PROXY_SETTINGS
+    from ..proxies.evaluate import default_csv, default_specs_dir, evaluate, read_published
+    csv_path = Path(args.csv) if args.csv else default_csv()
+    if csv_path is None:
+        raise ArchcError("published_fastvit.csv not found: pass --csv FILE or set ARCHC_SHARED to the shared/ folder")
+    points = read_published(csv_path, Path(args.specs_dir) if args.specs_dir else default_specs_dir())
+    con = console()
+    stderr = sys.stderr.isatty()
+
+    def progress(proxy: str, name: str) -> None:
+        if stderr and not args.json:
+            print(f"\r{proxy}: {name}".ljust(60), end="", file=sys.stderr, flush=True)
+
+    results = evaluate(points, names, seed=args.seed, batch=args.batch, resolution=args.input_size, progress=progress)
+    if stderr and not args.json:
+        print("\r".ljust(61) + "\r", end="", file=sys.stderr)
+    meta = {"csv": str(csv_path), "points": len(points), "seed": args.seed, "batch": args.batch or "per proxy",
+            "resolution": args.input_size or "per proxy",
+            "date": _dt.date.today().isoformat(), "machine": f"{platform.machine()} {platform.system()}",
+            "default": DEFAULT}
+    if args.json:
+        print_json({**meta, "results": [{"proxy": r.proxy, "kendall_tau": r.kendall_tau, "spearman_rho": r.spearman_rho,
+                                         "seconds": round(r.seconds, 2), "scores": r.scores} for r in results]})
+        return 0
+    rows = []
+    for r in sorted(results, key=lambda r: -r.kendall_tau):
+        s = PROXY_SETTINGS[r.proxy]
+        rows.append((r.proxy + (" (default)" if r.proxy == DEFAULT else ""), f"{r.kendall_tau:+.3f}",
+                     f"{r.spearman_rho:+.3f}", f"{args.batch or s.batch}", f"{args.input_size or s.resolution or 'spec'}",
+                     f"{r.seconds:.1f}"))
+    con.print(table(f"proxies vs published top-1 ({len(points)} points from {csv_path.name}, seed {args.seed})",
+                    ["proxy", "Kendall tau-b", "Spearman rho", "batch", "resolution", "seconds"], rows,
+                    right=("Kendall tau-b", "Spearman rho", "batch", "seconds")))
+    con.print(f"{meta['date']}, {meta['machine']}, {os.cpu_count()} CPUs, torch {torch.__version__}; "
+              f"tau-b and rho against the published top-1; default proxy: {DEFAULT}")
+    return 0

@@ -1,0 +1,147 @@
+"""Predicted latency from a calibrated device profile (no device needed).
+
+A profile is a YAML file: non-negative costs per unit of work (see ``fit.py``) over features of the
+deploy graph (``features.py``), the points it was fitted on and its leave-one-out error. Built-in
+profiles ship in ``archc/data/profiles/`` (``iphone12pro``: fitted to the published ModelBench figures);
+``archc calibrate`` writes user profiles to ``$ARCHC_PROFILES`` or ``~/.config/archc/profiles``.
+A user profile with a built-in's name takes precedence (``archc devices`` shows which one is used).
+Every prediction carries the profile's leave-one-out MAPE as its expected error.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import yaml
+
+from ..errors import DeviceError, did_you_mean
+from ..spec import Spec, load_spec
+from . import LatencyResult
+from .features import FEATURES, spec_features, spec_op_kinds
+from .fit import DERIVED, expand
+
+BUILTIN_DIR = Path(__file__).resolve().parents[1] / "data" / "profiles"
+PROFILE_KIND = "archc-latency-profile"
+#: a feature this many times beyond the largest fitted value makes the prediction say it extrapolates
+EXTRAPOLATION_FACTOR = 1.5
+
+
+def user_profile_dir() -> Path:
+    """Where ``archc calibrate`` stores profiles: ``$ARCHC_PROFILES`` or ``~/.config/archc/profiles``."""
+    env = os.environ.get("ARCHC_PROFILES")
+    return Path(env).expanduser() if env else Path.home() / ".config" / "archc" / "profiles"
+
+
+@dataclass
+class ProfileInfo:
+    """What ``archc devices`` lists about one profile."""
+
+    name: str
+    source: str              # "built-in" or "user"
+    path: str
+    device: str
+    points: int
+    loo_mape_pct: float
+    created: str
+
+
+def _read(path: Path) -> Dict[str, Any]:
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise DeviceError(f"{path}: cannot read latency profile: {exc}") from None
+    return validate_profile(doc, str(path))
+
+
+def validate_profile(doc: Any, where: str) -> Dict[str, Any]:
+    """Check a profile document; errors name the file and key."""
+    if not isinstance(doc, dict) or doc.get("kind") != PROFILE_KIND:
+        raise DeviceError(f"{where}: not an archc latency profile (expected 'kind: {PROFILE_KIND}')")
+    if not isinstance(doc.get("name"), str) or not doc["name"]:
+        raise DeviceError(f"{where} name: missing profile name")
+    coefs = doc.get("coefficients")
+    if not isinstance(coefs, dict) or not coefs:
+        raise DeviceError(f"{where} coefficients: missing or empty mapping")
+    valid = ["const"] + list(FEATURES) + list(DERIVED)
+    for k, v in coefs.items():
+        if k not in valid:
+            raise DeviceError(f"{where} coefficients.{k}: unknown feature '{k}'{did_you_mean(k, valid)}; "
+                              f"valid: {', '.join(valid)}")
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+            raise DeviceError(f"{where} coefficients.{k}: {v!r} must be a finite non-negative number")
+    loo = doc.get("loo")
+    if not isinstance(loo, dict) or not isinstance(loo.get("mape_pct"), (int, float)):
+        raise DeviceError(f"{where} loo.mape_pct: missing leave-one-out error")
+    return doc
+
+
+def _profile_files() -> Dict[str, tuple]:
+    found: Dict[str, tuple] = {}
+    for source, folder in (("built-in", BUILTIN_DIR), ("user", user_profile_dir())):
+        if folder.is_dir():
+            for f in sorted(folder.glob("*.yaml")):
+                found[f.stem] = (source, f)
+    return found
+
+
+def available_profiles() -> Dict[str, ProfileInfo]:
+    """Every usable profile by name: built-in ones, then user ones (a user profile shadows a built-in)."""
+    out: Dict[str, ProfileInfo] = {}
+    for name, (source, path) in _profile_files().items():
+        doc = _read(path)
+        out[name] = ProfileInfo(name=name, source=source, path=str(path), device=str(doc.get("device", "")),
+                                points=int(doc["loo"].get("architectures", len(doc.get("points", [])))),
+                                loo_mape_pct=float(doc["loo"]["mape_pct"]), created=str(doc.get("created", "")))
+    return out
+
+
+def load_profile(name: str) -> Dict[str, Any]:
+    """The profile document called ``name`` (a name from ``available_profiles`` or a YAML path)."""
+    if name.endswith((".yaml", ".yml")) and Path(name).is_file():
+        return _read(Path(name))
+    files = _profile_files()
+    if name not in files:
+        choices = sorted(files)
+        raise DeviceError(f"unknown latency profile '{name}'{did_you_mean(name, choices)}; valid: "
+                          f"{', '.join(choices) or 'none'} (user profiles live in {user_profile_dir()}; "
+                          f"make one with `archc calibrate`)")
+    return _read(files[name][1])
+
+
+def predict_from_features(profile: Dict[str, Any], features: Dict[str, float]) -> float:
+    coefs = profile["coefficients"]
+    names = list(coefs)
+    return float(sum(c * x for c, x in zip(coefs.values(), expand(features, names))))
+
+
+def predict_latency(spec: Union[Spec, str, Path], profile_name: str, resolution: Optional[int] = None) -> LatencyResult:
+    """Predict batch-1 latency of ``spec``'s deploy graph on the device ``profile_name`` describes."""
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec)
+    profile = load_profile(profile_name)
+    feats, graph = spec_features(spec, resolution)
+    ms = predict_from_features(profile, feats)
+    res = (int(resolution), int(resolution)) if resolution else tuple(spec.input_size)
+    beyond = {}
+    for k, (lo, hi) in (profile.get("feature_ranges") or {}).items():
+        v = expand(feats, [k])[0]
+        if hi > 0 and v > EXTRAPOLATION_FACTOR * hi:
+            beyond[k] = f"{v:.4g} vs at most {hi:.4g} in the fitted data"
+    terms = {k: round(c * x, 4) for (k, c), x in zip(profile["coefficients"].items(),
+                                                     expand(feats, list(profile["coefficients"])))}
+    detail: Dict[str, Any] = {"profile": profile["name"], "device": profile.get("device", ""), "graph": graph,
+                              "terms_ms": terms, "features": {k: round(v, 6) for k, v in feats.items()},
+                              "note": "predicted from a calibrated latency model, not measured"}
+    if beyond:
+        detail["extrapolation"] = beyond
+    if profile.get("op_kinds"):
+        unseen = sorted(spec_op_kinds(spec, resolution) - set(profile["op_kinds"]))
+        if unseen:  # e.g. GroupNorm or pooling when the profile saw only FastViT graphs: priced at zero
+            detail["unseen_op_kinds"] = unseen
+            detail["note"] += (f"; op kinds absent from the calibration data ({', '.join(unseen)}) cost nothing "
+                               f"in this model beyond their MACs, so the prediction is likely low")
+    return LatencyResult(target=profile["name"], ms=ms, kind="predicted", batch=1, resolution=res,
+                         expected_error_pct=float(profile["loo"]["mape_pct"]), detail=detail)

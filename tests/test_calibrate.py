@@ -1,0 +1,117 @@
+"""``archc calibrate`` and ``archc devices``: a round trip on measurements with a known answer, and
+clear errors for bad CSV files (file, line, column)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from archc.cli import main
+from archc.errors import ArchcError
+from archc.latency.features import spec_features
+from archc.latency.fit import read_measurements
+from archc.latency.predict import available_profiles, predict_latency
+from archc.spec import load_spec
+
+TINY = """\
+name: {name}
+num_classes: 10
+input_size: 64
+stem: {{type: mobileone, kernel: 3}}
+stage_defaults:
+  mlp_ratio: {mlp}
+  ffn: convffn
+  ffn_kernel: {k}
+  downsample: {{type: replk, kernel: 5, small_kernel: 3, stride: 2}}
+stages:
+  - {{depth: {d}, width: {w}, mixer: repmixer}}
+  - {{depth: 1, width: {w2}, mixer: {mixer}, head_dim: 16}}
+head: {{type: mobileone_se, expansion: 2, se_ratio: 0.0625}}
+"""
+# (file, depth, width, mlp ratio, ffn kernel, last mixer); resolutions vary per row below
+VARIANTS = [("a", 1, 16, 2, 3, "repmixer"), ("b", 2, 16, 2, 3, "attention"), ("c", 1, 24, 3, 5, "repmixer"),
+            ("d", 2, 24, 2, 5, "attention"), ("e", 1, 32, 4, 3, "attention")]
+ROWS = [("a", None), ("b", None), ("c", None), ("d", None), ("e", None), ("a", 96), ("d", 96)]
+TRUTH = {"const": 0.3, "macs_dense": 40.0, "macs_dw": 300.0, "attn_elems": 2.0}
+
+
+def write_specs(folder):
+    for name, d, w, mlp, k, mixer in VARIANTS:
+        (folder / f"{name}.yaml").write_text(TINY.format(name=name, d=d, w=w, w2=2 * w, mlp=mlp, k=k, mixer=mixer))
+
+
+def true_ms(path, res):
+    f, _ = spec_features(load_spec(path), res)
+    return TRUTH["const"] + TRUTH["macs_dense"] * (f["macs_conv"] + f["macs_pointwise"]) + \
+        TRUTH["macs_dw"] * f["macs_dw"] + TRUTH["attn_elems"] * f["attn_elems"]
+
+
+@pytest.fixture
+def profiles_dir(tmp_path, monkeypatch):
+    d = tmp_path / "profiles"
+    monkeypatch.setenv("ARCHC_PROFILES", str(d))
+    return d
+
+
+def test_calibrate_round_trip(tmp_path, profiles_dir, capsys):
+    write_specs(tmp_path)
+    lines = ["# synthetic device: latency is an exact linear function of the features", "spec,latency_ms,resolution"]
+    for name, res in ROWS:
+        lines.append(f"{name}.yaml,{true_ms(tmp_path / f'{name}.yaml', res):.6f},{res or ''}")
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    assert main(["calibrate", str(tmp_path / "m.csv"), "--device", "toyphone", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["profile"] == str(profiles_dir / "toyphone.yaml")
+    assert out["loo"]["mape_pct"] < 0.1 and out["loo"]["inversions"] == 0 and out["loo"]["architectures"] == 7
+    for k, v in TRUTH.items():
+        assert out["coefficients"][k] == pytest.approx(v, rel=1e-3)
+    doc = yaml.safe_load((profiles_dir / "toyphone.yaml").read_text())
+    assert doc["name"] == "toyphone" and len(doc["rows"]) == len(ROWS)
+    # the stored profile predicts a new point (another resolution) it was not fitted on
+    r = predict_latency(load_spec(tmp_path / "e.yaml"), "toyphone", resolution=96)
+    assert r.kind == "predicted" and r.ms == pytest.approx(true_ms(tmp_path / "e.yaml", 96), rel=1e-3)
+    assert r.expected_error_pct == pytest.approx(doc["loo"]["mape_pct"])
+    info = available_profiles()["toyphone"]
+    assert info.source == "user" and info.points == 7
+    assert main(["devices", "--json"]) == 0
+    listed = {p["name"]: p for p in json.loads(capsys.readouterr().out)["profiles"]}
+    assert set(listed) >= {"iphone12pro", "toyphone"} and listed["toyphone"]["source"] == "user"
+
+
+def test_calibrate_too_few_architectures(tmp_path, profiles_dir, capsys):
+    write_specs(tmp_path)
+    (tmp_path / "m.csv").write_text("spec,latency_ms\na.yaml,1.0\nb.yaml,2.0\na.yaml,1.1\n")
+    assert main(["calibrate", str(tmp_path / "m.csv"), "--device", "x"]) == 2
+    assert "at least 5 distinct architectures for a 4-term model with a leave-one-out check; got 2" in capsys.readouterr().err
+    assert not (profiles_dir / "x.yaml").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", r"m.csv: no rows"),
+    ("spec,latency\na.yaml,1\n", r"m.csv:1: header has no 'latency_ms' column; found spec, latency"),
+    ("spec,latency_ms,res\na.yaml,1,64\n", r"m.csv:1: unknown column 'res'; valid: spec, latency_ms, resolution, label"),
+    ("spec,latency_ms\na.yaml,fast\n", r"m.csv:2 column 'latency_ms': 'fast' is not a number"),
+    ("spec,latency_ms\n# comment\na.yaml,-1\n", r"m.csv:3 column 'latency_ms': '-1' must be a positive number"),
+    ("spec,latency_ms\nnope.yaml,1\n", r"m.csv:2 column 'spec': spec file 'nope.yaml' not found"),
+    ("spec,latency_ms,resolution\na.yaml,1,big\n", r"m.csv:2 column 'resolution': 'big' is not an integer"),
+    ("spec,latency_ms\na.yaml\n", r"m.csv:2: 1 fields, the header has 2"),
+    ("spec,latency_ms\n", r"m.csv: header but no measurement rows"),
+])
+def test_bad_csv_errors_name_file_line_and_column(tmp_path, text, message):
+    write_specs(tmp_path)
+    (tmp_path / "m.csv").write_text(text)
+    with pytest.raises(ArchcError, match=message):
+        read_measurements(str(tmp_path / "m.csv"))
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, profiles_dir, capsys):
+    assert main(["calibrate", str(tmp_path / "missing.csv"), "--device", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing.csv: measurements file not found" in err
+    assert main(["calibrate", str(tmp_path / "missing.csv"), "--device", "../evil"]) == 2
+    assert "not a valid profile name" in capsys.readouterr().err
+    write_specs(tmp_path)
+    (tmp_path / "m.csv").write_text("spec,latency_ms\na.yaml,1\n")
+    assert main(["calibrate", str(tmp_path / "m.csv"), "--device", "x", "--features", "const,macs_dens"]) == 2
+    assert "did you mean 'macs_dense'" in capsys.readouterr().err
