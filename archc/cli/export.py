@@ -92,9 +92,10 @@ def run(args) -> int:
             hist = "  ".join(f"{k} {v}" for k, v in r.detail["op_histogram"].items())
             con.print(f"Core ML ({r.detail['precision']}, ML program spec v{r.detail['spec_version']}) op histogram: {hist}")
             allowed = r.detail["allowed"]
-            norms = f", {allowed['norm_layers']} of them GroupNorm/LayerNorm affines" if allowed["norm_layers"] else ""
-            con.print(f"Core ML batch_norm ops {r.detail['op_histogram'].get('batch_norm', 0)} ({graph} graph: "
-                      f"{bns} BatchNorm layers{norms}); residual adds {r.detail['residual_adds']} "
-                      f"({graph} graph: {residual})")
+            norms = (f" + {allowed['norm_layers']} GroupNorm/LayerNorm layers, whose affines Core ML may fuse "
+                     f"into batch_norm and whose x - mean is a sub") if allowed["norm_layers"] else ""
+            con.print(f"Core ML batch_norm ops {r.detail['op_histogram'].get('batch_norm', 0)}, residual adds "
+                      f"{r.detail['residual_adds']} (allowed {allowed['batch_norm']} and {allowed['residual_adds']}: "
+                      f"{graph} graph has {bns} BatchNorm layers and {residual} residual adds{norms})")
             con.print(f"image input 'image': {r.detail['normalization']}")
     return 0
