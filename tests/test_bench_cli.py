@@ -58,3 +58,17 @@ def test_bench_errors_are_one_line(specs, capsys):
     assert "expected comma-separated integers" in capsys.readouterr().err
     assert main(["bench", str(a), "--runs", "0"]) == 2
     assert "--runs must be >= 1" in capsys.readouterr().err
+
+
+def test_bench_profile_target_is_a_prediction(specs, capsys):
+    from archc.latency import latency  # noqa: F401  (the dispatcher the CLI goes through)
+    from archc.latency.predict import available_profiles
+    if "iphone12pro" not in available_profiles():
+        pytest.skip("no iphone12pro profile in this checkout")
+    a, _ = specs
+    assert main(["bench", str(a), "--target", "iphone12pro", "--json"]) == 0
+    (r,) = json.loads(capsys.readouterr().out)["results"]
+    assert r["kind"] == "predicted" and r["target"] == "iphone12pro" and r["ms"] > 0
+    assert r["expected_error_pct"] is not None and r["runs"] is None
+    assert main(["bench", str(a), "--target", "iphone12pro"]) == 0
+    assert "predicted" in capsys.readouterr().out

@@ -131,7 +131,9 @@ def print_results(results: List[Dict[str, Any]], target: str) -> None:
     first = results[0] if results else {}
     det = first.get("detail", {})
     title = f"latency on {target}"
-    if det.get("device"):
+    if first.get("kind") == "predicted":
+        title += f" ({det.get('device', 'device profile')}): predicted"
+    elif det.get("device"):
         title += f" ({det['device']}, runtime {det.get('runtime')}, threads {det.get('threads', '-')})"
     con.print(table(title, ["spec", "graph", "input", "batch", "median ms", "IQR ms", "CV", "runs", "train/deploy"],
                     rows, right=("batch", "median ms", "IQR ms", "CV", "runs", "train/deploy")))
