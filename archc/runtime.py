@@ -135,6 +135,8 @@ def make_runner(model: nn.Module, example: torch.Tensor, runtime: str = "eager",
         with torch.inference_mode():
             return m(x)
 
+    if runtime.startswith("compile"):
+        fn(prepare(example))  # compile now, not inside the first timed run
     return Runner(runtime, fn, prepare, device)
 
 
