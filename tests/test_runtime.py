@@ -44,7 +44,8 @@ def test_inference_model_is_the_verified_deploy_graph(graphs):
         inference_model(spec, {"x": torch.zeros(1)}, model=train)
 
 
-@pytest.mark.parametrize("runtime", ["eager", "channels_last", "explicit_attention", "onnxruntime"])
+@pytest.mark.parametrize("runtime", ["eager", "channels_last", "explicit_attention", "onnxruntime",
+                                     pytest.param("compile", marks=pytest.mark.slow)])  # inductor: ~10-20 s
 def test_runtime_options_match_the_train_graph(graphs, runtime):
     _, _, deploy, x, ref = graphs
     runner = make_runner(deploy, x, runtime)
