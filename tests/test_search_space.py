@@ -184,3 +184,11 @@ def test_shipped_spaces_load():
         space = load_space(path)
         start_points(space)  # every start point is a point of its space
         assert space.params, path
+
+
+def test_default_space_resolves_from_any_directory(tmp_path, monkeypatch):
+    """`archc search` run outside the checkout still finds the shipped search/fastvit.yaml."""
+    from archc.search.space import load_space as _load
+    monkeypatch.chdir(tmp_path)
+    space = _load("search/fastvit.yaml")
+    assert space.start_from  # its start points (specs/...) resolve relative to the space file too

@@ -95,9 +95,10 @@ def run_eval(args, names) -> int:
     rows = []
     for r in sorted(results, key=lambda r: -r.kendall_tau):
         s = PROXY_SETTINGS[r.proxy]
+        no_input = r.proxy == "params"  # counts parameters: no forward pass, no input
         rows.append((r.proxy + (" (default)" if r.proxy == DEFAULT else ""), f"{r.kendall_tau:+.3f}",
-                     f"{r.spearman_rho:+.3f}", f"{args.batch or s.batch}", f"{args.input_size or s.resolution or 'spec'}",
-                     f"{r.seconds:.1f}"))
+                     f"{r.spearman_rho:+.3f}", "-" if no_input else f"{args.batch or s.batch}",
+                     "-" if no_input else f"{args.input_size or s.resolution or 'spec'}", f"{r.seconds:.1f}"))
     con.print(table(f"proxies vs published top-1 ({len(points)} points from {csv_path.name}, seed {args.seed})",
                     ["proxy", "Kendall tau-b", "Spearman rho", "batch", "resolution", "seconds"], rows,
                     right=("Kendall tau-b", "Spearman rho", "batch", "seconds")))

@@ -162,8 +162,23 @@ class SearchSpace:
 
 
 # ------------------------------------------------------------------------------------------- loading
+#: the archc checkout (an editable install) holds the shipped spaces in search/ and specs in specs/
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def resolve_space_path(path: Union[str, Path]) -> Path:
+    """A relative space path is looked up from the working directory, then in the archc checkout, so the
+    default ``search/fastvit.yaml`` works from any directory."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    shipped = _PROJECT_ROOT / p
+    return shipped if shipped.exists() else p
+
+
 def load_space(path: Union[str, Path]) -> SearchSpace:
     """Read and compile a search space YAML file; errors are SpecError with file, line and key path."""
+    path = resolve_space_path(path)
     loc = read_yaml(path)
     return compile_space(loc, Path(path).parent)
 
