@@ -56,7 +56,8 @@ class ArchNet(nn.Module):
         act = ACTIVATIONS[spec.activation]
         norm = NORMS[spec.norm]
         self.stem = _build_stem(spec, act)
-        drop_rates = torch.linspace(0, spec.drop_path_rate, sum(spec.depths)).tolist()
+        n = sum(spec.depths)  # linear from 0 to drop_path_rate over all blocks (timm), plain floats: meta-safe
+        drop_rates = [spec.drop_path_rate * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
         stages, prev, k = [], spec.stem_width, 0
         for stage in spec.stages:
             stages.append(_build_stage(spec, stage, prev, drop_rates[k:k + stage.depth], act, norm))

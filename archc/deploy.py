@@ -7,7 +7,7 @@ checkpoint matches the full deploy graph, whose structure depends only on the sp
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Union
 
 import torch.fx as fx
 

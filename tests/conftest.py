@@ -13,7 +13,8 @@ SPECS = ROOT / "specs"
 SHARED = Path(os.environ.get("ARCHC_SHARED", ROOT.parent / "shared"))
 REFERENCE = SHARED / "reference"
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# one thread: on a loaded 2-core machine two threads per test run 10-100x slower (measured)
+torch.set_num_threads(1)
 
 
 def shipped_specs():

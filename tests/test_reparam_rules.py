@@ -242,3 +242,25 @@ def test_bn_folds_through_global_pool_into_classifier():
 
     gm, _, eq = lower(Head(), torch.randn(2, 4, 5, 5))
     assert eq.max_rel_error < 1e-6 and "BatchNorm2d" not in kinds(gm)
+
+
+def test_a_wrong_fold_fails_the_build_loudly(monkeypatch):
+    """Break the BN-fold algebra (forget BN's shift): the equivalence check must refuse the graph."""
+    import archc
+    from archc.errors import LoweringError
+    from archc.passes import algebra, reparameterize
+
+    real = algebra.fold_affine_after_conv
+    monkeypatch.setattr(algebra, "fold_affine_after_conv",
+                        lambda conv, scale, shift: real(conv, scale, shift * 0))
+    model = randomize_(archc.build("specs/t8.yaml").eval(), seed=1)
+    with pytest.raises(LoweringError, match="not equivalent"):
+        reparameterize(model, example=torch.randn(1, 3, 64, 64))
+
+
+def test_equivalence_report_rechecks_in_float64_only_when_float32_exceeds():
+    model = ConvBN()
+    gm, _, eq = lower(model, torch.randn(2, 4, 9, 9))
+    assert eq.float64_rel_error is None
+    strict = check_equivalence(model, gm, torch.randn(2, 4, 9, 9), tolerance=1e-30)
+    assert strict.float64_rel_error is not None and not strict.ok  # weights are float32: not exact to 1e-30

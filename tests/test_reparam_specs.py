@@ -27,15 +27,19 @@ def _batchnorms(gm) -> int:
 @pytest.mark.parametrize("size", [256, 250])
 def test_every_shipped_spec_lowers_exactly(path, size):
     spec = archc.load_spec(path, overrides={"input_size": size})
+    torch.manual_seed(size)
     model = randomize_(archc.build(spec).eval(), seed=size)
-    gm = reparameterize(model)  # raises LoweringError above 1e-5 relative
-    assert gm.equivalence.max_rel_error <= 1e-5, gm.equivalence.describe()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    n_modules = len(list(model.modules()))
+    gm = reparameterize(model)  # raises LoweringError if not equivalent
+    assert gm.equivalence.max_rel_error <= 1e-5, gm.equivalence.describe()  # float32 vs float32
     assert _batchnorms(gm) == 0
     assert invariant_violations(gm) == []
     if spec.mixers.count("pool") == 0:
         assert constant_multiplies(gm) == []  # every layer scale folded
-    assert sum(p.numel() for p in model.parameters()) > 0  # input model untouched and still usable
-    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    # the input model is untouched
+    assert len(list(model.modules())) == n_modules
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 PAPER_DEPLOY_GMACS = {"t8": 0.685, "t12": 1.391, "s12": 1.794, "sa12": 1.929, "sa24": 3.745, "sa36": 5.562,

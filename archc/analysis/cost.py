@@ -5,7 +5,6 @@ import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional
 
-import torch
 import torch.nn as nn
 
 from ..spec import Spec, stage_resolutions

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Sequence, Tuple
 
 import networkx as nx
 import torch
 import torch.fx as fx
 import torch.nn as nn
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 #: op kinds that only reinterpret or index a tensor: no arithmetic, no memory traffic counted
@@ -131,6 +132,14 @@ def node_kind(node: fx.Node, modules: Dict[str, nn.Module]) -> str:
     return node.op
 
 
+def _sdpa_cpu_flops(q, k, v, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(q, k, v)
+
+
+#: torch's flop counter has formulas for the CUDA attention kernels but not the CPU one; count it the same way
+_EXTRA_FLOP_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
+
+
 class _Profiler(fx.Interpreter):
     def __init__(self, gm: fx.GraphModule):
         super().__init__(gm)
@@ -140,7 +149,7 @@ class _Profiler(fx.Interpreter):
     def run_node(self, n: fx.Node) -> Any:
         if n.op in ("placeholder", "output", "get_attr"):
             return super().run_node(n)
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS) as counter:
             out = super().run_node(n)
         kind = node_kind(n, self.modules)
         tensor_args = [self.env[a] for a in n.all_input_nodes

@@ -12,7 +12,7 @@ from typing import List, Optional
 from ..errors import ArchcError
 
 #: subcommand modules, in the order ``archc --help`` lists them
-COMMANDS = ["build", "schema", "calibrate", "devices", "proxies"]
+COMMANDS = ["build", "schema", "export", "bench", "devices", "calibrate", "proxies", "search", "ablate"]
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -33,7 +33,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ArchcError as exc:
-        print(f"archc: error: {exc}", file=sys.stderr)
+        print("archc: error: " + " ".join(str(exc).splitlines()), file=sys.stderr)  # always one line
         return 2
     except KeyboardInterrupt:
         print("archc: interrupted", file=sys.stderr)

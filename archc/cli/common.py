@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Iterable, List, Optional, Sequence
+from typing import Any, Iterable, Sequence
 
 from rich.console import Console
 from rich.table import Table

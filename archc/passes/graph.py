@@ -3,8 +3,7 @@ layout ops, creating folded modules with stable names, and replacing nodes."""
 from __future__ import annotations
 
 import math
-import operator
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.fx as fx

@@ -23,7 +23,7 @@ from ..analysis.profile import example_input
 from ..errors import LoweringError
 from ..nn import LargeKernelConv, MobileOneBlock, RepCPE, RepMixer
 from .rules import RULES, Context, Rule, root_kind
-from .verify import Equivalence, assert_invariants, check_equivalence
+from .verify import assert_invariants, check_equivalence
 
 LEVELS = ("full", "reference")
 #: block types whose folding the reference implementations also do
@@ -109,9 +109,8 @@ def reparameterize(model: nn.Module, *, verify: bool = True, level: str = "full"
     if example is None:
         size = tuple(spec.input_size) if spec is not None else (224, 224)
         example = example_input(size, spec.in_chans if spec is not None else 3)
-    base = model if not isinstance(model, fx.GraphModule) else model
-    gm = trace_for_rewrite(base, example) if not isinstance(model, fx.GraphModule) else _retrace(model, example)
-    apply_rules(gm, _scope_filter(base, level))
+    gm = _retrace(model, example) if isinstance(model, fx.GraphModule) else trace_for_rewrite(model, example)
+    apply_rules(gm, _scope_filter(model, level))
     gm.spec = spec
     gm.reparam_level = level
     gm.equivalence = None

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from . import algebra as alg
 from .graph import (bn_scale_shift, common_name, commutes_with_channel_affine, constant, conv_module, conv_of, dtype_of, insert_call,
-                    is_layout, is_module, is_shape_use, module, module_calls, per_channel, replace_node,
+                    is_layout, is_module, module, module_calls, per_channel, replace_node,
                     set_module, shape, sole_user, track_axis, value_users)
 
 
@@ -188,15 +188,19 @@ def _set_constant(gm: fx.GraphModule, name: str, value: torch.Tensor) -> None:
 def _retarget_with_weights(ctx: Context, producer: fx.Node, root: fx.Node, w: torch.Tensor, b: torch.Tensor,
                            result: Optional[fx.Node] = None) -> bool:
     """Give ``producer``'s module new weights (it has no other caller), then drop ``root``."""
-    mod = module(ctx.gm, producer)
+    set_weights(module(ctx.gm, producer), w, b)
+    replace_node(ctx.gm, root, result if result is not None else producer)
+    return True
+
+
+def set_weights(mod: nn.Module, w: torch.Tensor, b: torch.Tensor) -> None:
+    """Overwrite a conv/linear's weight and bias (creating the bias if it had none), keeping its dtype."""
     with torch.no_grad():
         mod.weight.copy_(w.to(mod.weight.dtype))
         if mod.bias is None:
             mod.bias = nn.Parameter(b.to(mod.weight.dtype))
         else:
             mod.bias.copy_(b.to(mod.weight.dtype))
-    replace_node(ctx.gm, root, result if result is not None else producer)
-    return True
 
 
 def fold_bn_into_next_linear(ctx: Context, bn: fx.Node) -> bool:
@@ -231,12 +235,7 @@ def fold_bn_into_next_linear(ctx: Context, bn: fx.Node) -> bool:
         return False
     w, b = alg.fold_affine_before_linear(target.weight.detach(), target.bias.detach() if target.bias is not None
                                          else None, scale, shift)
-    with torch.no_grad():
-        target.weight.copy_(w.to(target.weight.dtype))
-        if target.bias is None:
-            target.bias = nn.Parameter(b.to(target.weight.dtype))
-        else:
-            target.bias.copy_(b.to(target.weight.dtype))
+    set_weights(target, w, b)
     replace_node(gm, bn, x)
     return True
 

@@ -46,7 +46,7 @@ def convert(cls, data: Any, path: PathKey, loc: Located):
     for key in data:
         if key not in fields:
             valid = ", ".join(fields)
-            raise loc.error(path + (key,), f"unknown key '{key}'{did_you_mean(key, fields)}; valid keys: {valid}")
+            raise loc.error(path + (key,), f"unknown key {_show(key)}{did_you_mean(key, fields)}; valid keys: {valid}")
     kwargs = {}
     for name, f in fields.items():
         if name in data:
@@ -82,12 +82,12 @@ def convert_value(tp: Any, value: Any, meta: Dict[str, Any], path: PathKey, loc:
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise loc.error(path, f"expected an integer, got {_type_name(value)} {_show(value)}")
+            raise loc.error(path, f"expected an integer{_range(meta)}, got {_type_name(value)} {_show(value)}")
         _check_bounds(value, meta, path, loc)
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise loc.error(path, f"expected a finite number, got {_type_name(value)} {_show(value)}")
+            raise loc.error(path, f"expected a finite number{_range(meta)}, got {_type_name(value)} {_show(value)}")
         _check_bounds(value, meta, path, loc)
         return float(value)
     if tp is str:
@@ -99,6 +99,8 @@ def convert_value(tp: Any, value: Any, meta: Dict[str, Any], path: PathKey, loc:
 
 def _convert_tuple(tp: Any, value: Any, meta: Dict[str, Any], path: PathKey, loc: Located) -> tuple:
     args = get_args(tp)
+    if isinstance(value, tuple):  # Python callers pass tuples (input_size=(224, 224)); YAML gives lists
+        value = list(value)
     if len(args) == 2 and args[1] is Ellipsis:  # Tuple[X, ...]
         if not isinstance(value, list):
             raise loc.error(path, f"expected a list, got {_type_name(value)} {_show(value)}")
@@ -111,6 +113,11 @@ def _convert_tuple(tp: Any, value: Any, meta: Dict[str, Any], path: PathKey, loc
     if len(value) != len(args):
         raise loc.error(path, f"expected {len(args)} values, got {len(value)}: {_show(value)}")
     return tuple(convert_value(a, v, meta, path, loc) for a, v in zip(args, value))
+
+
+def _range(meta: Dict[str, Any]) -> str:
+    lo, hi = meta.get("min"), meta.get("max")
+    return f" ({lo} to {hi})" if lo is not None and hi is not None else ""
 
 
 def _check_bounds(value: float, meta: Dict[str, Any], path: PathKey, loc: Located) -> None:

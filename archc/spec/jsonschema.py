@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import typing
 from typing import Any, Dict, Literal, Tuple, Union, get_args, get_origin
 
 from .convert import hints, public_fields
@@ -69,13 +68,16 @@ def spec_json_schema() -> Dict[str, Any]:
     defs: Dict[str, Any] = {}
     root = _object_schema(Spec, defs)
     root["properties"]["base"] = {"type": "string", "description": "a spec file to inherit from (relative path)"}
-    stage_defaults = _object_schema(StageSpec, defs)
-    stage_defaults.pop("required", None)
-    stage_defaults["description"] = "keys every stage gets unless it sets them (downsample: stages after the first)"
+    partial_stage = _object_schema(StageSpec, defs)
+    partial_stage.pop("required", None)  # defaults and patches set some keys of a stage, none required
+    stage_defaults = dict(partial_stage, description="keys every stage gets unless it sets them (downsample: "
+                                                      "stages after the first)")
     root["properties"]["stage_defaults"] = stage_defaults
-    # with a base, stages may be an index -> patch mapping, and nothing is required
+    # with a base, stages may be an index -> patch mapping (keys of a stage), and nothing is required
+    stage_patch = dict(partial_stage, description="keys to change in the inherited stage with this index")
     root["properties"]["stages"] = {"anyOf": [root["properties"]["stages"], {
-        "type": "object", "patternProperties": {"^[0-9]+$": {"type": "object"}}, "additionalProperties": False}]}
+        "type": "object", "description": "patches of the base's stages by index, e.g. {2: {mixer: attention}}",
+        "patternProperties": {"^[0-9]+$": stage_patch}, "additionalProperties": False}]}
     root.pop("required", None)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "archc spec",
             **root, "$defs": defs}

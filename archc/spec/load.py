@@ -11,9 +11,8 @@ import copy
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Iterable, Mapping, Sequence, Tuple, Union
 
-import yaml
 
 from ..errors import SpecError, did_you_mean
 from .convert import convert, public_fields
@@ -61,9 +60,9 @@ def _resolve_base(loc: Located, directory: Path, seen: Tuple[Path, ...]) -> Loca
         raise loc.error(("base",), f"expected a file name, got {base!r}")
     base_path = (directory / base)
     if not base_path.exists():
-        raise loc.error(("base",), f"base spec '{base}' not found (looked for {base_path})")
+        raise loc.error(("base",), f"base spec {base!r} not found (looked for {str(base_path)!r})")
     if base_path.resolve() in seen:
-        raise loc.error(("base",), f"inheritance cycle through '{base}'")
+        raise loc.error(("base",), f"inheritance cycle through {base!r}")
     if len(seen) >= MAX_BASE_DEPTH:
         raise loc.error(("base",), f"inheritance deeper than {MAX_BASE_DEPTH} files")
     parent = _resolve_base(read_yaml(base_path), base_path.parent, seen + (base_path.resolve(),))
@@ -109,43 +108,39 @@ def _patch_stages(dst: dict, patches: dict, loc: Located, origins: Origins) -> N
 
 
 # ----------------------------------------------------------------------------------------- overrides
-_PATH_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\.")
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_PATH_RE = re.compile(rf"{_NAME}(?:\[[0-9]+\]|\.{_NAME})*")
+_PART_RE = re.compile(rf"({_NAME})|\[([0-9]+)\]")
 
 
 def parse_key_path(text: str) -> PathKey:
     """``stages[2].mixer`` -> ``('stages', 2, 'mixer')``; raises SpecError on malformed paths."""
-    parts: list = []
-    pos = 0
-    while pos < len(text):
-        m = _PATH_RE.match(text, pos)
-        if not m or m.end() == pos:
-            raise SpecError(f"malformed key path '{text}' (expected e.g. stages[2].mixer)")
-        if m.group(1):
-            parts.append(m.group(1))
-        elif m.group(2):
-            parts.append(int(m.group(2)))
-        pos = m.end()
-    if not parts or not isinstance(parts[0], str):
-        raise SpecError(f"malformed key path '{text}' (expected e.g. stages[2].mixer)")
-    return tuple(parts)
+    if not isinstance(text, str) or not _PATH_RE.fullmatch(text):
+        raise SpecError(f"malformed key path {text!r} (expected e.g. stages[2].mixer)")
+    return tuple(int(i) if i else name for name, i in _PART_RE.findall(text))
 
 
 def parse_override(text: str) -> Tuple[PathKey, Any]:
     """``"stages[2].mixer=attention"`` -> (path, value); the value is read as a YAML scalar/flow."""
-    if "=" not in text:
-        raise SpecError(f"override '{text}' must look like key.path=value")
+    if not isinstance(text, str) or "=" not in text:
+        raise SpecError(f"override {text!r} must look like key.path=value (e.g. stages[2].mixer=attention)")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        raise SpecError(f"override '{text}': cannot read value '{raw}'") from None
+        value = parse_yaml(raw, "override").data if raw.strip() else None
+    except SpecError as exc:
+        raise SpecError(f"override {text!r}: cannot read value {raw!r}: {exc.message}") from None
     return parse_key_path(key.strip()), value
 
 
 def apply_overrides(loc: Located, overrides: Union[Sequence[str], Mapping[str, Any]]) -> None:
     items: Iterable[Tuple[PathKey, Any]]
     if isinstance(overrides, Mapping):
+        for k in overrides:
+            if not isinstance(k, str):
+                raise SpecError(f"override key {k!r} must be a key path string such as 'stages[2].mixer'")
         items = [(parse_key_path(k), v) for k, v in overrides.items()]
+    elif isinstance(overrides, str):
+        items = [parse_override(overrides)]
     else:
         items = [parse_override(o) for o in overrides]
     for path, value in items:
@@ -154,31 +149,46 @@ def apply_overrides(loc: Located, overrides: Union[Sequence[str], Mapping[str, A
 
 def set_path(loc: Located, path: PathKey, value: Any) -> None:
     """Set ``path`` in raw spec data, creating mappings on the way; indexes must exist."""
+    where = f"{loc.file} (override)"
+
+    def fail(message: str) -> SpecError:
+        return SpecError(message, file=where, path=format_path(path))
+
     node = loc.data
     for i, part in enumerate(path[:-1]):
         nxt = path[i + 1]
         if isinstance(part, int):
             if not isinstance(node, list) or not 0 <= part < len(node):
-                raise SpecError(f"override {format_path(path)}: no index {part} at {format_path(path[:i])}")
+                raise fail(_no_index(node, part, path[:i]))
             if node[part] is None or not isinstance(node[part], (dict, list)):
                 node[part] = [] if isinstance(nxt, int) else {}
             node = node[part]
         else:
             if not isinstance(node, dict):
-                raise SpecError(f"override {format_path(path)}: {format_path(path[:i])} is not a mapping")
+                raise fail(f"{format_path(path[:i])} is not a mapping")
             if node.get(part) is None or not isinstance(node[part], (dict, list)):
                 if isinstance(nxt, int):
-                    raise SpecError(f"override {format_path(path)}: {format_path(path[:i + 1])} is not a list")
+                    raise fail(f"{format_path(path[:i + 1])} is not a list")
                 node[part] = {}
             node = node[part]
     last = path[-1]
     if isinstance(last, int):
         if not isinstance(node, list) or not 0 <= last < len(node):
-            raise SpecError(f"override {format_path(path)}: no index {last}")
+            raise fail(_no_index(node, last, path[:-1]))
     elif not isinstance(node, dict):
-        raise SpecError(f"override {format_path(path)}: {format_path(path[:-1])} is not a mapping")
+        raise fail(f"{format_path(path[:-1])} is not a mapping")
     node[last] = copy.deepcopy(value)
-    loc.origins[path] = (f"{loc.file} (override)", None)
+    for j in range(1, len(path)):  # keys the override created point at the override, not the file
+        loc.origins.setdefault(path[:j], (where, None))
+    loc.origins = {p: o for p, o in loc.origins.items() if p[:len(path)] != path}
+    loc.origins[path] = (where, None)
+
+
+def _no_index(node: Any, index: int, at: PathKey) -> str:
+    if not isinstance(node, list):
+        return f"{format_path(at)} is not a list"
+    valid = f"0 to {len(node) - 1}" if node else "none (the list is empty)"
+    return f"no index {index} in {format_path(at)}; valid: {valid}"
 
 
 # ------------------------------------------------------------------------------------ raw -> Spec
@@ -188,8 +198,10 @@ def spec_from_located(loc: Located) -> Spec:
         raise loc.error((), f"a spec must be a mapping of keys, got {type(data).__name__}")
     for key in data:
         if key not in _TOP_KEYS:
-            raise loc.error((key,), f"unknown key '{key}'{did_you_mean(key, _TOP_KEYS)}; "
+            raise loc.error((key,), f"unknown key {key!r}{did_you_mean(key, _TOP_KEYS)}; "
                                     f"valid keys: {', '.join(_TOP_KEYS)}")
+    if "base" in data:  # only reachable through an override: bases are resolved before overrides apply
+        raise loc.error(("base",), "'base' can only be set in a spec file, not by an override")
     data = dict(data)
     defaults = data.pop("stage_defaults", None) or {}
     if not isinstance(defaults, dict):
@@ -197,7 +209,7 @@ def spec_from_located(loc: Located) -> Spec:
     stage_keys = [f.name for f in public_fields(StageSpec)]
     for key in defaults:
         if key not in stage_keys:
-            raise loc.error(("stage_defaults", key), f"unknown stage key '{key}'{did_you_mean(key, stage_keys)}; "
+            raise loc.error(("stage_defaults", key), f"unknown stage key {key!r}{did_you_mean(key, stage_keys)}; "
                                                      f"valid keys: {', '.join(stage_keys)}")
     stages = data.get("stages")
     if isinstance(stages, list):
@@ -215,7 +227,7 @@ def _with_defaults(stage: Any, defaults: dict, index: int, loc: Located) -> Any:
         return stage  # the converter reports the type error with its path
     out = dict(stage)
     for key, value in defaults.items():
-        if key == "downsample" and index == 0:
+        if key == "downsample" and index == 0 and key not in out:
             continue  # stage 0 takes the stem's output; it gets a downsample only if it sets one
         if key not in out:
             out[key] = copy.deepcopy(value)

@@ -1,0 +1,74 @@
+"""``archc ablate``: a table like the paper's Table 4 over spec files and/or a grid of overrides.
+
+    archc ablate specs/sa12.yaml --vary stages[2].mixer=repmixer,attention --vary stages[3].mixer=repmixer,attention
+    archc ablate specs/ablation_v*.yaml --out runs/table4.csv
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..search.ablate import columns, evaluate, grid, markdown, read_reference, table_rows, write_csv
+from .common import console, table
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ablate", help="compare spec variants: params, MACs, latency and proxy score (Table 4 style)")
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="spec YAML files (each is a row, or the base of a grid)")
+    p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2",
+                   help="an axis of the grid, e.g. stages[2].mixer=repmixer,attention (repeatable)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key in every row, e.g. --set input_size=224 (repeatable)")
+    p.add_argument("--target", default="iphone12pro",
+                   help="latency target: a device profile (predicted) or cpu/onnxruntime/... (measured); "
+                        "'none' to skip latency (default: %(default)s)")
+    p.add_argument("--objective", default=None, metavar="PROXY",
+                   help="proxy score column (default: archc.proxies.DEFAULT; 'none' to skip)")
+    p.add_argument("--runs", type=int, default=50, help="measured targets: timed runs per row (default: %(default)s)")
+    p.add_argument("--reference", default=None, metavar="CSV",
+                   help="published figures by name, e.g. ../shared/reference/published_fastvit.csv")
+    p.add_argument("--out", default=None, metavar="CSV", help="also write the table as CSV (a .csv file or a directory)")
+    p.add_argument("--markdown-only", action="store_true", help="print only the markdown table")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..search.objective import check_target
+    target = None if args.target in ("none", "") else args.target
+    if target:
+        check_target(target)
+    objective = args.objective
+    if objective is None:
+        from ..proxies import DEFAULT
+        objective = DEFAULT
+    if objective == "none":
+        objective = None
+    elif objective:
+        from ..errors import ArchcError, did_you_mean
+        from ..proxies import PROXIES
+        if objective not in PROXIES:
+            raise ArchcError(f"unknown proxy '{objective}'{did_you_mean(objective, PROXIES)}; valid: {', '.join(PROXIES)}")
+    rows = grid(args.specs, args.vary, args.overrides)
+    reference = read_reference(args.reference)
+    con = console()
+    with con.status(f"evaluating {len(rows)} variants") as status:
+        def progress(row) -> None:
+            status.update(f"evaluated {row.label}")
+        evaluate(rows, target=target, objective=objective, lock_dir=Path("runs/locks"), runs=args.runs,
+                 reference=reference, progress=progress)
+    md = markdown(rows, target, objective)
+    if not args.markdown_only:
+        con.print(table("ablation", columns(rows, target, objective), table_rows(rows, target, objective),
+                        right=tuple(columns(rows, target, objective)[1:])))
+        graphs = {r.macs_graph for r in rows}
+        kinds = "/".join(sorted({r.latency_kind for r in rows}))
+        con.print(f"MACs on the {'/'.join(sorted(graphs))} graph at each spec's input size; "
+                  + (f"latency {kinds} on {target}" if target else "no latency (--target none)"))
+        con.print("")
+    print(md, end="")
+    if args.out:
+        out = Path(args.out)
+        path = out / "ablation.csv" if out.is_dir() or not out.suffix else out
+        write_csv(rows, path, target, objective)
+        if not args.markdown_only:
+            con.print(f"wrote {path}")
+    return 0

@@ -1,0 +1,186 @@
+"""``archc bench SPEC... --target T``: measured (or, for a device profile, predicted) latency.
+
+Reports the median of N runs after warm-up with IQR and CV, optionally the train-time graph beside the
+deploy graph, and for ``--resolutions`` a sweep with a PNG plot (latency against resolution, one line per
+spec: the paper's Fig. 3).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from ..errors import DeviceError
+from .common import add_spec_args, console, load_from_args, print_json, table
+
+
+def register(sub) -> None:
+    from ..latency import MEASURED_TARGETS
+    from ..runtime import RUNTIMES
+    p = sub.add_parser("bench", help="measure (or predict) latency: median, IQR and CV of N runs, train vs deploy")
+    add_spec_args(p, many=True)
+    p.add_argument("--target", default="cpu",
+                   help=f"{'|'.join(MEASURED_TARGETS)} (measured) or a device profile such as iphone12pro "
+                        "(predicted; see `archc devices`). Default cpu")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default 8 on cuda, 1 elsewhere)")
+    p.add_argument("--resolution", "--input-size", dest="resolution", type=int, default=None, metavar="N",
+                   help="input N x N (default: each spec's input_size)")
+    p.add_argument("--resolutions", default=None, metavar="LIST",
+                   help="sweep, e.g. 224,384,512,1024 (writes a plot with --plot)")
+    p.add_argument("--runs", type=int, default=100, help="timed runs (default 100)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default 10)")
+    p.add_argument("--runtime", default="eager", choices=list(RUNTIMES),
+                   help="how the deploy graph runs: " + "; ".join(f"{k}: {v}" for k, v in RUNTIMES.items()))
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch / ONNX Runtime")
+    p.add_argument("--weights", metavar="FILE", default=None, help="checkpoint to load (latency does not depend on it)")
+    p.add_argument("--train", action="store_true", help="also measure the train-time graph (eval mode) beside the deploy graph")
+    p.add_argument("--compute-units", default="ALL", help="coreml/iphone: ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE")
+    p.add_argument("--plot", metavar="FILE", default=None, help="PNG plot of latency against resolution")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=run)
+
+
+def _resolutions(args) -> List[Optional[int]]:
+    if not args.resolutions:
+        return [args.resolution]
+    try:
+        res = [int(t) for t in args.resolutions.split(",") if t.strip()]
+    except ValueError:
+        raise DeviceError(f"--resolutions '{args.resolutions}': expected comma-separated integers, e.g. 224,384,512") from None
+    if not res or any(r < 8 for r in res):
+        raise DeviceError(f"--resolutions '{args.resolutions}': every resolution must be >= 8")
+    return res
+
+
+def run(args) -> int:
+    from ..latency import MEASURED_TARGETS, latency
+
+    if args.runs < 1 or args.warmup < 0:
+        raise DeviceError(f"--runs must be >= 1 and --warmup >= 0 (got {args.runs}, {args.warmup})")
+    resolutions = _resolutions(args)
+    specs = [(path, load_from_args(path, args)) for path in args.specs]
+    measured = args.target in MEASURED_TARGETS
+    graphs = ["deploy", "train"] if (args.train and measured) else ["deploy"]
+    jobs = [(path, spec, res, g) for path, spec in specs for res in resolutions for g in graphs]
+    kwargs: Dict[str, Any] = {}
+    if measured:
+        kwargs = dict(runs=args.runs, warmup=args.warmup, batch=args.batch, runtime=args.runtime,
+                      weights=args.weights, threads=args.threads, compute_units=args.compute_units)
+    results: List[Dict[str, Any]] = []
+    con = console()
+
+    models: Dict[Any, Any] = {}
+
+    def model_for(path, spec, graph):
+        """Each spec's graph is built (and lowered, verified) once, then timed at every resolution."""
+        from ..runtime import inference_model
+        if (path, graph) not in models:
+            models[(path, graph)] = inference_model(spec, args.weights, deploy=graph == "deploy")
+        return models[(path, graph)]
+
+    def one(path, spec, res, graph) -> None:
+        kw = dict(kwargs, resolution=res)
+        if measured:
+            from ..latency.measure import check_target
+            check_target(args.target)  # say what is missing before building anything
+            kw.update(deploy=graph == "deploy", model=model_for(path, spec, graph), weights=None)
+        r = latency(spec, args.target, **kw)
+        results.append({"spec": path, "name": spec.name, "graph": graph if measured else "deploy",
+                        **r.to_dict()})
+
+    if len(jobs) > 1 and not args.json:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TimeElapsedColumn(), console=con, transient=True) as prog:
+            task = prog.add_task("benchmarking", total=len(jobs))
+            for path, spec, res, graph in jobs:
+                prog.update(task, description=f"{spec.name} {graph} @ {res or spec.input_size[0]}")
+                one(path, spec, res, graph)
+                prog.advance(task)
+    else:
+        for job in jobs:
+            one(*job)
+
+    plot_path = None
+    if args.plot:
+        plot_path = write_plot(results, Path(args.plot), args.target)
+    if args.json:
+        print_json({"target": args.target, "results": results, "plot": str(plot_path) if plot_path else None})
+        return 0
+    print_results(results, args.target)
+    if plot_path:
+        con.print(f"plot written to {plot_path}")
+    return 0
+
+
+def print_results(results: List[Dict[str, Any]], target: str) -> None:
+    con = console()
+    deploy_ms = {(r["spec"], tuple(r["resolution"])): r["ms"] for r in results if r["graph"] == "deploy"}
+    rows = []
+    for r in results:
+        res = "x".join(str(v) for v in r["resolution"])
+        if r["kind"] == "predicted":
+            err = f"±{r['expected_error_pct']:.1f}%" if r.get("expected_error_pct") else ""
+            rows.append((r["name"], "deploy (predicted)", res, r["batch"], f"{r['ms']:.3f}", err, "", "", ""))
+            continue
+        speed = ""
+        if r["graph"] == "train":
+            d = deploy_ms.get((r["spec"], tuple(r["resolution"])))
+            speed = f"{r['ms'] / d:.2f}x" if d else ""
+        rows.append((r["name"], r["graph"], res, r["batch"], f"{r['ms']:.3f}", f"{r['iqr_ms']:.3f}",
+                     f"{100 * r['cv']:.1f}%", r["runs"], speed))
+    first = results[0] if results else {}
+    det = first.get("detail", {})
+    title = f"latency on {target}"
+    if first.get("kind") == "predicted":
+        title += f" ({det.get('device', 'device profile')}): predicted"
+    elif det.get("device"):
+        title += f" ({det['device']}, runtime {det.get('runtime')}, threads {det.get('threads', '-')})"
+    con.print(table(title, ["spec", "graph", "input", "batch", "median ms", "IQR ms", "CV", "runs", "train/deploy"],
+                    rows, right=("batch", "median ms", "IQR ms", "CV", "runs", "train/deploy")))
+    if any(r["kind"] == "predicted" for r in results):
+        con.print("predicted from a calibrated device profile, not measured; ± is the profile's leave-one-out error")
+    noisy = [r for r in results if r.get("cv") is not None and r["cv"] > 0.05]
+    if noisy:
+        con.print(f"note: {len(noisy)} figure(s) have CV > 5%: the machine was busy or the run count is low")
+
+
+def write_plot(results: List[Dict[str, Any]], path: Path, target: str) -> Path:
+    """Latency (median, IQR as error bars) against input resolution, one line per spec and graph."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from matplotlib.ticker import ScalarFormatter
+
+    series: Dict[tuple, List[Dict[str, Any]]] = {}
+    for r in results:
+        series.setdefault((r["name"], r["graph"]), []).append(r)
+    names = list(dict.fromkeys(r["name"] for r in results))
+    colors = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for (name, graph), rs in series.items():
+        rs = sorted(rs, key=lambda r: r["resolution"][0])
+        xs = [r["resolution"][0] for r in rs]
+        ys = [r["ms"] for r in rs]
+        errs = [(r.get("iqr_ms") or 0.0) / 2 for r in rs]
+        label = name if graph == "deploy" else f"{name} (train-time graph)"
+        ax.errorbar(xs, ys, yerr=errs, fmt=("--" if graph == "train" else "-") + "o", capsize=3, label=label,
+                    color=colors[name], markerfacecolor="white" if graph == "train" else colors[name])
+    ticks = sorted({r["resolution"][0] for r in results})
+    ax.set_xticks(ticks)
+    ax.set_xlabel("input resolution (pixels, square)")
+    ax.set_ylabel("latency, median (ms)")
+    first = results[0] if results else {}
+    kind = "predicted" if first.get("kind") == "predicted" else "measured"
+    ax.set_title(f"{kind} latency on {target}, batch {first.get('batch', '?')}")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,148 @@
+"""``archc search --latency-ms 1.5``: latency-constrained architecture search on Optuna.
+
+Rerunning the same command continues the same study (SQLite under runs/ by default); ``--trials N``
+is the total for the study. See search/README.md for the space format and the trial accounting.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..search.census import ERROR_ATTR, Census
+from ..search.metrics import torch_threads
+from ..search.objective import Objective
+from ..search.report import SearchReport, finalize, fmt
+from ..search.runner import SAMPLERS, SearchConfig, run_search
+from ..search.storage import DEFAULT_STORAGE, mask_url
+from .common import console, human, table
+
+
+def register(sub) -> None:
+    p = sub.add_parser("search", help="search stage layouts under a latency budget (Optuna; resumable)",
+                       description="Search a space of architectures for the best proxy score within a latency "
+                                   "budget. Rerun the same command to continue an interrupted search.")
+    p.add_argument("--latency-ms", type=float, required=True, metavar="MS", help="latency budget in milliseconds")
+    p.add_argument("--space", default="search/fastvit.yaml", help="search space YAML (default: %(default)s)")
+    p.add_argument("--target", default="iphone12pro",
+                   help="latency target: a device profile (predicted) or cpu/cuda/onnxruntime/coreml/iphone "
+                        "(measured) (default: %(default)s, predicted)")
+    p.add_argument("--objective", default=None, metavar="PROXY",
+                   help="score to maximise: a zero-cost proxy name (default: archc.proxies.DEFAULT)")
+    p.add_argument("--trials", type=int, default=40, metavar="N",
+                   help="finished trials in total for the study, across reruns and workers (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="stop starting trials after this long (this run; rerun to continue)")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, metavar="URL",
+                   help="Optuna RDB storage URL; share a postgresql:// URL between machines (default: %(default)s)")
+    p.add_argument("--study", default=None, metavar="NAME",
+                   help="study name (default: SPACE-TARGET-BUDGETms-OBJECTIVE)")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes on this machine")
+    p.add_argument("--seed", type=int, default=None, help="sampler seed (give each machine its own)")
+    p.add_argument("--out", default=None, metavar="DIR", help="results directory (default: runs/STUDY)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="Optuna sampler (default: %(default)s)")
+    p.add_argument("--heartbeat", type=int, default=10, metavar="SECONDS",
+                   help="heartbeat interval; a killed worker's trial is retried after 3x this (default: %(default)s)")
+    p.add_argument("--latency-runs", type=int, default=20, metavar="N",
+                   help="measured targets: timed runs per candidate; the final re-measurement uses 5x "
+                        "(default: %(default)s)")
+    p.add_argument("--score-infeasible", action="store_true",
+                   help="also score candidates over the budget (slower; fills the Pareto plot)")
+    p.add_argument("--no-macs", action="store_true",
+                   help="skip the MACs column of the summary (profiling each candidate's deploy graph takes seconds)")
+    p.set_defaults(func=run)
+
+
+class SearchProgress:
+    """A rich progress bar fed by the study's census: trials, feasible count, best so far."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.con = console()
+        self.progress = Progress(TextColumn("search"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+                                 TimeElapsedColumn(), console=self.con)
+        self.task = self.progress.add_task("search", total=total, status="starting")
+
+        self.started = False
+
+    def __enter__(self) -> "SearchProgress":
+        return self  # the bar appears with the first report, after the settings and storage checked out
+
+    def __exit__(self, *exc) -> None:
+        if self.started:
+            self.progress.__exit__(*exc)
+
+    def __call__(self, c: Census, trial) -> None:
+        if not self.started:
+            self.progress.__enter__()
+            self.started = True
+        best = "-" if c.best is None else f"{c.best.values[0]:.4g} @ {c.best.values[1]:.3g} ms (#{c.best.number})"
+        status = f"feasible {c.feasible} · pruned {c.pruned} · failed {c.failed} · running {len(c.running)} · best {best}"
+        self.progress.update(self.task, completed=min(c.n_finished, self.total), status=status)
+        if trial is not None and trial.user_attrs.get(ERROR_ATTR) and trial.state.name == "FAIL":
+            self.progress.console.print(f"trial {trial.number} failed: {trial.user_attrs[ERROR_ATTR][:200]}")
+
+
+def run(args) -> int:
+    cfg = SearchConfig(latency_ms=args.latency_ms, space=args.space, target=args.target, objective=args.objective,
+                       trials=args.trials, timeout=args.timeout, storage=args.storage, study=args.study,
+                       workers=args.workers, seed=args.seed, out=args.out, sampler=args.sampler,
+                       heartbeat=args.heartbeat, score_infeasible=args.score_infeasible,
+                       latency_runs=args.latency_runs)
+    con = console()
+    with SearchProgress(cfg.trials) as bar:
+        result = run_search(cfg, progress=bar)
+    study, space = result.study, result.space
+    out = cfg.out_dir(space)
+    con.print(f"study {study.study_name} in {mask_url(cfg.storage)}: {result.census.n_finished} of {cfg.trials} "
+              f"trials finished ({result.seconds:.0f} s this run)")
+    for i, code in enumerate(result.worker_exit_codes, 1):
+        if code:
+            con.print(f"warning: worker {i} exited with code {code}")
+    objective = Objective(space=space, objective=cfg.resolved_objective(), target=cfg.target, budget_ms=cfg.latency_ms,
+                          n_trials=cfg.trials, lock_dir=Path(cfg.lock_dir), latency_runs=cfg.latency_runs)
+    with torch_threads(1):
+        report = finalize(study, space, objective, out, metrics=not args.no_macs)
+    print_report(report, con)
+    return 0
+
+
+MIXER_ABBREV = {"repmixer": "RM", "attention": "SA", "pool": "PO"}
+
+
+def print_report(report: SearchReport, con=None) -> None:
+    con = con or console()
+    c = report.census
+    con.print(f"trials: {c.complete} complete, {c.pruned} pruned (infeasible), {c.failed} failed; "
+              f"{c.feasible} within {report.budget_ms:g} ms on {report.target}"
+              + (f"; {c.abandoned} abandoned (killed workers, retried)" if c.abandoned else "") + (f"; {c.surplus} surplus" if c.surplus else ""))
+    measured = any(c.final_kind == "measured" for c in report.candidates)
+    rows = []
+    for rank, cand in enumerate(report.candidates, 1):
+        m = cand.metrics
+        row = [rank, cand.trial.number, cand.variant or "", fmt(cand.score)]
+        row += [fmt(cand.search_ms), fmt(cand.final_ms)] if measured else [fmt(cand.final_ms)]
+        row += [human(m.params) if m else human(cand.trial.user_attrs.get("params_m", 0) * 1e6),
+                human(m.macs) if m else "-", ",".join(map(str, cand.spec.depths)),
+                ",".join(map(str, cand.spec.widths)), "-".join(MIXER_ABBREV.get(x, x) for x in cand.spec.mixers)]
+        rows.append(row)
+    ms_cols = ["search ms", "final ms"] if measured else ["ms"]
+    how = "re-measured" if measured else "re-predicted"
+    con.print(table(f"feasible Pareto front ({report.objective} up, latency down; {how})",
+                    ["#", "trial", "start point", "score"] + ms_cols + ["params", "MACs", "depths", "widths", "mixers"],
+                    rows, right=["#", "trial", "score", "params", "MACs"] + ms_cols))
+    for cand in report.dropped:
+        con.print(f"dropped trial {cand.trial.number}: re-measured {cand.final_ms:.4g} ms is over the budget "
+                  f"(search: {cand.search_ms:.4g} ms)")
+    best, bv = report.best, report.best_variant
+    if best is not None:
+        con.print(f"best: trial {best.trial.number}, score {best.score:.6g}, {best.final_detail} -> {best.path}")
+    else:
+        con.print(f"no candidate within {report.budget_ms:g} ms; raise --latency-ms or --trials")
+    if bv is not None:
+        msg = f"best start point within budget: {bv.user_attrs['variant']} (trial {bv.number}), score {bv.values[0]:.6g}, {bv.values[1]:.4g} ms"
+        if best is not None:
+            msg += f"; best candidate scores {best.score - bv.values[0]:+.4g} relative to it"
+        con.print(msg)
+    con.print(f"candidates: {report.files['candidates']}/ ({len(report.candidates)} specs for `archc build`)")
+    con.print("files: " + ", ".join(str(v) for k, v in report.files.items() if k != "candidates"))

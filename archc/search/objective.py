@@ -1,0 +1,181 @@
+"""The search objective: ``trial -> spec_from_trial -> build -> latency (constraint) -> proxy score``.
+
+Two objectives, ``(score, latency_ms)``: score up, latency down. The budget enters as the constraint
+``latency = latency_ms - budget`` through ``trial.set_constraint`` (read by TPE and NSGA-II). Outcomes:
+
+- COMPLETE: within budget (or any latency with ``score_infeasible``), scored;
+- PRUNED: infeasible, not scored: a rule violation (constraint ``rules`` > 0, nothing built) or a
+  latency over budget (constraint ``latency`` > 0); latency is measured first so over-budget points
+  cost no scoring;
+- FAIL with user attributes ``error``/``error_trial``: the candidate failed (build error, out of
+  memory, export or measurement failure of this candidate). The study goes on.
+
+A ``DeviceError`` (the target cannot run here at all) is not the candidate's fault: it stops the
+search with one clear message instead of failing every trial the same way.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+
+from ..builder import build
+from ..errors import DeviceError
+from .census import ERROR_ATTR, ERROR_TRIAL_ATTR, SURPLUS_ATTR, slot_rank
+from .locks import device_lock
+from .space import InfeasiblePoint, SearchSpace, spec_from_values, suggest_values
+
+LatencyFn = Callable[..., Any]          # (spec, target, **kw) -> LatencyResult
+ScoreFn = Callable[[Any, str], float]     # (spec, proxy name) -> score
+
+
+class TrialFailed(Exception):
+    """Raised to end a trial as FAIL after recording why; caught by ``study.optimize``."""
+
+
+class Surplus(Exception):
+    """Raised when a trial finds the study full (another worker took the last slot)."""
+
+
+def default_latency(spec, target: str, **kw):
+    from ..latency import latency
+    return latency(spec, target, **kw)
+
+
+def default_score(spec, name: str) -> float:
+    """The proxy on the spec, built and fed as ``archc.proxies.score`` does (seeded: reproducible)."""
+    from ..proxies import score
+    return score(spec, name)
+
+
+def _profiles() -> list:
+    """Names of the latency profiles (empty where archc.latency.predict is not installed)."""
+    try:
+        from ..latency.predict import available_profiles
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.endswith("latency.predict"):
+            return []
+        raise  # predict exists but is broken: say so, do not pretend it is absent
+    return sorted(available_profiles())
+
+
+def is_predicted(target: str) -> bool:
+    """Whether ``target`` is a device profile (predicted, no lock needed) rather than a measured device."""
+    return target in _profiles()
+
+
+def check_target(target: str) -> str:
+    """Return 'predicted' or 'measured'; DeviceError listing the valid targets otherwise."""
+    from ..errors import did_you_mean
+    from ..latency import MEASURED_TARGETS
+    if is_predicted(target):
+        return "predicted"
+    if target in MEASURED_TARGETS:
+        try:
+            importlib.import_module(f"{__package__.rsplit('.', 1)[0]}.latency.measure")
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.endswith("latency.measure"):
+                raise DeviceError(f"measured target '{target}' needs archc.latency.measure, which this "
+                                  "installation lacks") from None
+            raise
+        return "measured"
+    valid = list(MEASURED_TARGETS) + _profiles()
+    raise DeviceError(f"unknown latency target '{target}'{did_you_mean(target, valid)}; valid: {', '.join(valid)}")
+
+
+@dataclass
+class Objective:
+    space: SearchSpace
+    objective: str                    # a proxy name (archc.proxies.PROXIES)
+    target: str
+    budget_ms: float
+    n_trials: int
+    lock_dir: Path = Path("runs/locks")
+    score_infeasible: bool = False
+    latency_runs: int = 20
+    latency_warmup: int = 5
+    latency_fn: LatencyFn = default_latency
+    score_fn: ScoreFn = default_score
+    measured: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.measured = not is_predicted(self.target)
+
+    def __call__(self, trial: optuna.Trial) -> Any:
+        self._claim(trial)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        values = suggest_values(trial, self.space)
+        try:
+            spec = spec_from_values(self.space, values, name=f"{self.space.name}_t{trial.number:04d}")
+        except InfeasiblePoint as exc:
+            trial.set_user_attr("infeasible", "; ".join(exc.reasons))
+            trial.set_user_attr("pruned_reason", "breaks a rule of the space")
+            # as bad as a point twice over budget per broken rule: ranks below near-misses
+            trial.set_constraint("rules", float(len(exc.reasons)) * max(self.budget_ms, 1.0))
+            raise optuna.TrialPruned(f"infeasible: {'; '.join(exc.reasons)}")
+        trial.set_constraint("rules", 0.0)
+        trial.set_user_attr("depths", ",".join(map(str, spec.depths)))
+        trial.set_user_attr("widths", ",".join(map(str, spec.widths)))
+        trial.set_user_attr("mixers", ",".join(spec.mixers))
+        try:
+            return self._evaluate(trial, spec)
+        except (optuna.TrialPruned, DeviceError, ImportError, KeyboardInterrupt):
+            raise  # not the candidate's fault: a missing device or package stops the search
+        except Exception as exc:  # noqa: BLE001 - MemoryError, RuntimeError, ExportError, ...: the candidate failed
+            trial.set_user_attr(ERROR_ATTR, f"{type(exc).__name__}: {exc}"[:2000])
+            trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
+            trial.set_user_attr(ERROR_TRIAL_ATTR, trial.number)
+            raise TrialFailed(f"{type(exc).__name__}: {exc}") from exc
+
+    def _claim(self, trial: optuna.Trial) -> None:
+        """End the trial as surplus when N trials already hold slots before it."""
+        if slot_rank(trial.study, trial.number) >= self.n_trials:
+            trial.set_user_attr(SURPLUS_ATTR, trial.number)
+            trial.study.stop()
+            raise Surplus(f"the study already has {self.n_trials} trials")
+
+    def _evaluate(self, trial: optuna.Trial, spec) -> Any:
+        t0 = time.perf_counter()
+        model = build(spec)  # a candidate that cannot be built fails here, before any latency work
+        trial.set_user_attr("params_m", round(sum(p.numel() for p in model.parameters()) / 1e6, 4))
+        del model
+        lat = self.measure(spec, final=False)
+        trial.set_user_attr("latency_ms", lat.ms)
+        trial.set_user_attr("latency_kind", lat.kind)
+        if (lat.detail or {}).get("extrapolation"):  # a prediction outside the profile's fitted range
+            trial.set_user_attr("latency_extrapolation", str(lat.detail["extrapolation"])[:500])
+        if lat.cv is not None:
+            trial.set_user_attr("latency_cv", lat.cv)
+        trial.set_constraint("latency", lat.ms - self.budget_ms)
+        if lat.ms > self.budget_ms and not self.score_infeasible:
+            trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
+            trial.set_user_attr("pruned_reason", f"latency {lat.ms:.4g} ms over the budget {self.budget_ms:g} ms")
+            raise optuna.TrialPruned(f"latency {lat.ms:.3f} ms over the budget {self.budget_ms} ms")
+        value = float(self.score_fn(spec, self.objective))
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"proxy {self.objective} returned {value}")
+        trial.set_user_attr("score", value)
+        trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
+        return value, lat.ms
+
+    def measure(self, spec, final: bool):
+        """Latency of ``spec``; the final re-measurement of a candidate takes 5x the runs."""
+        return latency_of(spec, self.target, measured=self.measured, lock_dir=self.lock_dir,
+                          runs=self.latency_runs * (5 if final else 1), warmup=self.latency_warmup,
+                          latency_fn=self.latency_fn)
+
+
+def latency_of(spec, target: str, *, measured: bool, lock_dir: Path, runs: int, warmup: int,
+               latency_fn: LatencyFn = default_latency):
+    """Latency of ``spec`` on ``target``: measurements hold the target's lock, predictions do not."""
+    if measured:
+        with device_lock(lock_dir, target):
+            return latency_fn(spec, target, runs=runs, warmup=warmup)
+    return latency_fn(spec, target)

@@ -1,0 +1,319 @@
+"""Run a search: create or resume the study, start workers, keep ``--trials N`` exact.
+
+Every worker (a process; ``--workers N`` starts N on this machine, other machines join by running
+the same command against the same PostgreSQL URL) loops:
+
+1. fail stale trials (heartbeats; their retry copies are enqueued by the storage's callback);
+2. stop once N trials finished (see ``census``);
+3. if fewer than N trials are finished or running, run ``study.optimize`` until that is reached;
+   otherwise wait for the running ones (they finish, or go stale and come back as retries).
+
+So a command that returns has left the study with exactly N finished trials (unless ``--timeout``
+ran out first), and rerunning it after ``kill -9`` continues the same study.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import multiprocessing
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import optuna
+import torch
+
+from ..errors import ArchcError, SearchError
+from .census import Census, census
+from .objective import Objective, Surplus, TrialFailed, check_target, default_latency, default_score
+from .space import SearchSpace, load_space, start_points
+from .storage import DEFAULT_STORAGE, mask_url, open_storage, scrub
+
+SAMPLERS = ("tpe", "nsga2", "random")
+
+
+@dataclass
+class SearchConfig:
+    """Everything a worker needs (plain data, so it crosses process boundaries)."""
+
+    latency_ms: float
+    space: str = "search/fastvit.yaml"
+    target: str = "iphone12pro"
+    objective: Optional[str] = None          # None: archc.proxies.DEFAULT
+    trials: int = 40
+    timeout: Optional[float] = None
+    storage: str = DEFAULT_STORAGE
+    study: Optional[str] = None
+    workers: int = 1
+    seed: Optional[int] = None
+    out: Optional[str] = None
+    sampler: str = "tpe"
+    heartbeat: int = 10
+    score_infeasible: bool = False
+    latency_runs: int = 20
+    lock_dir: str = "runs/locks"
+    n_startup_trials: int = 10
+
+    def resolved_objective(self) -> str:
+        if self.objective:
+            return self.objective
+        from ..proxies import DEFAULT
+        return DEFAULT
+
+    def study_name(self, space: SearchSpace) -> str:
+        if self.study:
+            return self.study
+        budget = f"{self.latency_ms:g}".replace(".", "p")
+        return f"{space.name}-{self.target}-{budget}ms-{self.resolved_objective()}"
+
+    def out_dir(self, space: SearchSpace) -> Path:
+        return Path(self.out) if self.out else Path("runs") / self.study_name(space)
+
+
+def make_sampler(kind: str, seed: Optional[int], n_startup_trials: int) -> optuna.samplers.BaseSampler:
+    """Samplers that read ``trial.set_constraint`` values (Optuna 5)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if kind == "tpe":
+            # multivariate needs the static space; constant_liar keeps parallel workers apart
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
+                                              n_startup_trials=n_startup_trials)
+        if kind == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, n_startup_trials))
+        if kind == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+    raise SearchError(f"unknown sampler '{kind}'; valid: {', '.join(SAMPLERS)}")
+
+
+META_ATTR = "archc_search"         # one study attribute, set at once, so a loader sees all of it or none
+ENQUEUED_ATTR = "archc_enqueued"   # the creator has enqueued the space's start points
+#: how long a second process waits for the creator of a study to mark and fill it
+CREATOR_WAIT_S = 60.0
+
+
+def _meta(cfg: SearchConfig, space: SearchSpace) -> Dict[str, Any]:
+    return {"space": space.name, "space_fingerprint": space.fingerprint(), "target": cfg.target,
+            "latency_ms": float(cfg.latency_ms), "objective": cfg.resolved_objective()}
+
+
+def _wait_for(study: optuna.Study, attr: str) -> Any:
+    """The study attribute ``attr`` once its creator (another process or machine) has set it, or None."""
+    deadline = time.monotonic() + CREATOR_WAIT_S
+    while True:
+        value = study._storage.get_study_user_attrs(study._study_id).get(attr)
+        if value is not None or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
+def validate(cfg: SearchConfig, target: bool = True) -> None:
+    """Reject bad settings before anything starts (one clear message each); ``target=False`` when a
+    latency function is injected (the target is then only a label)."""
+    if not cfg.latency_ms or cfg.latency_ms <= 0:
+        raise SearchError(f"--latency-ms must be a positive number of milliseconds, got {cfg.latency_ms}")
+    if cfg.trials < 1:
+        raise SearchError(f"--trials must be at least 1, got {cfg.trials}")
+    if cfg.workers < 1:
+        raise SearchError(f"--workers must be at least 1, got {cfg.workers}")
+    if cfg.timeout is not None and cfg.timeout <= 0:
+        raise SearchError(f"--timeout must be a positive number of seconds, got {cfg.timeout}")
+    if cfg.heartbeat < 1:
+        raise SearchError(f"--heartbeat must be at least 1 second, got {cfg.heartbeat}")
+    if cfg.sampler not in SAMPLERS:
+        raise SearchError(f"unknown sampler '{cfg.sampler}'; valid: {', '.join(SAMPLERS)}")
+    from ..errors import did_you_mean
+    from ..proxies import PROXIES
+    name = cfg.resolved_objective()
+    if name not in PROXIES:
+        raise SearchError(f"unknown objective '{name}'{did_you_mean(name, PROXIES)}; valid: {', '.join(PROXIES)}")
+    if target:
+        check_target(cfg.target)
+
+
+def open_study(cfg: SearchConfig, space: SearchSpace, sampler: Optional[optuna.samplers.BaseSampler] = None,
+               create: bool = True) -> optuna.Study:
+    """Create the study (and enqueue the space's start points) or load it, checking it is the same search."""
+    storage = open_storage(cfg.storage, cfg.heartbeat)
+    name = cfg.study_name(space)
+    created = False
+    try:
+        if create:
+            try:
+                study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
+                                            directions=["maximize", "minimize"])
+                created = True
+            except optuna.exceptions.DuplicatedStudyError:
+                study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        else:
+            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    except KeyError:
+        raise SearchError(f"no study '{name}' in {mask_url(cfg.storage)}") from None
+    if len(study.directions) != 2:
+        raise SearchError(f"study '{name}' in {mask_url(cfg.storage)} is not an archc search study "
+                          "(it has one objective); choose another --study")
+    meta = _meta(cfg, space)
+    where = f"study '{name}' in {mask_url(cfg.storage)}"
+    if created:
+        study.set_user_attr(META_ATTR, meta)
+    else:
+        have = study.user_attrs.get(META_ATTR)
+        if have is None and study.get_trials(deepcopy=False):
+            raise SearchError(f"{where} was not made by archc search; use --study NAME to start a new study")
+        if have is None:
+            have = _wait_for(study, META_ATTR)  # created a moment ago by another process
+        if have is None:  # its creator stopped before marking it: adopt it
+            study.set_user_attr(META_ATTR, meta)
+            have = meta
+        diff = [f"{k}: study has {have.get(k)!r}, this run {v!r}" for k, v in meta.items() if have.get(k) != v]
+        if diff:
+            raise SearchError(f"{where} was made by a different search (" + "; ".join(diff)
+                              + "); use --study NAME to start a new study")
+    # the creator enqueues the start points; others wait for that, so none is enqueued twice
+    if not created and not study.user_attrs.get(ENQUEUED_ATTR):
+        _wait_for(study, ENQUEUED_ATTR)
+    if not study.user_attrs.get(ENQUEUED_ATTR):
+        for names, match in start_points(space):
+            attrs = {"variant": ", ".join(names)}
+            if match.ignored:
+                attrs["variant_differs"] = "; ".join(f"{k}: {a!r} in the spec, {b!r} here"
+                                                     for k, (a, b) in match.ignored.items())
+            study.enqueue_trial(match.values, user_attrs=attrs, skip_if_exists=True)
+        study.set_user_attr(ENQUEUED_ATTR, True)
+    return study
+
+
+ProgressFn = Callable[[Census, Optional[optuna.trial.FrozenTrial]], None]
+
+
+def run_worker(cfg: SearchConfig, index: int = 0, *, space: Optional[SearchSpace] = None,
+               progress: Optional[ProgressFn] = None, should_stop: Callable[[], bool] = lambda: False,
+               latency_fn=None, score_fn=None) -> Census:
+    """One worker's loop (see the module docstring); returns the final census."""
+    space = space or load_space(cfg.space)
+    study = open_study(cfg, space, create=False)
+    n_seen = len(study.get_trials(deepcopy=False))
+    seed = None if cfg.seed is None else cfg.seed + 1009 * index + n_seen  # resumes do not replay old points
+    study.sampler = make_sampler(cfg.sampler, seed, cfg.n_startup_trials)
+    objective = Objective(space=space, objective=cfg.resolved_objective(), target=cfg.target,
+                          budget_ms=cfg.latency_ms, n_trials=cfg.trials, lock_dir=Path(cfg.lock_dir),
+                          score_infeasible=cfg.score_infeasible, latency_runs=cfg.latency_runs,
+                          latency_fn=latency_fn or default_latency, score_fn=score_fn or default_score)
+    deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
+    poll = min(2.0, float(cfg.heartbeat))
+
+    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        c = census(study)
+        if progress:
+            progress(c, trial)
+        if c.n_finished + len(c.running) >= cfg.trials or should_stop():
+            study.stop()
+
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        c = census(study)
+        if progress:
+            progress(c, None)
+        if c.n_finished >= cfg.trials or should_stop():
+            return c
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            return c
+        if c.n_finished + len(c.running) < cfg.trials:
+            study.optimize(objective, timeout=remaining, callbacks=[after_trial], catch=(TrialFailed, Surplus),
+                           gc_after_trial=False)
+        else:
+            time.sleep(poll if remaining is None else max(0.05, min(poll, remaining)))
+
+
+def _threads_per_worker(workers: int) -> int:
+    """One intra-op thread per worker: a trial is many small batch-1 ops (build, fx passes, profiling),
+    where a second thread costs more than it gives; measured 4-9x slower per prediction with 2 threads
+    on the 2-core development VM under load. Use ``--workers`` to use more cores. (A measured target
+    sets its own threads for timing.)"""
+    return 1
+
+
+def _worker_process(cfg_dict: Dict[str, Any], index: int, parent: int) -> None:
+    """Entry point of a spawned worker: quiet, single-purpose, exits when its parent dies."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    cfg = SearchConfig(**cfg_dict)
+    torch.set_num_threads(_threads_per_worker(cfg.workers))
+    try:
+        with storage_errors(cfg.storage):
+            run_worker(cfg, index, should_stop=lambda: os.getppid() != parent)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except ArchcError as exc:  # one line, like the CLI; the parent reports the exit code
+        print(f"archc: worker {index}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+@dataclass
+class SearchRun:
+    study: optuna.Study
+    space: SearchSpace
+    census: Census
+    worker_exit_codes: List[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def run_search(cfg: SearchConfig, *, progress: Optional[ProgressFn] = None, latency_fn=None,
+               score_fn=None) -> SearchRun:
+    """Open the study, run ``cfg.workers`` workers (this process is worker 0) and return when done."""
+    with storage_errors(cfg.storage):
+        return _run_search(cfg, progress, latency_fn, score_fn)
+
+
+@contextlib.contextmanager
+def storage_errors(url: str):
+    """A database failure during the search (lost connection, locked file) becomes one masked line."""
+    import sqlalchemy.exc
+    try:
+        yield
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        text = scrub(str(exc), url).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise SearchError(f"storage {mask_url(url)} failed: {first}") from None
+
+
+def _run_search(cfg: SearchConfig, progress: Optional[ProgressFn], latency_fn, score_fn) -> SearchRun:
+    validate(cfg, target=latency_fn is None)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    space = load_space(cfg.space)
+    t0 = time.monotonic()
+    study = open_study(cfg, space)
+    procs = []
+    if cfg.workers > 1:
+        if latency_fn is not None or score_fn is not None:
+            raise SearchError("injected latency/score functions work with one worker only")
+        ctx = multiprocessing.get_context("spawn")
+        for i in range(1, cfg.workers):
+            p = ctx.Process(target=_worker_process, args=(dataclasses.asdict(cfg), i, os.getpid()),
+                            name=f"archc-search-worker-{i}")
+            p.start()
+            procs.append(p)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(_threads_per_worker(cfg.workers))
+    try:
+        final = run_worker(cfg, 0, space=space, progress=progress, latency_fn=latency_fn, score_fn=score_fn)
+    except BaseException:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join(timeout=10)
+        raise
+    finally:
+        torch.set_num_threads(old_threads)
+    codes = []
+    for p in procs:
+        p.join()
+        codes.append(p.exitcode)
+    final = census(study)
+    return SearchRun(study=study, space=space, census=final, worker_exit_codes=codes,
+                     seconds=time.monotonic() - t0)

@@ -1,0 +1,50 @@
+"""Shared by the benchmark scripts: machine description, statistics, markdown output."""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import sys
+from typing import Dict, List, Sequence
+
+import numpy as np
+import torch
+
+
+def machine() -> Dict[str, object]:
+    from archc.latency.measure import device_name
+    try:
+        load = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        load = None
+    return {"cpu": device_name("cpu"), "python": platform.python_version(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "loadavg_1_5_15": load,
+            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": " ".join([os.path.basename(sys.executable)] + sys.argv)}
+
+
+def stats(samples: Sequence[float]) -> Dict[str, float]:
+    from archc.latency.measure import summarize
+    med, iqr, cv = summarize(samples)
+    return {"median_ms": med, "iqr_ms": iqr, "cv": cv, "runs": len(samples)}
+
+
+def ratio_ci(a: Sequence[float], b: Sequence[float], n: int = 2000, seed: int = 0) -> List[float]:
+    """Bootstrap 95% interval of median(a) / median(b)."""
+    rng = np.random.default_rng(seed)
+    a, b = np.asarray(a), np.asarray(b)
+    ra = np.median(rng.choice(a, (n, a.size)), axis=1)
+    rb = np.median(rng.choice(b, (n, b.size)), axis=1)
+    lo, hi = np.percentile(ra / rb, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def describe_machine(m: Dict[str, object]) -> str:
+    return (f"Machine: {m['cpu']}; torch {m['torch']}, {m['threads']} thread(s); load average (1/5/15 min) at "
+            f"start {m['loadavg_1_5_15']}; {m['date']}.\nCommand: `{m['command']}`")

@@ -1,0 +1,92 @@
+"""Train-time graph (eval mode, all branches, BN and skips) vs deploy graph, for every shipped spec:
+CPU, batch 1, each spec's own input size, the two graphs (and the deploy graph under ``--runtime``)
+interleaved in one process.
+
+    PYTHONPATH=. python benchmarks/train_vs_deploy.py --threads 1 --runs 60
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import warnings
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import describe_machine, machine, md_table, ratio_ci, stats  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--specs", default=None, help="comma-separated names (default: every specs/*.yaml)")
+    p.add_argument("--runs", type=int, default=60)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--runtime", default="onnxruntime", help="a runtime option also timed on the deploy graph ('' for none)")
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    warnings.filterwarnings("ignore")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import archc
+    from archc.analysis.profile import profile_graph
+    from archc.latency.measure import time_interleaved
+    from archc.runtime import inference_model, input_shape, make_runner
+    from archc.testing import randomize_
+
+    names = args.specs.split(",") if args.specs else [os.path.basename(p)[:-5] for p in sorted(glob.glob("specs/*.yaml"))]
+    m = machine()
+    print(describe_machine(m))
+    rows, report = [], {"machine": m, "specs": {}}
+    for name in names:
+        spec = archc.load_spec(f"specs/{name}.yaml")
+        train = randomize_(archc.build(spec)).eval()
+        deploy = inference_model(spec, model=train)
+        x = torch.randn(input_shape(spec), generator=torch.Generator().manual_seed(0))
+        pt, pd = profile_graph(train, x), profile_graph(deploy, x)
+
+        def eager(mod):
+            def f():
+                with torch.inference_mode():
+                    return mod(x)
+            return f
+
+        steps = {"train": eager(train), "deploy": eager(deploy)}
+        if args.runtime:
+            r = make_runner(deploy, x, args.runtime)
+            xin = r.prepare(x)
+            steps[args.runtime] = (lambda r=r, xin=xin: r(xin))
+        s = time_interleaved(steps, args.runs, args.warmup)
+        st = {k: stats(v) for k, v in s.items()}
+        speed = st["train"]["median_ms"] / st["deploy"]["median_ms"]
+        ci = ratio_ci(s["train"], s["deploy"])
+        report["specs"][name] = {"stats": st, "train_over_deploy": speed, "ci95": ci, "samples": s,
+                                 "residual_adds": [pt.residual_adds(), pd.residual_adds()],
+                                 "bytes_moved": [pt.bytes_moved, pd.bytes_moved], "macs": [pt.macs, pd.macs]}
+        res = "x".join(map(str, spec.input_size))
+        row = [name, res, f"{st['train']['median_ms']:.2f} ({100 * st['train']['cv']:.0f}%)",
+               f"{st['deploy']['median_ms']:.2f} ({100 * st['deploy']['cv']:.0f}%)", f"{speed:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"]
+        if args.runtime:
+            row.append(f"{st[args.runtime]['median_ms']:.2f} ({100 * st[args.runtime]['cv']:.0f}%)")
+        row += [f"{pt.residual_adds()} -> {pd.residual_adds()}", f"{pt.bytes_moved / 2**20:.0f} -> {pd.bytes_moved / 2**20:.0f}"]
+        rows.append(row)
+        print(" | ".join(row), flush=True)
+    header = ["spec", "input", "train ms (CV)", "deploy ms (CV)", "train / deploy [95% CI]"]
+    if args.runtime:
+        header.append(f"deploy, {args.runtime} ms (CV)")
+    header += ["residual adds", "MiB moved (est.)"]
+    print()
+    print(md_table(header, rows))
+    report["loadavg_end"] = machine()["loadavg_1_5_15"]
+    print(f"\nload average at end: {report['loadavg_end']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""``archc bench``: JSON output, train vs deploy, a resolution sweep with its plot, one-line errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from archc.cli import main
+
+TINY = {
+    "name": "tiny_cli", "num_classes": 10, "input_size": 32,
+    "stage_defaults": {"mlp_ratio": 2, "ffn_kernel": 3,
+                       "downsample": {"type": "replk", "kernel": 3, "small_kernel": None, "stride": 2}},
+    "stages": [{"depth": 1, "width": 16, "mixer": "repmixer"}, {"depth": 1, "width": 32, "mixer": "repmixer"}],
+    "head": {"type": "mobileone_se", "expansion": 2, "se_ratio": 0.25},
+}
+
+
+@pytest.fixture
+def specs(tmp_path):
+    a = tmp_path / "a.yaml"
+    a.write_text(yaml.safe_dump(TINY))
+    b = tmp_path / "b.yaml"
+    b.write_text(yaml.safe_dump({**TINY, "name": "tiny_cli_wide",
+                                 "stages": [{"depth": 1, "width": 32, "mixer": "repmixer"},
+                                            {"depth": 1, "width": 64, "mixer": "repmixer"}]}))
+    return a, b
+
+
+def test_bench_json_train_vs_deploy(specs, capsys):
+    a, _ = specs
+    assert main(["bench", str(a), "--runs", "3", "--warmup", "1", "--train", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    graphs = [(r["name"], r["graph"]) for r in out["results"]]
+    assert graphs == [("tiny_cli", "deploy"), ("tiny_cli", "train")]
+    for r in out["results"]:
+        assert r["kind"] == "measured" and r["runs"] == 3 and r["batch"] == 1 and r["resolution"] == [32, 32]
+        assert r["ms"] > 0 and r["iqr_ms"] >= 0 and r["cv"] >= 0
+
+
+def test_bench_sweep_writes_a_plot(specs, tmp_path, capsys):
+    a, b = specs
+    plot = tmp_path / "sweep.png"
+    assert main(["bench", str(a), str(b), "--resolutions", "32,48", "--runs", "2", "--warmup", "0",
+                 "--plot", str(plot)]) == 0
+    text = capsys.readouterr().out
+    assert "tiny_cli_wide" in text and "48x48" in text and "plot written" in text
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 5000
+
+
+def test_bench_errors_are_one_line(specs, capsys):
+    a, _ = specs
+    assert main(["bench", str(a), "--target", "gpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("archc: error: unknown latency target 'gpu'") and "\n" not in err
+    assert main(["bench", str(a), "--resolutions", "32,abc"]) == 2
+    assert "expected comma-separated integers" in capsys.readouterr().err
+    assert main(["bench", str(a), "--runs", "0"]) == 2
+    assert "--runs must be >= 1" in capsys.readouterr().err
+
+
+def test_bench_profile_target_is_a_prediction(specs, capsys):
+    from archc.latency import latency  # noqa: F401  (the dispatcher the CLI goes through)
+    from archc.latency.predict import available_profiles
+    if "iphone12pro" not in available_profiles():
+        pytest.skip("no iphone12pro profile in this checkout")
+    a, _ = specs
+    assert main(["bench", str(a), "--target", "iphone12pro", "--json"]) == 0
+    (r,) = json.loads(capsys.readouterr().out)["results"]
+    assert r["kind"] == "predicted" and r["target"] == "iphone12pro" and r["ms"] > 0
+    assert r["expected_error_pct"] is not None and r["runs"] is None
+    assert main(["bench", str(a), "--target", "iphone12pro"]) == 0
+    assert "predicted" in capsys.readouterr().out

@@ -1,0 +1,284 @@
+"""Measured latency: the statistics, the timing loops (clock and CUDA events faked at their boundary),
+the CPU path for real on a tiny spec, and what each target says where it cannot run here."""
+from __future__ import annotations
+
+import statistics
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from archc import load_spec
+from archc.errors import DeviceError
+from archc.latency import LatencyResult, latency
+from archc.latency import measure as M
+
+TINY = {
+    "name": "tiny_bench", "num_classes": 10, "input_size": 32,
+    "stage_defaults": {"mlp_ratio": 2, "ffn_kernel": 3,
+                       "downsample": {"type": "replk", "kernel": 3, "small_kernel": None, "stride": 2}},
+    "stages": [{"depth": 1, "width": 16, "mixer": "repmixer"},
+               {"depth": 1, "width": 32, "mixer": "attention", "head_dim": 16}],
+    "head": {"type": "mobileone_se", "expansion": 2, "se_ratio": 0.25},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_spec(TINY)
+
+
+class FakeClock:
+    """A clock that each step advances by the next of ``durations`` (seconds)."""
+
+    def __init__(self, durations):
+        self.now = 0.0
+        self.durations = list(durations)
+        self.calls = 0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def step(self) -> None:
+        self.now += self.durations[self.calls]
+        self.calls += 1
+
+
+# ------------------------------------------------------------------------------------ statistics
+def test_summarize_median_iqr_cv():
+    samples = [1.0, 2.0, 3.0, 4.0, 100.0]
+    med, iqr, cv = M.summarize(samples)
+    assert med == 3.0
+    assert iqr == pytest.approx(4.0 - 2.0)  # linear-interpolated quartiles of 5 points: 2 and 4
+    assert cv == pytest.approx(statistics.pstdev(samples) / statistics.mean(samples))
+    assert M.summarize([5.0] * 7) == (5.0, 0.0, 0.0)
+    with pytest.raises(ValueError):
+        M.summarize([])
+
+
+def test_time_runs_excludes_warmup_and_times_each_run():
+    durations = [9.0, 9.0, 0.001, 0.002, 0.003]  # two slow warm-up calls, then 1, 2, 3 ms
+    clock = FakeClock(durations)
+    samples = M.time_runs(clock.step, runs=3, warmup=2, clock=clock)
+    assert clock.calls == 5
+    assert samples == pytest.approx([1.0, 2.0, 3.0])
+
+
+def test_time_interleaved_shuffles_blocks_and_counts_runs():
+    clock = FakeClock([0.001] * 100)
+    order = []
+
+    def step(name):
+        def f():
+            order.append(name)
+            clock.step()
+        return f
+
+    out = M.time_interleaved({"a": step("a"), "b": step("b")}, runs=7, warmup=1, block=3, clock=clock)
+    assert [len(v) for v in out.values()] == [7, 7]
+    assert all(s == pytest.approx(1.0) for v in out.values() for s in v)
+    timed = order[2:]  # after one warm-up call each
+    # blocks of at most 3 consecutive calls of one contender, never all of one before the other
+    runs_of = [len(list(g)) for _, g in __import__("itertools").groupby(timed)]
+    assert max(runs_of) <= 3 * 2 and len(runs_of) >= 4
+
+
+class FakeCuda:
+    """torch.cuda at its boundary: events record a stream clock; reading one before synchronising fails
+    like CUDA does ("event has not been recorded/completed")."""
+
+    def __init__(self, durations):
+        self.clock = FakeClock(durations)
+        self.synced_at = -1.0
+        self.syncs = 0
+        fake = self
+
+        class Event:
+            def __init__(self, enable_timing=False):
+                assert enable_timing
+                self.t = None
+
+            def record(self):
+                self.t = fake.clock.now
+
+            def elapsed_time(self, end):
+                if end.t is None or end.t > fake.synced_at:
+                    raise RuntimeError("CUDA event not completed: synchronise first")
+                return (end.t - self.t) * 1e3
+
+        self.Event = Event
+
+    def synchronize(self):
+        self.syncs += 1
+        self.synced_at = self.clock.now
+
+
+def test_time_runs_cuda_uses_events_and_synchronises_before_reading():
+    cuda = FakeCuda([5.0, 0.004, 0.005, 0.006])
+    samples = M.time_runs_cuda(cuda.clock.step, runs=3, warmup=1, cuda=cuda)
+    assert samples == pytest.approx([4.0, 5.0, 6.0])
+    assert cuda.syncs == 2  # after warm-up and once after the last run, not per run
+
+
+# --------------------------------------------------------------------------------- real CPU runs
+def test_measure_cpu_on_a_tiny_spec(tiny):
+    r = M.measure_latency(tiny, "cpu", runs=5, warmup=1, resolution=48)
+    assert isinstance(r, LatencyResult)
+    assert r.kind == "measured" and r.target == "cpu" and r.batch == 1 and r.runs == 5
+    assert r.resolution == (48, 48)
+    assert r.ms > 0 and r.iqr_ms >= 0 and r.cv >= 0
+    assert r.detail["deploy"] is True and r.detail["runtime"] == "eager" and r.detail["threads"] >= 1
+    d = r.to_dict()
+    assert d["resolution"] == [48, 48] and "median" in r.describe()
+
+
+def test_latency_dispatcher_passes_train_graph_and_onnxruntime(tiny):
+    r = latency(tiny, "onnxruntime", runs=3, warmup=1, deploy=False, batch=2)
+    assert r.target == "onnxruntime" and r.batch == 2 and r.detail["runtime"] == "onnxruntime"
+    assert r.detail["deploy"] is False
+
+
+def test_bad_runs_and_runtime_are_device_errors(tiny):
+    with pytest.raises(DeviceError, match="runs must be >= 1"):
+        M.measure_latency(tiny, "cpu", runs=0)
+    with pytest.raises(DeviceError, match="runtime 'tensorrt' is not available on target 'cpu'"):
+        M.measure_latency(tiny, "cpu", runtime="tensorrt")
+    with pytest.raises(DeviceError, match="not a measured target"):
+        M.measure_latency(tiny, "tpu")
+
+
+# ------------------------------------------------------------------------------ what cannot run here
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_says_what_is_missing(tiny):
+    with pytest.raises(DeviceError, match="target 'cuda' (needs a CUDA build of torch|found no usable NVIDIA GPU)"):
+        M.measure_latency(tiny, "cuda", runs=1)
+
+
+def test_cuda_defaults_to_batch_8(tiny, monkeypatch):
+    """With CUDA faked at its boundary (availability, events, .to('cuda')), the path runs batch 8."""
+    monkeypatch.setattr(M, "check_target", lambda t: None)
+    seen = {}
+
+    def fake_measure(model, x, runtime, device, runs, warmup, detail):
+        seen.update(batch=x.shape[0], device=device, runtime=runtime)
+        return [1.0, 2.0, 3.0]
+
+    monkeypatch.setattr(M, "_measure_torch", fake_measure)
+    r = M.measure_latency(tiny, "cuda", runs=3, runtime="compile")
+    assert seen == {"batch": 8, "device": "cuda", "runtime": "compile"} and r.batch == 8 and r.ms == 2.0
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="macOS can run these")
+@pytest.mark.parametrize("target", ["coreml", "iphone"])
+def test_apple_targets_say_they_need_macos(tiny, target):
+    with pytest.raises(DeviceError, match=f"target '{target}' needs macOS.*this machine runs Linux"):
+        latency(tiny, target, runs=1)
+
+
+def test_unknown_target_suggests():
+    with pytest.raises(DeviceError, match="unknown latency target 'cpuu' \\(did you mean 'cpu'\\?\\)"):
+        latency(load_spec(TINY), "cpuu")
+
+
+# ------------------------------------------------- Apple paths with macOS faked at the boundary
+@pytest.fixture
+def fake_mac(monkeypatch):
+    monkeypatch.setattr(M.platform, "system", lambda: "Darwin")
+    monkeypatch.setattr(M, "_export_package", lambda model, x, workdir: workdir / "model.mlpackage")
+    return monkeypatch
+
+
+def test_iphone_without_xcode(tiny, fake_mac):
+    fake_mac.setattr(M.shutil, "which", lambda name: None)
+    with pytest.raises(DeviceError, match="target 'iphone' needs Xcode"):
+        latency(tiny, "iphone", runs=1)
+    fake_mac.setattr(M.shutil, "which", lambda name: None if name == "devicectl" else f"/usr/bin/{name}")
+    with pytest.raises(DeviceError, match="devicectl on PATH"):
+        latency(tiny, "iphone", runs=1)
+
+
+def _fake_remote(monkeypatch, devices, samples, calls):
+    """coremltools' remote-device tools replaced at the module boundary measure.py imports them from."""
+    import coremltools.models.ml_program.experimental as exp
+
+    class Device:
+        def __init__(self, name):
+            self.name, self.udid, self.identifier, self.os_version = name, "U" + name, "I" + name, "17.5"
+
+        async def prepare_for_model_debugging(self, credentials=None, **kw):
+            calls.append(("prepare", self.name, credentials.development_team))
+            return self
+
+    remote = types.SimpleNamespace(
+        Device=types.SimpleNamespace(get_connected_devices=lambda kind: [Device(n) for n in devices]),
+        DeviceType=types.SimpleNamespace(IPHONE="iphone"),
+        AppSigningCredentials=lambda **kw: types.SimpleNamespace(**kw))
+
+    class Benchmarker:
+        def __init__(self, model, device):
+            calls.append(("benchmarker", device.name))
+
+        async def benchmark_predict(self, iterations=1, warmup=False, inputs=None):
+            calls.append(("predict", iterations))
+            return types.SimpleNamespace(samples=list(samples[:iterations]))
+
+    monkeypatch.setattr(exp, "remote_device", remote)
+    monkeypatch.setattr(exp, "perf_utils", types.SimpleNamespace(MLModelBenchmarker=Benchmarker))
+    import coremltools as ct
+    monkeypatch.setattr(ct.models, "MLModel", lambda *a, **k: object())
+    monkeypatch.setattr(M.shutil, "which", lambda name: f"/usr/bin/{name}")
+
+
+def test_iphone_with_no_connected_device(tiny, fake_mac):
+    pytest.importorskip("coremltools")
+    calls = []
+    _fake_remote(fake_mac, [], [], calls)
+    with pytest.raises(DeviceError, match="no connected iPhone"):
+        latency(tiny, "iphone", runs=1)
+
+
+def test_iphone_needs_signing_team(tiny, fake_mac):
+    pytest.importorskip("coremltools")
+    _fake_remote(fake_mac, ["Phone"], [1.0], [])
+    fake_mac.delenv("ARCHC_IOS_TEAM", raising=False)
+    fake_mac.delenv("ARCHC_IOS_PROFILE", raising=False)
+    with pytest.raises(DeviceError, match="ARCHC_IOS_TEAM"):
+        latency(tiny, "iphone", runs=1)
+
+
+def test_iphone_benchmarks_on_the_chosen_device(tiny, fake_mac):
+    pytest.importorskip("coremltools")
+    calls = []
+    samples = [2.0, 1.0, 4.0, 3.0, 5.0]
+    _fake_remote(fake_mac, ["Other", "Phone"], samples, calls)
+    fake_mac.setenv("ARCHC_IOS_TEAM", "TEAM123")
+    fake_mac.setenv("ARCHC_IOS_DEVICE", "Phone")
+    r = latency(tiny, "iphone", runs=5, warmup=2)
+    assert ("prepare", "Phone", "TEAM123") in calls
+    assert [c for c in calls if c[0] == "predict"] == [("predict", 2), ("predict", 5)]  # warm-up, then runs
+    assert r.ms == 3.0 and r.iqr_ms == pytest.approx(2.0) and r.runs == 5
+    assert r.detail["device"] == "Phone (iOS 17.5)"
+    with pytest.raises(DeviceError, match="batch 1"):
+        latency(tiny, "iphone", runs=5, batch=2)
+
+
+def test_coreml_predict_loop_on_a_faked_mac(tiny, fake_mac):
+    ct = pytest.importorskip("coremltools")
+    predicted = []
+
+    class FakeModel:
+        def __init__(self, path, compute_units=None):
+            self.units = compute_units
+
+        def predict(self, inputs):
+            predicted.append(sorted(inputs))
+            return {"logits": np.zeros((1, 10), np.float32)}
+
+    fake_mac.setattr(ct.models, "MLModel", FakeModel)
+    r = latency(tiny, "coreml", runs=4, warmup=3, compute_units="CPU_ONLY")
+    assert len(predicted) == 7 and predicted[0] == ["image"]
+    assert r.target == "coreml" and r.runs == 4 and "CPU_ONLY" in r.detail["runtime"]
+    with pytest.raises(DeviceError, match="unknown Core ML compute units 'NPU'"):
+        latency(tiny, "coreml", runs=1, compute_units="NPU")
