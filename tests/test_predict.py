@@ -176,3 +176,17 @@ def test_op_kinds_outside_the_calibration_data_are_flagged():
     r = predict_latency(load_spec(tiny), "iphone12pro")
     assert "pool" in r.detail["unseen_op_kinds"] and "likely low" in r.detail["note"]
     assert "unseen_op_kinds" not in predict_latency(load_spec(ROOT / "specs/t8.yaml"), "iphone12pro").detail
+
+
+def test_a_broken_user_profile_is_skipped_not_fatal(tmp_path, monkeypatch, capsys):
+    from archc.cli import main
+    from archc.latency.predict import invalid_profiles
+    monkeypatch.setenv("ARCHC_PROFILES", str(tmp_path))
+    (tmp_path / "broken.yaml").write_text("kind: archc-latency-profile\nname: broken\ncoefficients: {const: -1}\n")
+    with pytest.warns(UserWarning, match=r"broken.yaml coefficients.const: -1 must be a finite non-negative"):
+        assert "broken" not in available_profiles()
+    assert list(invalid_profiles()) == [str(tmp_path / "broken.yaml")]
+    with pytest.raises(DeviceError, match="broken.yaml coefficients.const"):
+        load_profile("broken")
+    assert main(["devices"]) == 0
+    assert "not loaded:" in capsys.readouterr().out

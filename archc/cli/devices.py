@@ -17,11 +17,15 @@ def run(args) -> int:
     from ..latency import MEASURED_TARGETS
     from ..latency.features import FEATURES
     from ..latency.fit import DERIVED
-    from ..latency.predict import available_profiles, user_profile_dir
-    profiles = available_profiles()
+    import warnings
+    from ..latency.predict import available_profiles, invalid_profiles, user_profile_dir
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # listed below instead
+        profiles = available_profiles()
+    invalid = invalid_profiles()
     if args.json:
         print_json({"profiles": [asdict(p) for p in profiles.values()], "measured_targets": list(MEASURED_TARGETS),
-                    "user_profile_dir": str(user_profile_dir()),
+                    "user_profile_dir": str(user_profile_dir()), "invalid": invalid,
                     **({"features": {**FEATURES, **{k: " + ".join(v) for k, v in DERIVED.items()}}} if args.features else {})})
         return 0
     con = console()
@@ -30,6 +34,8 @@ def run(args) -> int:
                     ["name", "source", "device", "points", "LOO MAPE", "created", "path"], rows,
                     right=("points", "LOO MAPE")))
     con.print(f"measured targets: {', '.join(MEASURED_TARGETS)}; user profiles: {user_profile_dir()}")
+    for path, why in invalid.items():
+        con.print(f"not loaded: {why}")
     if args.features:
         con.print(table("profile features", ["feature", "meaning"],
                         [("const", "1 per inference")] + list(FEATURES.items())

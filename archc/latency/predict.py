@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
@@ -88,14 +89,33 @@ def _profile_files() -> Dict[str, tuple]:
 
 
 def available_profiles() -> Dict[str, ProfileInfo]:
-    """Every usable profile by name: built-in ones, then user ones (a user profile shadows a built-in)."""
+    """Every usable profile by name: built-in ones, then user ones (a user profile shadows a built-in).
+
+    A malformed profile file is left out with a warning (``invalid_profiles`` lists it), so one bad
+    file in the user folder does not break every other latency target.
+    """
     out: Dict[str, ProfileInfo] = {}
     for name, (source, path) in _profile_files().items():
-        doc = _read(path)
+        try:
+            doc = _read(path)
+        except DeviceError as exc:
+            warnings.warn(f"skipping latency profile: {exc}", stacklevel=2)
+            continue
         out[name] = ProfileInfo(name=name, source=source, path=str(path), device=str(doc.get("device", "")),
                                 points=int(doc["loo"].get("architectures", len(doc.get("points", [])))),
                                 loo_mape_pct=float(doc["loo"]["mape_pct"]), created=str(doc.get("created", "")))
     return out
+
+
+def invalid_profiles() -> Dict[str, str]:
+    """Profile files that do not load, by path, with the reason."""
+    bad: Dict[str, str] = {}
+    for _, (_, path) in _profile_files().items():
+        try:
+            _read(path)
+        except DeviceError as exc:
+            bad[str(path)] = str(exc)
+    return bad
 
 
 def load_profile(name: str) -> Dict[str, Any]:
