@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -84,10 +83,3 @@ def test_accepted_small_specs_build_and_run_with_the_promised_shapes(data):
     assert shapes == [(w,) + hw for w, hw in zip(spec.widths, stage_resolutions(spec))]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: two OpenMP threads on a loaded 2-core machine wait on each other (10-100x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

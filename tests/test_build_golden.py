@@ -14,7 +14,6 @@ import os
 from typing import Any
 
 import pytest
-import torch
 import torch.fx as fx
 import torch.nn as nn
 
@@ -105,11 +104,3 @@ def test_no_stale_golden_files():
     assert not stale, f"golden dumps without a spec: {stale} (delete them)"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: two OpenMP threads on a loaded 2-core machine wait on each other; building (weight
-    init) the deep specs took 4-6 s with two threads and 1.1 s with one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

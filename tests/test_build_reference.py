@@ -33,14 +33,6 @@ PUBLISHED_MPARAMS = {"t8": 4.03, "t12": 7.55, "s12": 9.47, "sa12": 11.58, "sa24"
 BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared, loaded 2-core machine two OpenMP threads wait on each other and
-    make these forwards 10-100x slower (measured: T8 at 64x64 5.4 s with 2 threads, 0.04 s with 1)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @dataclass
