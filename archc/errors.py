@@ -53,6 +53,15 @@ class SearchError(ArchcError):
     """A search could not start or continue (bad storage URL, incompatible study, ...)."""
 
 
+class DataError(ArchcError):
+    """A training dataset cannot be used (missing directory, no classes, unreadable image): names the path.
+    Not a candidate's fault, so it stops a search instead of failing every trial alike."""
+
+
+class TrainError(ArchcError):
+    """A candidate's brief training failed (e.g. the loss became NaN): that trial fails, the search goes on."""
+
+
 def did_you_mean(value: object, choices: Iterable[str]) -> str:
     """Return `` (did you mean 'x'?)`` for the closest choice, or an empty string."""
     if not isinstance(value, str):

@@ -1,0 +1,92 @@
+"""``TrainScore``: the ``train`` objective as a score function ``(spec, name) -> float``.
+
+It fits the same seam as the zero-cost proxies (``Objective.score_fn``, ``ablate.evaluate``). The
+datasets are opened once per process, on first use or by ``prepare()`` (which a search calls before
+its first trial, so a bad ``--data`` stops it at once), and the validation set is decoded once and
+kept in memory for every candidate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch.utils.data import Dataset, Subset
+
+from .config import TrainConfig
+from .loop import TrainResult, preload, train_candidate
+
+NAME = "train"
+
+
+class Score(float):
+    """A score with details: a float everywhere; ``attrs`` are recorded per trial as ``score_KEY``."""
+
+    attrs: Dict[str, float]
+
+    def __new__(cls, value: float, attrs: Optional[Dict[str, float]] = None) -> "Score":
+        obj = super().__new__(cls, value)
+        obj.attrs = dict(attrs or {})
+        return obj
+
+
+@dataclass
+class Data:
+    train: Dataset
+    val: Tuple[torch.Tensor, torch.Tensor]
+    classes: List[str]
+    description: str
+
+
+def seeded_subset(dataset: Dataset, limit: int, seed: int) -> Dataset:
+    if len(dataset) <= limit:
+        return dataset
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed + 1)).tolist()
+    return Subset(dataset, sorted(order[:limit]))
+
+
+def open_data(cfg: TrainConfig) -> Data:
+    """The training set and the preloaded validation set that ``cfg`` names."""
+    if cfg.data:
+        from .folder import image_folder
+        splits = image_folder(cfg.data, cfg.resolution, val_fraction=cfg.val_fraction, seed=cfg.seed)
+        val = seeded_subset(splits.val, cfg.val_images, cfg.seed)
+        desc = (f"{cfg.data}: {len(splits.classes)} classes, {len(splits.train)} train / {len(val)} val images "
+                f"({splits.layout})")
+        train, classes = splits.train, splits.classes
+    else:
+        from .synthetic import SyntheticImages
+        kw = dict(num_classes=cfg.synthetic_classes, resolution=cfg.resolution, seed=cfg.seed)
+        train = SyntheticImages(cfg.synthetic_images, split="train", **kw)
+        val = SyntheticImages(cfg.val_images, split="val", **kw)
+        classes = train.classes
+        desc = f"synthetic textures: {len(classes)} classes, {len(train)} train / {len(val)} val images"
+    val_x, val_y = preload(val)  # uint8 for folders (normalised per batch like the training images)
+    return Data(train=train, val=(val_x, val_y), classes=list(classes), description=desc)
+
+
+class TrainScore:
+    """Callable ``(spec, name) -> Score`` (val top-1 %) configured once, e.g. from the command line."""
+
+    name = NAME
+
+    def __init__(self, cfg: TrainConfig = TrainConfig(), *, build_fn=None):
+        self.cfg = cfg.check()
+        self.build_fn = build_fn
+        self._data: Optional[Data] = None
+        self.last: Optional[TrainResult] = None
+
+    def prepare(self) -> Data:
+        if self._data is None:
+            self._data = open_data(self.cfg)
+        return self._data
+
+    def result(self, spec) -> TrainResult:
+        data = self.prepare()
+        kw = {"build_fn": self.build_fn} if self.build_fn else {}
+        self.last = train_candidate(spec, data.train, data.val, self.cfg, len(data.classes), **kw)
+        return self.last
+
+    def __call__(self, spec, name: str = NAME) -> Score:
+        r = self.result(spec)
+        return Score(r.top1, r.attrs())
