@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..search.ablate import columns, evaluate, grid, markdown, read_reference, table_rows, write_csv
-from .common import console, table
+from ..search.objective import make_score_fn
+from .common import add_train_args, console, table, train_settings
 
 
 def register(sub) -> None:
@@ -21,13 +22,15 @@ def register(sub) -> None:
     p.add_argument("--target", default="iphone12pro",
                    help="latency target: a device profile (predicted) or cpu/onnxruntime/... (measured); "
                         "'none' to skip latency (default: %(default)s)")
-    p.add_argument("--objective", default=None, metavar="PROXY",
-                   help="proxy score column (default: archc.proxies.DEFAULT; 'none' to skip)")
+    p.add_argument("--objective", default=None, metavar="NAME",
+                   help="score column: a proxy, or 'train' (brief training, val top-1 %%; see the train options) "
+                        "(default: archc.proxies.DEFAULT; 'none' to skip)")
     p.add_argument("--runs", type=int, default=50, help="measured targets: timed runs per row (default: %(default)s)")
     p.add_argument("--reference", default=None, metavar="CSV",
                    help="published figures by name, e.g. ../shared/reference/published_fastvit.csv")
     p.add_argument("--out", default=None, metavar="CSV", help="also write the table as CSV (a .csv file or a directory)")
     p.add_argument("--markdown-only", action="store_true", help="print only the markdown table")
+    add_train_args(p)
     p.set_defaults(func=run)
 
 
@@ -43,10 +46,11 @@ def run(args) -> int:
     if objective == "none":
         objective = None
     elif objective:
-        from ..errors import ArchcError, did_you_mean
-        from ..proxies import PROXIES
-        if objective not in PROXIES:
-            raise ArchcError(f"unknown proxy '{objective}'{did_you_mean(objective, PROXIES)}; valid: {', '.join(PROXIES)}")
+        from ..search.objective import check_objective
+        check_objective(objective)
+    score_fn = make_score_fn(objective, train_settings(args, objective)) if objective else None
+    if hasattr(score_fn, "prepare"):
+        score_fn.prepare()  # a bad --data fails before any row is evaluated
     rows = grid(args.specs, args.vary, args.overrides)
     reference = read_reference(args.reference)
     con = console()
@@ -54,7 +58,7 @@ def run(args) -> int:
         def progress(row) -> None:
             status.update(f"evaluated {row.label}")
         evaluate(rows, target=target, objective=objective, lock_dir=Path("runs/locks"), runs=args.runs,
-                 reference=reference, progress=progress)
+                 reference=reference, progress=progress, **({"score_fn": score_fn} if score_fn else {}))
     md = markdown(rows, target, objective)
     if not args.markdown_only:
         con.print(table("ablation", columns(rows, target, objective), table_rows(rows, target, objective),
@@ -63,6 +67,8 @@ def run(args) -> int:
         kinds = "/".join(sorted({r.latency_kind for r in rows}))
         con.print(f"MACs on the {'/'.join(sorted(graphs))} graph at each spec's input size; "
                   + (f"latency {kinds} on {target}" if target else "no latency (--target none)"))
+        if hasattr(score_fn, "cfg"):
+            con.print(f"score (train): {score_fn.cfg.describe()}")
         con.print("")
     print(md, end="")
     if args.out:

@@ -33,6 +33,48 @@ def load_from_args(path: str, args) -> Spec:
     return load_spec(path, overrides=overrides or None)
 
 
+#: TrainConfig field -> (flag, type, metavar, help) for the train objective's options
+TRAIN_ARGS = {
+    "data": ("--data", str, "DIR", "ImageFolder root (DIR/CLASS/*.jpg, or DIR/train and DIR/val); "
+             "default: the built-in synthetic textures"),
+    "steps": ("--train-steps", int, "N", "optimiser steps per candidate (default: %s)"),
+    "epochs": ("--train-epochs", float, "E", "passes over the training images instead of --train-steps"),
+    "batch": ("--train-batch", int, "N", "batch size (default: %s)"),
+    "resolution": ("--train-resolution", int, "PX", "training and validation resolution (default: %s)"),
+    "lr": ("--train-lr", float, "LR", "AdamW peak learning rate, warmup then cosine (default: %s)"),
+    "seed": ("--train-seed", int, "N", "seed for weights, batch order, augmentation and the val split "
+             "(default: %s; the same for every candidate)"),
+    "val_images": ("--train-val-images", int, "N", "validation images, a seeded subset (default: %s)"),
+    "loader_workers": ("--train-workers", int, "N", "DataLoader processes decoding images (default: %s)"),
+    "threads": ("--train-threads", int, "N", "torch threads while training (default: the search's, 1 per worker)"),
+}
+
+
+def add_train_args(p) -> None:
+    """Options of the ``train`` objective (``--objective train``): data, steps, batch, resolution, ..."""
+    from ..train import TrainConfig
+    defaults = TrainConfig()
+    g = p.add_argument_group("train objective (--objective train): brief AdamW training, score = val top-1 %")
+    for name, (flag, typ, metavar, text) in TRAIN_ARGS.items():
+        g.add_argument(flag, dest=f"train_{name}", type=typ, default=None, metavar=metavar,
+                       help=text % getattr(defaults, name) if "%s" in text else text)
+
+
+def train_settings(args, objective) -> Any:
+    """The ``TrainConfig`` fields given on the command line (a dict; None when none is); an error if
+    they are given for another objective."""
+    given = {name: getattr(args, f"train_{name}") for name in TRAIN_ARGS
+             if getattr(args, f"train_{name}", None) is not None}
+    if given and objective != "train":
+        from ..errors import ArchcError
+        flags = ", ".join(TRAIN_ARGS[n][0] for n in given)
+        raise ArchcError(f"{flags} apply to --objective train only (objective: {objective})")
+    if "epochs" in given and "steps" in given:
+        from ..errors import ArchcError
+        raise ArchcError("give --train-steps or --train-epochs, not both")
+    return given or None
+
+
 def human(n: float, unit: str = "") -> str:
     for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(n) >= div:

@@ -15,7 +15,7 @@ from ..search.objective import Objective
 from ..search.report import SearchReport, finalize, fmt
 from ..search.runner import SAMPLERS, SearchConfig, run_search
 from ..search.storage import DEFAULT_STORAGE, mask_url
-from .common import console, human, table
+from .common import add_train_args, console, human, table, train_settings
 
 
 def register(sub) -> None:
@@ -27,8 +27,10 @@ def register(sub) -> None:
     p.add_argument("--target", default="iphone12pro",
                    help="latency target: a device profile (predicted) or cpu/cuda/onnxruntime/coreml/iphone "
                         "(measured) (default: %(default)s, predicted)")
-    p.add_argument("--objective", default=None, metavar="PROXY",
-                   help="score to maximise: a zero-cost proxy name (default: archc.proxies.DEFAULT)")
+    p.add_argument("--objective", default=None, metavar="NAME",
+                   help="score to maximise: a zero-cost proxy (params, synflow, naswot, zico, grad_norm, jacob_cov; "
+                        "default: archc.proxies.DEFAULT) or 'train': train each candidate briefly on --data "
+                        "or synthetic images and score its validation top-1 (see the train options below)")
     p.add_argument("--trials", type=int, default=40, metavar="N",
                    help="finished trials in total for the study, across reruns and workers (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
@@ -50,6 +52,7 @@ def register(sub) -> None:
                    help="also score candidates over the budget (slower; fills the Pareto plot)")
     p.add_argument("--no-macs", action="store_true",
                    help="skip the MACs column of the summary (profiling each candidate's deploy graph takes seconds)")
+    add_train_args(p)
     p.set_defaults(func=run)
 
 
@@ -89,7 +92,11 @@ def run(args) -> int:
                        workers=args.workers, seed=args.seed, out=args.out, sampler=args.sampler,
                        heartbeat=args.heartbeat, score_infeasible=args.score_infeasible,
                        latency_runs=args.latency_runs)
+    cfg.train = train_settings(args, cfg.resolved_objective())
     con = console()
+    if cfg.resolved_objective() == "train":
+        from ..train import TrainConfig
+        con.print(f"objective train: {TrainConfig.from_dict(cfg.train).describe()}")
     with SearchProgress(cfg.trials) as bar:
         result = run_search(cfg, progress=bar)
     study, space = result.study, result.space

@@ -8,10 +8,16 @@ Two objectives, ``(score, latency_ms)``: score up, latency down. The budget ente
   latency over budget (constraint ``latency`` > 0); latency is measured first so over-budget points
   cost no scoring;
 - FAIL with user attributes ``error``/``error_trial``: the candidate failed (build error, out of
-  memory, export or measurement failure of this candidate). The study goes on.
+  memory, export or measurement failure of this candidate, a training loss that became NaN). The
+  study goes on.
 
-A ``DeviceError`` (the target cannot run here at all) is not the candidate's fault: it stops the
-search with one clear message instead of failing every trial the same way.
+A ``DeviceError`` (the target cannot run here at all) or a ``DataError`` (the training data cannot be
+read) is not the candidate's fault: it stops the search with one clear message instead of failing
+every trial the same way.
+
+The score is a zero-cost proxy (``archc.proxies``) or ``train`` (``archc.train``: brief training,
+validation top-1). A score function may return a float with an ``attrs`` mapping (``archc.train.Score``);
+those details are recorded per trial as ``score_KEY``.
 """
 from __future__ import annotations
 
@@ -22,18 +28,20 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Dict, Optional
 
 import optuna
 
 from ..builder import build
-from ..errors import DeviceError
+from ..errors import DataError, DeviceError
 from .census import ERROR_ATTR, ERROR_TRIAL_ATTR, SURPLUS_ATTR, slot_rank
 from .locks import device_lock
 from .space import InfeasiblePoint, SearchSpace, spec_from_values, suggest_values
 
 LatencyFn = Callable[..., Any]          # (spec, target, **kw) -> LatencyResult
-ScoreFn = Callable[[Any, str], float]     # (spec, proxy name) -> score
+ScoreFn = Callable[[Any, str], float]     # (spec, objective name) -> score
+
+TRAIN = "train"  # the brief-training objective; every other objective name is a proxy
 
 
 class TrialFailed(Exception):
@@ -53,6 +61,30 @@ def default_score(spec, name: str) -> float:
     """The proxy on the spec, built and fed as ``archc.proxies.score`` does (seeded: reproducible)."""
     from ..proxies import score
     return score(spec, name)
+
+
+def objective_names() -> list:
+    """Valid ``--objective`` values: the zero-cost proxies and ``train``."""
+    from ..proxies import PROXIES
+    return list(PROXIES) + [TRAIN]
+
+
+def check_objective(name: str, error: type = None) -> str:
+    """``name`` if it is an objective; otherwise ``error`` (default ArchcError) listing the valid ones."""
+    from ..errors import ArchcError, did_you_mean
+    names = objective_names()
+    if name not in names:
+        raise (error or ArchcError)(f"unknown objective '{name}'{did_you_mean(name, names)}; valid: {', '.join(names)}")
+    return name
+
+
+def make_score_fn(name: str, train: Optional[Dict[str, Any]] = None) -> ScoreFn:
+    """The score function for objective ``name``: the seeded proxy, or a ``TrainScore`` set up from
+    ``train`` (``archc.train.TrainConfig`` fields; None: its defaults)."""
+    if name == TRAIN:
+        from ..train import TrainConfig, TrainScore
+        return TrainScore(TrainConfig.from_dict(train))
+    return default_score
 
 
 def _profiles() -> list:
@@ -93,7 +125,7 @@ def check_target(target: str) -> str:
 @dataclass
 class Objective:
     space: SearchSpace
-    objective: str                    # a proxy name (archc.proxies.PROXIES)
+    objective: str                    # a proxy name (archc.proxies.PROXIES) or "train"
     target: str
     budget_ms: float
     n_trials: int
@@ -126,8 +158,8 @@ class Objective:
         trial.set_user_attr("mixers", ",".join(spec.mixers))
         try:
             return self._evaluate(trial, spec)
-        except (optuna.TrialPruned, DeviceError, ImportError, KeyboardInterrupt):
-            raise  # not the candidate's fault: a missing device or package stops the search
+        except (optuna.TrialPruned, DeviceError, DataError, ImportError, KeyboardInterrupt):
+            raise  # not the candidate's fault: a missing device, package or dataset stops the search
         except Exception as exc:  # noqa: BLE001 - MemoryError, RuntimeError, ExportError, ...: the candidate failed
             trial.set_user_attr(ERROR_ATTR, f"{type(exc).__name__}: {exc}"[:2000])
             trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
@@ -158,10 +190,13 @@ class Objective:
             trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
             trial.set_user_attr("pruned_reason", f"latency {lat.ms:.4g} ms over the budget {self.budget_ms:g} ms")
             raise optuna.TrialPruned(f"latency {lat.ms:.3f} ms over the budget {self.budget_ms} ms")
-        value = float(self.score_fn(spec, self.objective))
+        raw = self.score_fn(spec, self.objective)
+        value = float(raw)
         if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError(f"proxy {self.objective} returned {value}")
+            raise ValueError(f"objective {self.objective} returned {value}")
         trial.set_user_attr("score", value)
+        for key, detail in (getattr(raw, "attrs", None) or {}).items():
+            trial.set_user_attr(f"score_{key}", detail)
         trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
         return value, lat.ms
 

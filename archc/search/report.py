@@ -112,6 +112,7 @@ def trial_rows(study: optuna.Study, space: SearchSpace) -> List[Dict[str, Any]]:
             "start": t.datetime_start.isoformat() if t.datetime_start else None,
             "complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
         }
+        row.update({k: v for k, v in ua.items() if k.startswith("score_")})  # e.g. train: top1, losses
         for p in space.params:
             row[f"p:{p.name}"] = t.params.get(p.name, t.system_attrs.get("fixed_params", {}).get(p.name))
         rows.append(row)

@@ -29,7 +29,8 @@ import torch
 
 from ..errors import ArchcError, SearchError
 from .census import Census, census
-from .objective import Objective, Surplus, TrialFailed, check_target, default_latency, default_score
+from .objective import (TRAIN, Objective, Surplus, TrialFailed, check_objective, check_target, default_latency,
+                        make_score_fn)
 from .space import SearchSpace, load_space, start_points
 from .storage import DEFAULT_STORAGE, mask_url, open_storage, scrub
 
@@ -43,7 +44,8 @@ class SearchConfig:
     latency_ms: float
     space: str = "search/fastvit.yaml"
     target: str = "iphone12pro"
-    objective: Optional[str] = None          # None: archc.proxies.DEFAULT
+    objective: Optional[str] = None          # None: archc.proxies.DEFAULT; "train": brief training
+    train: Optional[Dict[str, Any]] = None   # archc.train.TrainConfig fields for objective "train"
     trials: int = 40
     timeout: Optional[float] = None
     storage: str = DEFAULT_STORAGE
@@ -96,8 +98,12 @@ CREATOR_WAIT_S = 60.0
 
 
 def _meta(cfg: SearchConfig, space: SearchSpace) -> Dict[str, Any]:
-    return {"space": space.name, "space_fingerprint": space.fingerprint(), "target": cfg.target,
+    meta = {"space": space.name, "space_fingerprint": space.fingerprint(), "target": cfg.target,
             "latency_ms": float(cfg.latency_ms), "objective": cfg.resolved_objective()}
+    if meta["objective"] == TRAIN:  # scores from other training settings do not compare: part of the identity
+        from ..train import TrainConfig
+        meta["train"] = TrainConfig.from_dict(cfg.train).fingerprint()
+    return meta
 
 
 def _wait_for(study: optuna.Study, attr: str) -> Any:
@@ -125,11 +131,15 @@ def validate(cfg: SearchConfig, target: bool = True) -> None:
         raise SearchError(f"--heartbeat must be at least 1 second, got {cfg.heartbeat}")
     if cfg.sampler not in SAMPLERS:
         raise SearchError(f"unknown sampler '{cfg.sampler}'; valid: {', '.join(SAMPLERS)}")
-    from ..errors import did_you_mean
-    from ..proxies import PROXIES
-    name = cfg.resolved_objective()
-    if name not in PROXIES:
-        raise SearchError(f"unknown objective '{name}'{did_you_mean(name, PROXIES)}; valid: {', '.join(PROXIES)}")
+    name = check_objective(cfg.resolved_objective(), SearchError)
+    if cfg.train and name != TRAIN:
+        raise SearchError("--data and --train-* options apply to --objective train only")
+    if name == TRAIN:
+        from ..train import TrainConfig
+        from ..train.folder import find_classes
+        train = TrainConfig.from_dict(cfg.train).check()
+        if train.data:
+            find_classes(Path(train.data))  # a missing folder stops here; workers read it in full
     if target:
         check_target(cfg.target)
 
@@ -198,10 +208,13 @@ def run_worker(cfg: SearchConfig, index: int = 0, *, space: Optional[SearchSpace
     n_seen = len(study.get_trials(deepcopy=False))
     seed = None if cfg.seed is None else cfg.seed + 1009 * index + n_seen  # resumes do not replay old points
     study.sampler = make_sampler(cfg.sampler, seed, cfg.n_startup_trials)
+    score_fn = score_fn or make_score_fn(cfg.resolved_objective(), cfg.train)
+    if hasattr(score_fn, "prepare"):
+        score_fn.prepare()  # open the training data now: a bad folder stops the worker before any trial
     objective = Objective(space=space, objective=cfg.resolved_objective(), target=cfg.target,
                           budget_ms=cfg.latency_ms, n_trials=cfg.trials, lock_dir=Path(cfg.lock_dir),
                           score_infeasible=cfg.score_infeasible, latency_runs=cfg.latency_runs,
-                          latency_fn=latency_fn or default_latency, score_fn=score_fn or default_score)
+                          latency_fn=latency_fn or default_latency, score_fn=score_fn)
     deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
     poll = min(2.0, float(cfg.heartbeat))
 
