@@ -58,6 +58,8 @@ class TrainConfig:
         for name in ("steps", "batch", "val_images", "eval_batch", "synthetic_images"):
             if int(getattr(self, name)) < 1:
                 raise bad(name, "at least 1")
+        if self.batch < 2:
+            raise bad("batch", "at least 2 (BatchNorm in training mode needs two samples)")
         if self.synthetic_classes < 2:
             raise bad("synthetic_classes", "at least 2")
         if not 8 <= self.resolution <= 4096:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
 from torch.utils.data import Dataset
@@ -82,9 +82,14 @@ class FolderImages(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
+    def __getitem__(self, item: Union[int, Tuple[int, int]]) -> Tuple[torch.Tensor, int]:
+        """``dataset[i]``, or ``dataset[i, seed]``: the augmentation drawn from ``seed`` (train sets)."""
+        index, seed = item if isinstance(item, tuple) else (item, None)
         path, label = self.samples[index]
-        return load_image(path, self.resolution, self.train), label
+        gen = torch.Generator().manual_seed(seed) if self.train and seed is not None else None
+        if self.train and gen is None:
+            gen = torch.Generator().manual_seed(int(torch.randint(0, 2 ** 32, (1,))))
+        return load_image(path, self.resolution, gen), label
 
 
 @dataclass

@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..builder import build
 from ..errors import TrainError
@@ -96,14 +96,26 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dataset: Datase
     return 100.0 * correct / len(y), loss / len(y)
 
 
-def batches(dataset: Dataset, cfg: TrainConfig):
-    """Seeded shuffled batches, epoch after epoch, without end (the loop counts steps)."""
-    gen = torch.Generator().manual_seed(cfg.seed)
-    drop_last = len(dataset) >= cfg.batch  # equal batch sizes keep BatchNorm statistics comparable
-    loader = DataLoader(dataset, batch_size=cfg.batch, shuffle=True, generator=gen, drop_last=drop_last,
-                        num_workers=cfg.loader_workers, persistent_workers=cfg.loader_workers > 0)
-    while True:
-        yield from loader
+class SeededOrder(Sampler):
+    """Endless ``(index, augmentation seed)`` pairs, a seeded shuffle per epoch. The seeds are drawn
+    here, in the trainer's process, so DataLoader workers change nothing about the batches; every batch
+    is full, which keeps BatchNorm statistics comparable across steps."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed = size, seed
+
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        gen = torch.Generator().manual_seed(self.seed)
+        while True:
+            order = torch.randperm(self.size, generator=gen).tolist()
+            seeds = torch.randint(0, 2 ** 32, (self.size,), generator=gen).tolist()  # torch seeds keep 32 bits
+            yield from zip(order, seeds)
+
+
+def batches(dataset: Dataset, cfg: TrainConfig) -> DataLoader:
+    """An endless loader of seeded, shuffled, augmented batches (the loop counts the steps)."""
+    return DataLoader(dataset, batch_size=cfg.batch, sampler=SeededOrder(len(dataset), cfg.seed),
+                      num_workers=cfg.loader_workers)
 
 
 def train_candidate(spec: Spec, train_set: Dataset, val: Tuple[torch.Tensor, torch.Tensor], cfg: TrainConfig,
@@ -123,12 +135,12 @@ def train_candidate(spec: Spec, train_set: Dataset, val: Tuple[torch.Tensor, tor
         criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         losses: List[float] = []
         images = 0
-        stream = batches(train_set, cfg)
+        stream = iter(batches(train_set, cfg))
         for step in range(steps):
             x, y = next(stream)
             loss = criterion(model(prepare(x, train_set)), torch.as_tensor(y))
             if not torch.isfinite(loss):
-                raise TrainError(f"{spec.name}: training loss became {float(loss)} at step {step + 1} of {steps} "
+                raise TrainError(f"{spec.name}: training loss became {float(loss.detach())} at step {step + 1} of {steps} "
                                  f"(lr {cfg.lr:g}); lower --train-lr or check the spec")
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -13,8 +13,9 @@ same data in any order, in any DataLoader worker, with no files and little memor
 from __future__ import annotations
 
 import math
-from typing import List, Tuple
+from typing import List, Tuple, Union
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -66,10 +67,13 @@ class SyntheticImages(Dataset):
     def __len__(self) -> int:
         return self.size
 
-    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
+    def __getitem__(self, item: Union[int, Tuple[int, int]]) -> Tuple[torch.Tensor, int]:
+        index = item[0] if isinstance(item, tuple) else item  # no augmentation: the seed is not needed
         if not 0 <= index < self.size:
             raise IndexError(index)
-        gen = torch.Generator().manual_seed(((self.seed * 2 + SPLITS[self.split]) << 32) + index)
+        # torch's CPU generator keeps 32 bits of a seed: mix (seed, split, index) into 32 well-spread bits
+        state = np.random.SeedSequence([self.seed, SPLITS[self.split], index]).generate_state(1)[0]
+        gen = torch.Generator().manual_seed(int(state))
         label = index % self.num_classes
         other = (label + 1 + int(torch.randint(0, self.num_classes - 1, (1,), generator=gen))) % self.num_classes
         r = self.resolution

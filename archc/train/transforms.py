@@ -3,8 +3,9 @@
 Train: random-resized crop (area ``scale``, aspect 3/4..4/3, torchvision's 10-try algorithm) and a
 horizontal flip. Eval: the centre ``crop_pct`` of the shorter side (timm's 0.875), resized. Both crop
 and resize in one ``Image.resize(box=...)`` call (PIL antialiases when shrinking, like torchvision's
-``antialias=True``). Randomness comes from torch's generator, so a seeded ``DataLoader`` (also with
-worker processes, which torch seeds per worker) replays the same crops.
+``antialias=True``). Randomness comes from a generator the caller seeds per sample (the trainer draws
+one seed per sample in its own process), so crops and flips are the same with or without DataLoader
+worker processes.
 
 Images stay uint8 until the batch is on its way into the model (``normalize``): collating and caching
 uint8 costs a quarter of float32.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -58,19 +59,20 @@ def center_box(w: int, h: int, crop_pct: float = EVAL_CROP_PCT) -> Box:
     return ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
 
 
-def random_resized_box(w: int, h: int, scale: Tuple[float, float] = TRAIN_SCALE,
+def random_resized_box(w: int, h: int, gen: torch.Generator, scale: Tuple[float, float] = TRAIN_SCALE,
                        ratio: Tuple[float, float] = TRAIN_RATIO) -> Box:
-    """torchvision's ``RandomResizedCrop.get_params`` (10 tries, then a centre crop), on torch's RNG."""
+    """torchvision's ``RandomResizedCrop.get_params`` (10 tries, then a centre crop), drawing from ``gen``."""
     area = w * h
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(10):
-        target = area * float(torch.empty(1).uniform_(scale[0], scale[1]))
-        aspect = math.exp(float(torch.empty(1).uniform_(*log_ratio)))
+        u = torch.rand(2, generator=gen).tolist()
+        target = area * (scale[0] + (scale[1] - scale[0]) * u[0])
+        aspect = math.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * u[1])
         cw = int(round(math.sqrt(target * aspect)))
         ch = int(round(math.sqrt(target / aspect)))
         if 0 < cw <= w and 0 < ch <= h:
-            x0 = int(torch.randint(0, w - cw + 1, (1,)))
-            y0 = int(torch.randint(0, h - ch + 1, (1,)))
+            x0 = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
+            y0 = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
             return (x0, y0, x0 + cw, y0 + ch)
     in_ratio = w / h
     if in_ratio < ratio[0]:
@@ -86,14 +88,14 @@ def to_uint8_chw(img) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
-def load_image(path: Path, resolution: int, train: bool) -> torch.Tensor:
-    """``path`` -> uint8 tensor [3, resolution, resolution], augmented when ``train``."""
+def load_image(path: Path, resolution: int, gen: Optional[torch.Generator] = None) -> torch.Tensor:
+    """``path`` -> uint8 tensor [3, resolution, resolution]: augmented from ``gen``, centre-cropped without."""
     Image = pil()
     img = open_rgb(path, resolution)
     w, h = img.size
-    box = random_resized_box(w, h) if train else center_box(w, h)
+    box = center_box(w, h) if gen is None else random_resized_box(w, h, gen)
     img = img.resize((resolution, resolution), Image.BILINEAR, box=box)
-    if train and float(torch.rand(1)) < 0.5:
+    if gen is not None and float(torch.rand(1, generator=gen)) < 0.5:
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
     return to_uint8_chw(img)
 
