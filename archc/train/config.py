@@ -32,6 +32,7 @@ class TrainConfig:
     val_fraction: float = 0.1          # held out per class when the folder has no val/
     val_images: int = 1000             # at most this many validation images (a seeded subset)
     synthetic_classes: int = 10
+    synthetic_seed: int = 0            # the synthetic data itself: fixed, so --train-seed varies only training
     synthetic_images: int = 5000       # training images of the synthetic set
     eval_batch: int = 128
     loader_workers: int = 0            # DataLoader processes decoding images (0: in the trainer)

@@ -56,7 +56,7 @@ def open_data(cfg: TrainConfig) -> Data:
         train, classes = splits.train, splits.classes
     else:
         from .synthetic import SyntheticImages
-        kw = dict(num_classes=cfg.synthetic_classes, resolution=cfg.resolution, seed=cfg.seed)
+        kw = dict(num_classes=cfg.synthetic_classes, resolution=cfg.resolution, seed=cfg.synthetic_seed)
         train = SyntheticImages(cfg.synthetic_images, split="train", **kw)
         val = SyntheticImages(cfg.val_images, split="val", **kw)
         classes = train.classes
