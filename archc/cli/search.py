@@ -13,7 +13,7 @@ from ..search.census import ERROR_ATTR, Census
 from ..search.metrics import torch_threads
 from ..search.objective import Objective
 from ..search.report import SearchReport, finalize, fmt
-from ..search.runner import SAMPLERS, SearchConfig, run_search
+from ..search.runner import SAMPLERS, SearchConfig, run_search, validate
 from ..search.storage import DEFAULT_STORAGE, mask_url
 from .common import add_train_args, console, human, table, train_settings
 
@@ -95,6 +95,7 @@ def run(args) -> int:
     cfg.train = train_settings(args, cfg.resolved_objective())
     con = console()
     if cfg.resolved_objective() == "train":
+        validate(cfg)  # bad settings or data: one error line, not a description of them first
         from ..train import TrainConfig
         con.print(f"objective train: {TrainConfig.from_dict(cfg.train).describe()}")
     with SearchProgress(cfg.trials) as bar:

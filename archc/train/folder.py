@@ -102,7 +102,7 @@ class FolderSplits:
 
 def image_folder(root, resolution: int, *, val_fraction: float = 0.1, seed: int = 0) -> FolderSplits:
     """The train and val sets of the image folder at ``root`` (see the module docstring)."""
-    root = Path(root)
+    root = Path(root).expanduser()
     find_classes(root)  # a missing or empty root is reported as such, not as missing train/
     if (root / "train").is_dir() and (root / "val").is_dir():
         classes = find_classes(root / "train")

@@ -23,8 +23,9 @@ SPLITS = {"train": 0, "val": 1}
 WAVES_PER_CLASS = 3
 MAX_FREQ = 4        # cycles per image: low frequencies survive the stems' 4x downsampling
 DISTRACTOR = 0.8    # weight of the other class's texture
-NOISE = 1.5         # Gaussian noise std (the class texture has unit std); with DISTRACTOR: T8 72%, a 1-block
-                    # 16-128-wide net 32% after 100 steps (chance 10%): hard enough not to saturate
+NOISE = 1.5         # Gaussian noise std (the class texture has unit std). With DISTRACTOR, at the defaults
+                    # (100 steps, 64 px): T8 58.8-63.1%, a 1-block 16-128-wide net 32.2-43.0% over training
+                    # seeds 0-2 (chance 10%): hard enough not to saturate
 
 
 def class_textures(num_classes: int, resolution: int, seed: int) -> torch.Tensor:
