@@ -227,7 +227,9 @@ def _onnxruntime_runner(model: nn.Module, example: torch.Tensor, device: str) ->
         providers = ["CUDAExecutionProvider"]
     tmp = Path(tempfile.mkdtemp(prefix="archc-ort-"))
     try:
-        path = export_onnx(model, example.cpu(), tmp / "model.onnx")
+        # a fixed input shape (the runner serves one shape): ONNX Runtime then folds the attention's
+        # shape arithmetic (Shape/Gather/Concat) into constants
+        path = export_onnx(model, example.cpu(), tmp / "model.onnx", dynamic_batch=False)
         sess = ort.InferenceSession(str(path), sess_options=onnx_session_options(), providers=providers)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
