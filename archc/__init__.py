@@ -21,5 +21,6 @@ __all__ = [
 
 from .deploy import deploy_model  # noqa: E402  (imports the pass, which needs the builder)
 from .passes import reparameterize  # noqa: E402
+from .passes.kernels import lower_for_kernels  # noqa: E402
 
-__all__ += ["deploy_model", "reparameterize"]
+__all__ += ["deploy_model", "lower_for_kernels", "reparameterize"]

@@ -6,8 +6,10 @@ Run in the anchor venv (timm is never an archc dependency)::
     PYTHONPATH=. /tmp/archc-anchor-venv/bin/python benchmarks/bench_vs_timm.py --threads 1
 
 Contenders, all on one random input with archc's randomised BN statistics and layer scales loaded into
-both models (archc uses timm's parameter names): timm eager deploy, archc eager deploy, and archc under
-each runtime option. Every contender is checked against timm's output before it is timed.
+both models (archc uses timm's parameter names): timm eager deploy, archc's deploy graph as the pass
+returns it (eager, no kernel lowering), and archc under each runtime option (``archc.runtime.make_runner``:
+the deploy graph plus the kernel lowerings that runtime uses, archc.runtime.CPU_LOWERINGS). Every
+contender is checked against timm's output before it is timed.
 """
 from __future__ import annotations
 
@@ -48,8 +50,8 @@ def contenders(variant: str, resolution: int, runtimes, with_train: bool, timm_o
         return f
 
     steps: Dict[str, Callable[[], object]] = {"timm deploy (eager)": eager(timm_deploy),
-                                              "archc deploy (eager)": eager(archc_deploy)}
-    outputs = {"timm deploy (eager)": ref, "archc deploy (eager)": archc_deploy(x).detach()}
+                                              "archc deploy, no kernel lowering (eager)": eager(archc_deploy)}
+    outputs = {"timm deploy (eager)": ref, "archc deploy, no kernel lowering (eager)": archc_deploy(x).detach()}
     if with_train:
         steps["timm train-time (eager)"] = eager(tm)
         steps["archc train-time (eager)"] = eager(train)
@@ -82,7 +84,7 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--block", type=int, default=5, help="consecutive runs per contender before switching")
     p.add_argument("--threads", type=int, default=None, help="torch / ONNX Runtime intra-op threads")
-    p.add_argument("--runtimes", default="channels_last,onnxruntime",
+    p.add_argument("--runtimes", default="eager,channels_last,onnxruntime",
                    help="archc runtime options to time besides eager (e.g. compile)")
     p.add_argument("--with-train", action="store_true", help="also time both train-time graphs")
     p.add_argument("--timm-onnx", action="store_true", help="also time timm's deploy graph in ONNX Runtime")
