@@ -7,7 +7,6 @@ import json
 import shutil
 from pathlib import Path
 
-import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
@@ -17,9 +16,7 @@ from archc import build, load_spec
 from archc.cli import main as archc_main
 from archc.errors import ArchcError, DataError, SearchError, TrainError
 from archc.latency import LatencyResult
-from archc.search.objective import Objective
-from archc.search.runner import META_ATTR, SearchConfig, open_study, run_search
-from archc.search.space import load_space
+from archc.search.runner import META_ATTR, SearchConfig, run_search
 from archc.train import Score, TrainConfig, TrainScore, open_data, training_spec
 from archc.train.folder import image_folder, split_samples
 from archc.train.synthetic import SyntheticImages
