@@ -120,14 +120,14 @@ def batches(dataset: Dataset, cfg: TrainConfig) -> DataLoader:
 
 def train_candidate(spec: Spec, train_set: Dataset, val: Tuple[torch.Tensor, torch.Tensor], cfg: TrainConfig,
                     num_classes: int, *, build_fn=build) -> TrainResult:
-    """Train ``spec`` for ``cfg.steps(len(train_set))`` steps and evaluate on ``val`` (preloaded)."""
+    """Train ``spec`` for ``cfg.total_steps(len(train_set))`` steps and evaluate on ``val`` (preloaded)."""
     from ..search.metrics import torch_threads
     spec = training_spec(spec, num_classes, cfg.resolution)
     steps = cfg.total_steps(len(train_set))
     warmup = cfg.warmup(steps)
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]), torch_threads(cfg.threads or torch.get_num_threads()):
-        torch.manual_seed(cfg.seed)  # weights, drop path and augmentation: all from the seed
+        torch.manual_seed(cfg.seed)  # weights and drop path (batch order and augmentation: SeededOrder)
         model = build_fn(spec)
         model.train()
         opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
@@ -140,8 +140,8 @@ def train_candidate(spec: Spec, train_set: Dataset, val: Tuple[torch.Tensor, tor
             x, y = next(stream)
             loss = criterion(model(prepare(x, train_set)), torch.as_tensor(y))
             if not torch.isfinite(loss):
-                raise TrainError(f"{spec.name}: training loss became {float(loss.detach())} at step {step + 1} of {steps} "
-                                 f"(lr {cfg.lr:g}); lower --train-lr or check the spec")
+                raise TrainError(f"{spec.name}: training loss became {float(loss.detach())} at step {step + 1} "
+                                 f"of {steps} (lr {cfg.lr:g}); lower --train-lr or check the spec")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.clip_grad:
