@@ -129,7 +129,8 @@ def test_measure_cpu_on_a_tiny_spec(tiny):
     assert r.kind == "measured" and r.target == "cpu" and r.batch == 1 and r.runs == 5
     assert r.resolution == (48, 48)
     assert r.ms > 0 and r.iqr_ms >= 0 and r.cv >= 0
-    assert r.detail["deploy"] is True and r.detail["runtime"] == "eager" and r.detail["threads"] >= 1
+    assert r.detail["deploy"] is True and r.detail["runtime"] == "eager"
+    assert r.detail["threads"] == M.DEFAULT_CPU_THREADS == 1  # the default, whatever the caller had
     d = r.to_dict()
     assert d["resolution"] == [48, 48] and "median" in r.describe()
 
@@ -147,6 +148,20 @@ def test_bad_runs_and_runtime_are_device_errors(tiny):
         M.measure_latency(tiny, "cpu", runtime="tensorrt")
     with pytest.raises(DeviceError, match="not a measured target"):
         M.measure_latency(tiny, "tpu")
+    with pytest.raises(DeviceError, match="threads must be >= 1 \\(got 0\\)"):
+        M.measure_latency(tiny, "cpu", threads=0)
+
+
+def test_threads_are_set_for_the_run_and_restored(tiny):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        r = M.measure_latency(tiny, "cpu", runs=2, warmup=0, resolution=48, threads=2)
+        assert r.detail["threads"] == 2
+        r = M.measure_latency(tiny, "cpu", runs=2, warmup=0, resolution=48)
+        assert r.detail["threads"] == 1 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------ what cannot run here

@@ -30,7 +30,9 @@ def register(sub) -> None:
     p.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default 10)")
     p.add_argument("--runtime", default="eager", choices=list(RUNTIMES),
                    help="how the deploy graph runs: " + "; ".join(f"{k}: {v}" for k, v in RUNTIMES.items()))
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch / ONNX Runtime")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch / ONNX Runtime (default 1: batch-1 timings with more threads "
+                        "swing on shared machines; give the core count to measure multi-threaded latency)")
     p.add_argument("--weights", metavar="FILE", default=None, help="checkpoint to load (latency does not depend on it)")
     p.add_argument("--train", action="store_true", help="also measure the train-time graph (eval mode) beside the deploy graph")
     p.add_argument("--compute-units", default="ALL", help="coreml/iphone: ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE")

@@ -34,6 +34,9 @@ from . import MEASURED_TARGETS, LatencyResult
 
 #: batch size when none is given: the paper's GPU protocol uses 8, its iPhone protocol 1
 DEFAULT_BATCH = {"cuda": 8}
+#: intra-op threads for CPU targets unless the caller says otherwise (see measure_latency)
+DEFAULT_CPU_THREADS = 1
+
 #: runtime options each target accepts (``best`` resolves per device, see archc.runtime.BEST_RUNTIME)
 TARGET_RUNTIMES = {
     "cpu": ("eager", "channels_last", "explicit_attention", "compile", "compile_channels_last", "onnxruntime", "best"),
@@ -129,7 +132,10 @@ def measure_latency(spec, target: str = "cpu", *, model: Optional[nn.Module] = N
 
     ``deploy`` times the reparameterized deploy graph (default), otherwise the eval-mode train-time
     graph. ``batch`` defaults to 8 on CUDA and 1 elsewhere; ``resolution`` to the spec's input size.
-    ``threads`` sets torch's (and ONNX Runtime's) intra-op threads for CPU targets.
+    ``threads`` sets torch's (and ONNX Runtime's) intra-op threads for CPU targets; by default
+    ``DEFAULT_CPU_THREADS`` (1), because on a shared or virtualised machine a second thread makes
+    batch-1 timings swing (measured on this project's 2-core VM, idle: CV 1.9-13% with 2 threads
+    run to run, 1.0-3.7% with 1); TFLite's benchmark_model defaults to one thread for the same reason.
     """
     from ..runtime import inference_model, input_shape, resolve_runtime
 
@@ -149,6 +155,10 @@ def measure_latency(spec, target: str = "cpu", *, model: Optional[nn.Module] = N
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     detail: Dict[str, Any] = {"deploy": deploy, "spec": getattr(spec, "name", None), "load_before": _loadavg()}
     prev_threads = torch.get_num_threads()
+    if threads is None and target in ("cpu", "onnxruntime"):
+        threads = DEFAULT_CPU_THREADS
+    if threads is not None and threads < 1:
+        raise DeviceError(f"threads must be >= 1 (got {threads})")
     if threads:
         torch.set_num_threads(threads)
     try:
