@@ -7,16 +7,16 @@ The small public API::
     archc.load_weights(model, "fastvit_sa12.pt")   # timm, Apple ml-fastvit or archc checkpoints
 """
 from .builder import ArchNet, build
-from .errors import (ArchcError, DeviceError, ExportError, LoweringError, SearchError, SpecError,
-                     WeightsError)
+from .errors import (ArchcError, DataError, DeviceError, ExportError, LoweringError, SearchError, SpecError,
+                     TrainError, WeightsError)
 from .spec import Spec, load_spec, save_spec, spec_to_yaml
 from .weights import load_weights, save_weights
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ArchNet", "ArchcError", "DeviceError", "ExportError", "LoweringError", "SearchError", "Spec", "SpecError",
-    "WeightsError", "build", "load_spec", "load_weights", "save_spec", "save_weights", "spec_to_yaml",
+    "ArchNet", "ArchcError", "DataError", "DeviceError", "ExportError", "LoweringError", "SearchError", "Spec", "SpecError",
+    "TrainError", "WeightsError", "build", "load_spec", "load_weights", "save_spec", "save_weights", "spec_to_yaml",
 ]
 
 from .deploy import deploy_model  # noqa: E402  (imports the pass, which needs the builder)
