@@ -12,6 +12,7 @@ import archc
 from archc.analysis.profile import example_input, profile_graph
 from archc.deploy import deploy_model
 from archc.passes import constant_multiplies, invariant_violations, reparameterize
+from archc.passes.kernels import lower_for_kernels
 from archc.testing import randomize_
 
 from conftest import reference_file, shipped_specs
@@ -127,3 +128,10 @@ def test_random_specs_lower_exactly(data, seed):
     assert gm.equivalence.ok
     assert _batchnorms(gm) == 0
     assert invariant_violations(gm) == []
+    # the CPU kernel lowerings on top stay exact too (checked inside; channels_last input as the runtime feeds it)
+    lowered = lower_for_kernels(gm)
+    x = torch.randn((1, 3, data["input_size"], data["input_size"]), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        ref = model(x)
+        out = lowered.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
