@@ -215,3 +215,30 @@ def test_cli_export_json_and_errors(tmp_path, capsys):
     assert err.startswith("archc: error: unknown export format 'tflite'") and "Traceback" not in err
     assert main(["export", str(spec_file), "--format", "coreml", "--mean", "0.5,0.5", "--out", str(tmp_path)]) == 2
     assert "expected 3 values" in capsys.readouterr().err
+
+
+def test_cli_export_cpu_kernels(tmp_path, capsys):
+    """--cpu-kernels writes the lowered graph (a repeat + depthwise conv where the deploy graph has a
+    channel-multiplier conv), verified like any export; Core ML and --train refuse it."""
+    import onnx
+    import yaml
+
+    from archc.cli import main
+    spec_file = tmp_path / "tiny.yaml"
+    spec_file.write_text(yaml.safe_dump(TINY))
+    groups = {}
+    for flag in ([], ["--cpu-kernels"]):
+        out_dir = tmp_path / ("lowered" if flag else "plain")
+        assert main(["export", str(spec_file), "--format", "onnx", "--out", str(out_dir), "--json"] + flag) == 0
+        res = json.loads(capsys.readouterr().out)
+        assert res["exports"][0]["max_abs_error"] <= 1e-4
+        g = onnx.load(str(out_dir / "tiny_hybrid.onnx")).graph
+        convs = [n for n in g.node if n.op_type == "Conv"]
+        groups[bool(flag)] = sorted(a.i for n in convs for a in n.attribute if a.name == "group")
+        if flag:
+            assert any(n.op_type == "Expand" for n in g.node)
+    assert groups[False] != groups[True]  # the multiplier convs became depthwise ones
+    for bad in (["--format", "coreml"], ["--format", "onnx", "--train"]):
+        assert main(["export", str(spec_file), "--cpu-kernels", "--out", str(tmp_path)] + bad) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("archc: error: --cpu-kernels") and "Traceback" not in err

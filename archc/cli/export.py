@@ -28,6 +28,10 @@ def register(sub) -> None:
                    help="Core ML image input: feed pixel/255 to the network, no mean/std")
     p.add_argument("--train", action="store_true",
                    help="export the train-time graph (eval mode, branches unfolded) instead of the deploy graph")
+    p.add_argument("--cpu-kernels", action="store_true",
+                   help="apply the CPU kernel lowerings ONNX Runtime's runner uses (channel-multiplier convs as "
+                        "repeat + depthwise; docs/REPARAM.md) before exporting: faster in ONNX Runtime and "
+                        "torch on CPU, one more copy op elsewhere")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=run)
 
@@ -61,8 +65,17 @@ def run(args) -> int:
     if not args.no_normalize:
         norm = ImageNormalization(mean=_floats(args.mean, IMAGENET_MEAN, "mean", spec.in_chans),
                                   std=_floats(args.std, IMAGENET_STD, "std", spec.in_chans))
+    if args.cpu_kernels and args.train:
+        raise ExportError("--cpu-kernels lowers the deploy graph; it cannot be combined with --train")
+    if args.cpu_kernels and "coreml" in formats:
+        raise ExportError("--cpu-kernels is for CPU runtimes (ONNX Runtime, torch); Core ML gets the deploy graph "
+                          "as it is: export coreml without --cpu-kernels")
     model = inference_model(spec, args.weights, deploy=not args.train)
     example = torch.randn(input_shape(spec, args.batch))
+    if args.cpu_kernels:
+        from ..passes.kernels import lower_for_kernels
+        from ..runtime import CPU_LOWERINGS
+        model = lower_for_kernels(model, CPU_LOWERINGS["onnxruntime"], example=example)
     prof = profile_graph(model, example)
     residual = prof.residual_adds()
     bns = sum(1 for n in prof.nodes if n.kind == "batchnorm")
