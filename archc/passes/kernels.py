@@ -29,7 +29,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .graph import module
+from .graph import module, module_calls
 
 
 def repeat_channels(x: torch.Tensor, repeats: int) -> torch.Tensor:
@@ -42,7 +42,7 @@ def repeat_channels(x: torch.Tensor, repeats: int) -> torch.Tensor:
     return x.unsqueeze(2).expand(n, c, repeats, h, w).reshape(n, c * repeats, h, w)
 
 
-torch.fx.wrap("repeat_channels")
+torch.fx.wrap("repeat_channels")  # a leaf if a lowered graph's code is ever traced again
 
 
 def gelu_nhwc(x: torch.Tensor) -> torch.Tensor:
@@ -52,7 +52,7 @@ def gelu_nhwc(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x)
 
 
-torch.fx.wrap("gelu_nhwc")
+torch.fx.wrap("gelu_nhwc")  # likewise
 
 
 def expand_channel_multiplier(gm: fx.GraphModule) -> int:
@@ -66,8 +66,7 @@ def expand_channel_multiplier(gm: fx.GraphModule) -> int:
         cin, cout, g = conv.in_channels, conv.out_channels, conv.groups
         if g != cin or cin <= 1 or cout == cin or cout % cin:
             continue
-        others = [n for n in gm.graph.nodes if n.op == "call_module" and n.target == node.target and n is not node]
-        if others:  # a shared module: rewrite would change its other calls
+        if module_calls(gm, str(node.target)) != 1:  # a shared module: rewrite would change its other calls
             continue
         m = cout // cin
         dw = nn.Conv2d(cout, cout, conv.kernel_size, conv.stride, conv.padding, conv.dilation, groups=cout,
