@@ -1,5 +1,5 @@
 """One contender per process: timm's deploy graph or archc's under one runtime option, timed alone
-(1 thread, batch 1, 200 runs after 20 warm-up). Complements bench_vs_timm.py, whose interleaving in one
+(batch 1, 200 runs after 20 warm-up; threads: third argument, default 1). Complements bench_vs_timm.py, whose interleaving in one
 process shares the allocator's state between contenders. Run in the anchor venv::
 
     PYTHONPATH=. /tmp/archc-anchor-venv/bin/python benchmarks/bench_alone.py t8 timm
@@ -7,7 +7,7 @@ process shares the allocator's state between contenders. Run in the anchor venv:
 """
 import sys, warnings, statistics; warnings.filterwarnings("ignore")
 import torch
-torch.set_num_threads(1)
+torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 1)
 import archc
 from archc.runtime import inference_model, make_runner
 from archc.testing import randomize_
@@ -26,4 +26,4 @@ else:
     r=make_runner(inference_model(spec, model=train), x, who); xin=r.prepare(x)
     f=lambda: r(xin)
 s=time_interleaved({who:f}, 200, 20, block=5)
-print(v, who, round(statistics.median(s[who]),2))
+print(v, who, torch.get_num_threads(), round(statistics.median(s[who]), 2))
