@@ -114,7 +114,7 @@ CPU_LOWERINGS: Dict[str, Tuple[str, ...]] = {
     "channels_last": ("expand_channel_multiplier", "gelu_channels_last"),
     "explicit_attention": ("expand_channel_multiplier",),
     "compile": ("expand_channel_multiplier",),
-    "compile_channels_last": ("expand_channel_multiplier",),
+    "compile_channels_last": ("expand_channel_multiplier",),  # inductor writes its own GELU
     "onnxruntime": ("expand_channel_multiplier",),
 }
 
@@ -153,7 +153,7 @@ def make_runner(model: nn.Module, example: torch.Tensor, runtime: str = "eager",
     if compiled:
         _require_compiler(device)
         # freezing: weights become constants, so inductor prepacks them for oneDNN and fuses conv + GELU
-        # (measured 0.55x of timm's eager T8 on one CPU thread, vs 0.83x without; docs/BENCHMARKS.md)
+        # (T8, one CPU thread: 0.64x of timm's eager deploy latency, 0.76x without; docs/BENCHMARKS.md)
         m = torch.compile(m)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
 
