@@ -78,8 +78,6 @@ def expand_channel_multiplier(gm: fx.GraphModule) -> int:
         _replace_module(gm, str(node.target), dw)
         with gm.graph.inserting_before(node):
             rep = gm.graph.call_function(repeat_channels, (node.args[0], m))
-        if "tensor_meta" in node.args[0].meta:
-            rep.meta = dict(node.args[0].meta)  # shape differs in channels only; kept for readers of meta
         node.args = (rep,) + tuple(node.args[1:])
         count += 1
     return count
