@@ -192,6 +192,19 @@ def test_training_is_deterministic_for_a_seed(folder):
     assert f0.num_classes == 2
 
 
+def test_repeats_score_the_mean_over_consecutive_seeds():
+    """--train-repeats N: the mean of N single-seed runs (seed, seed+1, ...), each computed on its own."""
+    singles = [TrainScore(quick(seed=s))(small_spec()) for s in (3, 4)]
+    mean = TrainScore(quick(seed=3, repeats=2))(small_spec())
+    assert float(mean) == pytest.approx((float(singles[0]) + float(singles[1])) / 2)
+    assert mean.attrs["top1_seed3"] == singles[0].attrs["top1"] and mean.attrs["top1_seed4"] == singles[1].attrs["top1"]
+    assert mean.attrs["top1_std"] == pytest.approx(abs(float(singles[0]) - float(singles[1])) / 2 ** 0.5, abs=1e-3)
+    assert "mean over seeds 3..4" in quick(seed=3, repeats=2).describe()
+    assert quick(repeats=2).fingerprint()["repeats"] == 2  # part of the study's identity
+    with pytest.raises(ArchcError, match="--train-repeats must be at least 1, got 0"):
+        TrainConfig(repeats=0).check()
+
+
 def test_epochs_and_data_description(folder):
     d = open_data(quick(data=str(folder), val_fraction=0.25))
     assert d.classes == ["a_dog", "b_cat"] and len(d.train) == 8 and d.val[0].dtype == torch.uint8

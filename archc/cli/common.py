@@ -44,6 +44,8 @@ TRAIN_ARGS = {
     "lr": ("--train-lr", float, "LR", "AdamW peak learning rate, warmup then cosine (default: %s)"),
     "seed": ("--train-seed", int, "N", "seed for weights, batch order, augmentation and the val split "
              "(default: %s; the same for every candidate)"),
+    "repeats": ("--train-repeats", int, "N", "train N times (seeds --train-seed, +1, ...) and score the mean "
+                "top-1: the seed-to-seed noise of brief training is several points (default: %s)"),
     "val_images": ("--train-val-images", int, "N", "validation images, a seeded subset (default: %s)"),
     "loader_workers": ("--train-workers", int, "N", "DataLoader processes decoding images (default: %s)"),
     "threads": ("--train-threads", int, "N", "torch threads while training (default: the search's, 1 per worker)"),

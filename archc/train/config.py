@@ -29,6 +29,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     clip_grad: Optional[float] = 5.0
     seed: int = 0                      # weights, batch order, augmentation, the folder split
+    repeats: int = 1                   # train with seeds seed .. seed+repeats-1 and score the mean top-1
     val_fraction: float = 0.1          # held out per class when the folder has no val/
     val_images: int = 1000             # at most this many validation images (a seeded subset)
     synthetic_classes: int = 10
@@ -40,7 +41,7 @@ class TrainConfig:
 
     #: the command-line flag of each setting, for error messages
     FLAGS = {"data": "--data", "steps": "--train-steps", "epochs": "--train-epochs", "batch": "--train-batch",
-             "resolution": "--train-resolution", "lr": "--train-lr", "seed": "--train-seed",
+             "resolution": "--train-resolution", "lr": "--train-lr", "seed": "--train-seed", "repeats": "--train-repeats",
              "val_images": "--train-val-images", "loader_workers": "--train-workers", "threads": "--train-threads"}
 
     def total_steps(self, train_images: int) -> int:
@@ -56,7 +57,7 @@ class TrainConfig:
         def bad(name: str, rule: str) -> ArchcError:
             flag = self.FLAGS.get(name, name)
             return ArchcError(f"{flag} must be {rule}, got {getattr(self, name)!r}")
-        for name in ("steps", "batch", "val_images", "eval_batch", "synthetic_images"):
+        for name in ("steps", "batch", "val_images", "eval_batch", "synthetic_images", "repeats"):
             if int(getattr(self, name)) < 1:
                 raise bad(name, "at least 1")
         if self.batch < 2:
@@ -82,7 +83,9 @@ class TrainConfig:
     def describe(self) -> str:
         data = f"image folder {self.data}" if self.data else f"synthetic textures ({self.synthetic_classes} classes)"
         length = f"{self.epochs:g} epochs" if self.epochs is not None else f"{self.steps} steps"
-        return f"val top-1 % after {length} x batch {self.batch} at {self.resolution} px on {data}, seed {self.seed}"
+        seeds = f"seed {self.seed}" if self.repeats == 1 else \
+            f"mean over seeds {self.seed}..{self.seed + self.repeats - 1}"
+        return f"val top-1 % after {length} x batch {self.batch} at {self.resolution} px on {data}, {seeds}"
 
     def fingerprint(self) -> Dict[str, Any]:
         """The settings that change scores (not workers or threads); the data path made absolute."""

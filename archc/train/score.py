@@ -7,6 +7,8 @@ kept in memory for every candidate.
 """
 from __future__ import annotations
 
+import dataclasses
+import statistics
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -81,12 +83,28 @@ class TrainScore:
             self._data = open_data(self.cfg)
         return self._data
 
-    def result(self, spec) -> TrainResult:
+    def result(self, spec, cfg: Optional[TrainConfig] = None) -> TrainResult:
+        """One training run of ``spec`` with ``cfg`` (default: this objective's settings) on the data
+        this objective opened."""
         data = self.prepare()
         kw = {"build_fn": self.build_fn} if self.build_fn else {}
-        self.last = train_candidate(spec, data.train, data.val, self.cfg, len(data.classes), **kw)
+        self.last = train_candidate(spec, data.train, data.val, cfg or self.cfg, len(data.classes), **kw)
         return self.last
 
     def __call__(self, spec, name: str = NAME) -> Score:
-        r = self.result(spec)
-        return Score(r.top1, r.attrs())
+        """Val top-1 % of ``spec`` after brief training; with ``repeats`` > 1 the mean over that many
+        training seeds (``seed``, ``seed + 1``, ...), recorded with the spread and each seed's top-1."""
+        if self.cfg.repeats == 1:
+            r = self.result(spec)
+            return Score(r.top1, r.attrs())
+        base = self.cfg
+        runs = [self.result(spec, dataclasses.replace(base, seed=base.seed + k, repeats=1))
+                for k in range(base.repeats)]
+        top1 = [r.top1 for r in runs]
+        mean = statistics.fmean(top1)
+        attrs = {k: round(statistics.fmean(r.attrs()[k] for r in runs), 5)
+                 for k in ("val_loss", "train_loss", "first_loss")}
+        attrs.update(top1=round(mean, 4), top1_std=round(statistics.stdev(top1), 4),
+                     train_seconds=round(sum(r.seconds for r in runs), 2), train_steps=runs[0].steps,
+                     **{f"top1_seed{base.seed + k}": round(t, 4) for k, t in enumerate(top1)})
+        return Score(mean, attrs)
