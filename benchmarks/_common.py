@@ -48,3 +48,14 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 def describe_machine(m: Dict[str, object]) -> str:
     return (f"Machine: {m['cpu']}; torch {m['torch']}, {m['threads']} thread(s); load average (1/5/15 min) at "
             f"start {m['loadavg_1_5_15']}; {m['date']}.\nCommand: `{m['command']}`")
+
+
+def finish(report: Dict[str, object], json_path: str = None) -> int:
+    """End a benchmark: record and print the load average at the end, write ``report`` as JSON if asked."""
+    import json
+    report["loadavg_end"] = machine()["loadavg_1_5_15"]
+    print(f"\nload average at end: {report['loadavg_end']}")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(report, f, indent=1)
+    return 0

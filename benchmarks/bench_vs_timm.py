@@ -14,7 +14,6 @@ contender is checked against timm's output before it is timed.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from typing import Callable, Dict
@@ -22,7 +21,7 @@ from typing import Callable, Dict
 import torch
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
-from _common import describe_machine, machine, md_table, ratio_ci, stats  # noqa: E402
+from _common import describe_machine, finish, machine, md_table, ratio_ci, stats  # noqa: E402
 
 
 def contenders(variant: str, resolution: int, runtimes, with_train: bool, timm_onnx: bool):
@@ -117,13 +116,7 @@ def main() -> int:
         print(f"\n{variant} @ {args.resolution}x{args.resolution}, batch 1, {args.runs} runs each, interleaved "
               f"in blocks of {args.block}")
         print(md_table(["contender", "median ms", "IQR ms", "CV", "x timm deploy [95% CI]", "max rel. err vs timm"], rows))
-    m_end = machine()
-    print(f"\nload average at end: {m_end['loadavg_1_5_15']}")
-    report["loadavg_end"] = m_end["loadavg_1_5_15"]
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
-    return 0
+    return finish(report, args.json)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
@@ -18,7 +17,7 @@ import warnings
 import torch
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
-from _common import describe_machine, machine, md_table, ratio_ci, stats  # noqa: E402
+from _common import describe_machine, finish, machine, md_table, ratio_ci, stats  # noqa: E402
 
 ALL = "eager,channels_last,explicit_attention,compile,compile_channels_last,onnxruntime"
 
@@ -76,12 +75,7 @@ def main() -> int:
         res = "x".join(map(str, x.shape[2:]))
         print(f"\n{name} deploy graph @ {res}, batch 1, {args.runs} runs each, interleaved")
         print(md_table(["runtime", "median ms", "IQR ms", "CV", "x eager [95% CI]", "setup s", "max rel. err"], rows))
-    report["loadavg_end"] = machine()["loadavg_1_5_15"]
-    print(f"\nload average at end: {report['loadavg_end']}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
-    return 0
+    return finish(report, args.json)
 
 
 if __name__ == "__main__":

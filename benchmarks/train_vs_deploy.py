@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import sys
 import warnings
@@ -16,7 +15,7 @@ import warnings
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import describe_machine, machine, md_table, ratio_ci, stats  # noqa: E402
+from _common import describe_machine, finish, machine, md_table, ratio_ci, stats  # noqa: E402
 
 
 def main() -> int:
@@ -80,12 +79,7 @@ def main() -> int:
     header += ["residual adds", "MiB moved (est.)"]
     print()
     print(md_table(header, rows))
-    report["loadavg_end"] = machine()["loadavg_1_5_15"]
-    print(f"\nload average at end: {report['loadavg_end']}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
-    return 0
+    return finish(report, args.json)
 
 
 if __name__ == "__main__":
