@@ -135,7 +135,7 @@ def measure_latency(spec, target: str = "cpu", *, model: Optional[nn.Module] = N
     ``threads`` sets torch's (and ONNX Runtime's) intra-op threads for CPU targets; by default
     ``DEFAULT_CPU_THREADS`` (1), because on a shared or virtualised machine a second thread makes
     batch-1 timings swing (measured on this project's 2-core VM, idle: CV 1.9-13% with 2 threads
-    run to run, 1.0-3.7% with 1); TFLite's benchmark_model defaults to one thread for the same reason.
+    run to run, 1.0-3.7% with 1).
     """
     from ..runtime import inference_model, input_shape, resolve_runtime
 
