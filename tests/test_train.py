@@ -249,18 +249,24 @@ def test_a_diverging_candidate_fails_and_the_study_goes_on(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     train = quick()
 
-    def build_some_nan(spec):
-        return nan_build(spec) if spec.name.endswith("_t0001") else build(spec)
+    built = []
+
+    def build_some_nan(spec):  # the second candidate that gets trained diverges
+        built.append(spec.name)
+        return nan_build(spec) if len(built) == 2 else build(spec)
 
     cfg = SearchConfig(latency_ms=100, space=tiny_space(tmp_path), target="cpu", objective="train",
                        train={"steps": 4, "batch": 8, "resolution": 32, "val_images": 40, "synthetic_images": 200},
-                       trials=3, seed=0, storage=f"sqlite:///{tmp_path}/s.db", lock_dir=str(tmp_path / "locks"))
+                       trials=4, seed=0, storage=f"sqlite:///{tmp_path}/s.db", lock_dir=str(tmp_path / "locks"))
     run = run_search(cfg, latency_fn=fake_latency, score_fn=TrainScore(train, build_fn=build_some_nan))
     trials = {t.number: t for t in run.study.trials}
-    assert run.census.n_finished == 3
-    assert trials[1].state == TrialState.FAIL and "loss became nan" in trials[1].user_attrs["error"]
-    for n in (0, 2):
-        t = trials[n]
+    assert run.census.n_finished == 4
+    number = {f"tiny_t{t.number:04d}": t.number for t in trials.values()}
+    diverged = trials[number[built[1]]]
+    assert diverged.state == TrialState.FAIL and "loss became nan" in diverged.user_attrs["error"]
+    others = [trials[number[name]] for name in built if name != built[1]]
+    assert others, "the study went on to train other candidates"
+    for t in others:
         assert t.state == TrialState.COMPLETE
         assert t.values[0] == t.user_attrs["score_top1"] and "score_train_loss" in t.user_attrs
     assert run.study.user_attrs[META_ATTR]["train"]["steps"] == 4

@@ -31,10 +31,9 @@ from ..errors import ArchcError, SearchError
 from .census import Census, census
 from .objective import (TRAIN, Objective, Surplus, TrialFailed, check_objective, check_target, default_latency,
                         make_score_fn)
+from .sampler import SAMPLERS, make_sampler
 from .space import SearchSpace, load_space, start_points
 from .storage import DEFAULT_STORAGE, mask_url, open_storage, scrub
-
-SAMPLERS = ("tpe", "nsga2", "random")
 
 
 @dataclass
@@ -74,21 +73,6 @@ class SearchConfig:
 
     def out_dir(self, space: SearchSpace) -> Path:
         return Path(self.out) if self.out else Path("runs") / self.study_name(space)
-
-
-def make_sampler(kind: str, seed: Optional[int], n_startup_trials: int) -> optuna.samplers.BaseSampler:
-    """Samplers that read ``trial.set_constraint`` values (Optuna 5)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if kind == "tpe":
-            # multivariate needs the static space; constant_liar keeps parallel workers apart
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
-                                              n_startup_trials=n_startup_trials)
-        if kind == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, n_startup_trials))
-        if kind == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-    raise SearchError(f"unknown sampler '{kind}'; valid: {', '.join(SAMPLERS)}")
 
 
 META_ATTR = "archc_search"         # one study attribute, set at once, so a loader sees all of it or none
@@ -199,15 +183,13 @@ def open_study(cfg: SearchConfig, space: SearchSpace, sampler: Optional[optuna.s
 ProgressFn = Callable[[Census, Optional[optuna.trial.FrozenTrial]], None]
 
 
-def run_worker(cfg: SearchConfig, index: int = 0, *, space: Optional[SearchSpace] = None,
+def run_worker(cfg: SearchConfig, *, space: Optional[SearchSpace] = None,
                progress: Optional[ProgressFn] = None, should_stop: Callable[[], bool] = lambda: False,
                latency_fn=None, score_fn=None) -> Census:
     """One worker's loop (see the module docstring); returns the final census."""
     space = space or load_space(cfg.space)
     study = open_study(cfg, space, create=False)
-    n_seen = len(study.get_trials(deepcopy=False))
-    seed = None if cfg.seed is None else cfg.seed + 1009 * index + n_seen  # resumes do not replay old points
-    study.sampler = make_sampler(cfg.sampler, seed, cfg.n_startup_trials)
+    study.sampler = make_sampler(cfg.sampler, cfg.seed, cfg.n_startup_trials)  # seeded per trial number
     score_fn = score_fn or make_score_fn(cfg.resolved_objective(), cfg.train)
     if hasattr(score_fn, "prepare"):
         score_fn.prepare()  # open the training data now: a bad folder stops the worker before any trial
@@ -259,7 +241,7 @@ def _worker_process(cfg_dict: Dict[str, Any], index: int, parent: int) -> None:
     torch.set_num_threads(_threads_per_worker(cfg.workers))
     try:
         with storage_errors(cfg.storage):
-            run_worker(cfg, index, should_stop=lambda: os.getppid() != parent)
+            run_worker(cfg, should_stop=lambda: os.getppid() != parent)
     except KeyboardInterrupt:
         sys.exit(130)
     except ArchcError as exc:  # one line, like the CLI; the parent reports the exit code
@@ -314,7 +296,7 @@ def _run_search(cfg: SearchConfig, progress: Optional[ProgressFn], latency_fn, s
     old_threads = torch.get_num_threads()
     torch.set_num_threads(_threads_per_worker(cfg.workers))
     try:
-        final = run_worker(cfg, 0, space=space, progress=progress, latency_fn=latency_fn, score_fn=score_fn)
+        final = run_worker(cfg, space=space, progress=progress, latency_fn=latency_fn, score_fn=score_fn)
     except BaseException:
         for p in procs:
             p.terminate()
