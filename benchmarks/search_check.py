@@ -67,6 +67,7 @@ def main() -> int:
           f"workers {args.workers}")
     print(f"- trials: {t['complete']} complete, {t['pruned']} pruned (infeasible), {t['failed']} failed; "
           f"{t['feasible']} feasible")
+    print(f"- {distinct_points(work / 'search.db')}")
     print(f"- objective {summary['objective']}, target {summary['target']}, budget {budget:g} ms")
     how = "predicted" if cands and cands[0]["final_kind"] == "predicted" else "measured"
     lats = ", ".join(f"{c['final_latency_ms']:.3f}" for c in cands)
@@ -79,6 +80,18 @@ def main() -> int:
         print(f"- best paper variant within budget: {bv['variant']}, score {bv['score']:.6g}, {bv['latency_ms']:.3f} ms -> "
               f"best candidate {'>=' if ok_best else '<'} it")
     return 0 if within and ok_best else 1
+
+
+def distinct_points(db: Path) -> str:
+    """How many finished trials evaluated a point no other finished trial did (two workers, or two
+    machines, drawing the same random points would show here; TPE may also re-propose a point late)."""
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    url = f"sqlite:///{db}"
+    study = optuna.load_study(study_name=optuna.get_all_study_names(url)[0], storage=url)
+    done = [t for t in study.trials if t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL]
+    points = {tuple(sorted(t.params.items())) for t in done}
+    return f"distinct points: {len(points)} among {len(done)} complete or pruned trials"
 
 
 if __name__ == "__main__":
