@@ -12,6 +12,7 @@ $ANCHOR benchmarks/bench_vs_timm.py --threads "$THREADS" --runs 300 --warmup 20 
     --runtimes channels_last,compile,onnxruntime --timm-onnx --json "$OUT/vs_timm.json" | tee "$OUT/vs_timm.txt"
 $ANCHOR benchmarks/profile_ops.py --variant t8 --threads "$THREADS" | tee "$OUT/ops_t8.txt"
 $ANCHOR benchmarks/profile_ops.py --variant sa12 --threads "$THREADS" | tee "$OUT/ops_sa12.txt"
+python benchmarks/kernel_floor.py --threads "$THREADS" --json "$OUT/kernel_floor.json" | tee "$OUT/kernel_floor.txt"
 python benchmarks/runtime_options.py --specs t8,sa12 --threads "$THREADS" --runs 200 --json "$OUT/runtime_options.json" \
     | tee "$OUT/runtime_options.txt"
 python benchmarks/train_vs_deploy.py --threads "$THREADS" --runs 40 --warmup 3 --json "$OUT/train_vs_deploy.json" \
