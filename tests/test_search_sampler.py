@@ -67,3 +67,10 @@ def test_unseeded_and_unknown():
     assert not isinstance(make_sampler("tpe", None, 4), TrialSeededSampler)
     with pytest.raises(SearchError, match="unknown sampler 'grid'; valid: tpe, nsga2, random"):
         make_sampler("grid", 1, 4)
+
+
+def test_a_negative_seed_is_one_line_from_the_cli(tmp_path, capsys):
+    from archc.cli import main
+    code = main(["search", "--latency-ms", "1", "--seed", "-1", "--storage", f"sqlite:///{tmp_path}/s.db"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--seed must be a non-negative integer, got -1" in err and "Traceback" not in err

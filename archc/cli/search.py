@@ -40,7 +40,8 @@ def register(sub) -> None:
     p.add_argument("--study", default=None, metavar="NAME",
                    help="study name (default: SPACE-TARGET-BUDGETms-OBJECTIVE)")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes on this machine")
-    p.add_argument("--seed", type=int, default=None, help="sampler seed (give each machine its own)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="sampler seed (non-negative): trial k draws from (seed, k), so machines may share it")
     p.add_argument("--out", default=None, metavar="DIR", help="results directory (default: runs/STUDY)")
     p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="Optuna sampler (default: %(default)s)")
     p.add_argument("--heartbeat", type=int, default=10, metavar="SECONDS",

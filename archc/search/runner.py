@@ -111,6 +111,8 @@ def validate(cfg: SearchConfig, target: bool = True) -> None:
         raise SearchError(f"--workers must be at least 1, got {cfg.workers}")
     if cfg.timeout is not None and cfg.timeout <= 0:
         raise SearchError(f"--timeout must be a positive number of seconds, got {cfg.timeout}")
+    if cfg.seed is not None and cfg.seed < 0:
+        raise SearchError(f"--seed must be a non-negative integer, got {cfg.seed}")
     if cfg.heartbeat < 1:
         raise SearchError(f"--heartbeat must be at least 1 second, got {cfg.heartbeat}")
     if cfg.sampler not in SAMPLERS:

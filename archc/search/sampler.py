@@ -52,7 +52,7 @@ class TrialSeededSampler(BaseSampler):
     def __init__(self, make: Callable[[Optional[int]], BaseSampler], seed: int) -> None:
         self._make = make
         self._seed = seed
-        self._inner = make(seed)
+        self._inner = make(trial_seed(seed, 0))  # replaced before each trial
 
     def __str__(self) -> str:
         return f"TrialSeeded({self._inner})"
@@ -81,7 +81,8 @@ class TrialSeededSampler(BaseSampler):
 
 
 def make_sampler(kind: str, seed: Optional[int], n_startup_trials: int) -> BaseSampler:
-    """The ``--sampler`` for a search seeded ``seed`` (None: from the OS, not reproducible)."""
+    """The ``--sampler`` for a search seeded ``seed`` (a non-negative int; None: from the OS, not
+    reproducible)."""
     if seed is None:
         return base_sampler(kind, None, n_startup_trials)
     return TrialSeededSampler(lambda s: base_sampler(kind, s, n_startup_trials), seed)
