@@ -124,9 +124,10 @@ def test_kill_9_and_resume_continues_the_same_study(tmp_path, space):
 
 def test_two_workers_on_sqlite(tmp_path, space):
     storage, study = f"sqlite:///{tmp_path}/runs.db", "two"
-    done = run(cli(space, storage, study, 6, "--workers", "2", "--seed", "5", "--out", str(tmp_path / "out")), tmp_path)
+    # 12 trials: the spawned worker needs ~1.5 s to import torch, in which worker 0 finishes ~3 trials
+    done = run(cli(space, storage, study, 12, "--workers", "2", "--seed", "5", "--out", str(tmp_path / "out")), tmp_path)
     assert done.returncode == 0, done.stderr
-    s = check_exact(storage, study, 6)
+    s = check_exact(storage, study, 12)
     workers = {t.user_attrs.get("worker") for t in s.trials if t.user_attrs.get("worker")}
     assert len(workers) == 2, f"both worker processes ran trials: {workers}"
 
