@@ -5,10 +5,34 @@ import datetime as _dt
 import os
 import platform
 import sys
-from typing import Dict, List, Sequence
+import warnings
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+
+
+def start(threads: Optional[int]) -> Dict[str, object]:
+    """Begin a benchmark: quiet library warnings, set torch's intra-op threads (None: torch's default),
+    print the machine and return its description."""
+    warnings.filterwarnings("ignore")
+    if threads:
+        torch.set_num_threads(threads)
+    m = machine()
+    print(describe_machine(m))
+    return m
+
+
+def randomized(name: str, overrides: Optional[Dict[str, Any]] = None) -> Tuple[Any, torch.nn.Module, torch.nn.Module]:
+    """``(spec, train, deploy)`` for ``specs/NAME.yaml``: the train-time model in eval mode with randomised
+    BN statistics and layer scales (seed 0; defaults would make the folds trivially exact) and its
+    reparameterized deploy graph."""
+    import archc
+    from archc.runtime import inference_model
+    from archc.testing import randomize_
+    spec = archc.load_spec(f"specs/{name}.yaml", overrides=overrides)
+    train = randomize_(archc.build(spec), seed=0).eval()
+    return spec, train, inference_model(spec, model=train)
 
 
 def machine() -> Dict[str, object]:

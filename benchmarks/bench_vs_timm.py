@@ -15,29 +15,24 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from typing import Callable, Dict
 
 import torch
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
-from _common import describe_machine, finish, machine, md_table, ratio_ci, stats  # noqa: E402
+from _common import finish, md_table, randomized, ratio_ci, start, stats  # noqa: E402
 
 
 def contenders(variant: str, resolution: int, runtimes, with_train: bool, timm_onnx: bool):
     import timm
     from timm.utils.model import reparameterize_model
 
-    import archc
-    from archc.runtime import inference_model, make_runner
-    from archc.testing import randomize_
+    from archc.runtime import make_runner
 
-    spec = archc.load_spec(f"specs/{variant}.yaml", overrides={"input_size": resolution})
-    train = randomize_(archc.build(spec), seed=0).eval()
+    spec, train, archc_deploy = randomized(variant, {"input_size": resolution})
     tm = timm.create_model(f"fastvit_{variant}", pretrained=False).eval()
     tm.load_state_dict(train.state_dict(), strict=True)  # the very same weights
     timm_deploy = reparameterize_model(tm).eval()
-    archc_deploy = inference_model(spec, model=train)
     x = torch.randn(1, 3, resolution, resolution, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = timm_deploy(x)
@@ -89,15 +84,11 @@ def main() -> int:
     p.add_argument("--timm-onnx", action="store_true", help="also time timm's deploy graph in ONNX Runtime")
     p.add_argument("--json", default=None, help="write all samples and statistics here")
     args = p.parse_args()
-    warnings.filterwarnings("ignore")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    m = start(args.threads)
     from archc.latency.measure import time_interleaved
 
-    m = machine()
     report = {"machine": m, "variants": {}}
     runtimes = [r for r in args.runtimes.split(",") if r]
-    print(describe_machine(m))
     for variant in args.variants.split(","):
         steps, errors = contenders(variant, args.resolution, runtimes, args.with_train, args.timm_onnx)
         samples = time_interleaved(steps, args.runs, args.warmup, block=args.block)

@@ -16,14 +16,13 @@ import argparse
 import statistics
 import sys
 import time
-import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
-from _common import describe_machine, finish, machine, md_table  # noqa: E402
+from _common import finish, md_table, start  # noqa: E402
 
 #: SA12's ConvFFN 1x1 conv shapes at 256x256 (in, out, spatial side), mlp_ratio 4: fc1/fc2 of each stage
 SA12_1X1 = [(64, 256, 64), (256, 64, 64), (128, 512, 32), (512, 128, 32), (256, 1024, 16), (1024, 256, 16),
@@ -121,10 +120,8 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=100)
     p.add_argument("--json")
     args = p.parse_args()
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(args.threads)
-    m = machine()
-    print(describe_machine(m) + "\n")
+    m = start(args.threads)
+    print()
     header, rows = gemm_rows(args.runs, args.threads)
     print(md_table(header, rows) + "\n")
     header2, rows2 = gelu_rows(args.runs, args.threads)

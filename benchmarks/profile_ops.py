@@ -17,7 +17,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
-from _common import describe_machine, machine, md_table  # noqa: E402
+from _common import describe_machine, machine, md_table, randomized  # noqa: E402
 
 
 def op_times(models, x, iters: int, rounds: int):
@@ -55,16 +55,10 @@ def main() -> int:
     import timm
     from timm.utils.model import reparameterize_model
 
-    import archc
-    from archc.runtime import inference_model
-    from archc.testing import randomize_
-
-    spec = archc.load_spec(f"specs/{args.variant}.yaml", overrides={"input_size": args.resolution})
-    train = randomize_(archc.build(spec), seed=0).eval()
+    _, train, a_dep = randomized(args.variant, {"input_size": args.resolution})
     tm = timm.create_model(f"fastvit_{args.variant}", pretrained=False).eval()
     tm.load_state_dict(train.state_dict(), strict=True)
     t_dep = reparameterize_model(tm).eval()
-    a_dep = inference_model(spec, model=train)
     x = torch.randn(1, 3, args.resolution, args.resolution)
     if args.memory_format == "channels_last":
         t_dep = t_dep.to(memory_format=torch.channels_last)

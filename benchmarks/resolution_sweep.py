@@ -7,16 +7,14 @@ Writes a PNG (one line per spec) with the same plotting code as ``archc bench --
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import warnings
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import describe_machine, machine, md_table, stats  # noqa: E402
+from _common import finish, md_table, randomized, start, stats  # noqa: E402
 
 
 def main() -> int:
@@ -30,22 +28,16 @@ def main() -> int:
     p.add_argument("--plot", default="docs/img/resolution_sweep_cpu.png")
     p.add_argument("--json", default=None)
     args = p.parse_args()
-    warnings.filterwarnings("ignore")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    import archc
+    m = start(args.threads)
     from archc.cli.bench import write_plot
     from archc.latency.measure import time_interleaved
-    from archc.runtime import inference_model, make_runner
-    from archc.testing import randomize_
+    from archc.runtime import make_runner
 
-    m = machine()
-    print(describe_machine(m))
     names = args.specs.split(",")
     graphs = {}
     for n in names:
-        spec = archc.load_spec(f"specs/{n}.yaml")
-        graphs[n] = (spec, inference_model(spec, model=randomize_(archc.build(spec)).eval()))
+        spec, _, deploy = randomized(n)
+        graphs[n] = (spec, deploy)
     results, rows = [], []
     for res in [int(r) for r in args.resolutions.split(",")]:
         x = torch.randn(1, 3, res, res, generator=torch.Generator().manual_seed(0))
@@ -67,11 +59,8 @@ def main() -> int:
     print()
     print(md_table(["resolution"] + [f"{n} ms (CV)" for n in names], rows))
     plot = write_plot(results, Path(args.plot), f"CPU, {torch.get_num_threads()} thread(s), runtime {args.runtime}")
-    print(f"\nplot: {plot}\nload average at end: {machine()['loadavg_1_5_15']}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": m, "results": results}, f, indent=1)
-    return 0
+    print(f"\nplot: {plot}")
+    return finish({"machine": m, "results": results}, args.json)
 
 
 if __name__ == "__main__":

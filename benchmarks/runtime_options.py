@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 
 import torch
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
-from _common import describe_machine, finish, machine, md_table, ratio_ci, stats  # noqa: E402
+from _common import finish, md_table, randomized, ratio_ci, start, stats  # noqa: E402
 
 ALL = "eager,channels_last,explicit_attention,compile,compile_channels_last,onnxruntime"
 
@@ -32,20 +31,13 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None)
     args = p.parse_args()
-    warnings.filterwarnings("ignore")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    import archc
+    m = start(args.threads)
     from archc.latency.measure import time_interleaved
-    from archc.runtime import inference_model, input_shape, make_runner
-    from archc.testing import randomize_
+    from archc.runtime import input_shape, make_runner
 
-    m = machine()
-    print(describe_machine(m))
     report = {"machine": m, "specs": {}}
     for name in args.specs.split(","):
-        spec = archc.load_spec(f"specs/{name}.yaml")
-        deploy = inference_model(spec, model=randomize_(archc.build(spec)).eval())
+        spec, _, deploy = randomized(name)
         x = torch.randn(input_shape(spec, 1, args.resolution), generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             ref = deploy(x)

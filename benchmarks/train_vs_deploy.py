@@ -10,12 +10,11 @@ import argparse
 import glob
 import os
 import sys
-import warnings
 
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import describe_machine, finish, machine, md_table, ratio_ci, stats  # noqa: E402
+from _common import finish, md_table, randomized, ratio_ci, start, stats  # noqa: E402
 
 
 def main() -> int:
@@ -27,23 +26,15 @@ def main() -> int:
     p.add_argument("--runtime", default="onnxruntime", help="a runtime option also timed on the deploy graph ('' for none)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
-    warnings.filterwarnings("ignore")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    import archc
+    m = start(args.threads)
     from archc.analysis.profile import profile_graph
     from archc.latency.measure import time_interleaved
-    from archc.runtime import inference_model, input_shape, make_runner
-    from archc.testing import randomize_
+    from archc.runtime import input_shape, make_runner
 
     names = args.specs.split(",") if args.specs else [os.path.basename(p)[:-5] for p in sorted(glob.glob("specs/*.yaml"))]
-    m = machine()
-    print(describe_machine(m))
     rows, report = [], {"machine": m, "specs": {}}
     for name in names:
-        spec = archc.load_spec(f"specs/{name}.yaml")
-        train = randomize_(archc.build(spec)).eval()
-        deploy = inference_model(spec, model=train)
+        spec, train, deploy = randomized(name)
         x = torch.randn(input_shape(spec), generator=torch.Generator().manual_seed(0))
         pt, pd = profile_graph(train, x), profile_graph(deploy, x)
 
