@@ -1,0 +1,89 @@
+"""Reference files for timm parity without timm: keys, shapes, counts and logits of timm's models.
+
+For each model: timm's model gets ``archc.testing.seeded_state_dict(model.state_dict(), SEED)`` (weights
+keyed only by seed and parameter name, so archc's build of the same architecture gets bit-equal weights
+from the same call), runs in eval mode on ``archc.testing.seeded_input((2, 3, S, S), INPUT_SEED)``, and the
+file stores what a test needs to check archc against it with no timm installed:
+
+- ``keys``: every state-dict key with its shape and dtype, in timm's order (strict loading);
+- ``logits``: timm's eval logits; ``logits_reparam``: after timm's ``reparameterize_model``;
+- ``params`` / ``macs`` of timm's train model and ``params_reparam`` / ``macs_reparam`` of the
+  reparameterized one (MACs: torch's ``FlopCounterMode`` / 2, batch 1, on the meta device);
+- ``reparam_keys``: the reparameterized model's keys and shapes.
+
+timm is an anchor, never an archc dependency: run with the anchor venv and archc on the path::
+
+    PYTHONPATH=. /tmp/archc-anchor-venv/bin/python benchmarks/timm_reference.py mobileone_s0 poolformer_s12 ...
+
+Files go to ``tests/reference/timm/<model>.pt`` (a few tens of KB each; load with ``weights_only=True``).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import torch
+
+from archc.testing import seeded_input, seeded_state_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "tests" / "reference" / "timm"
+SEED, INPUT_SEED, BATCH = 0, 1, 2
+
+
+def _keys(model: torch.nn.Module) -> Dict[str, List]:
+    return {k: [list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in model.state_dict().items()}
+
+
+def _macs(model: torch.nn.Module, size: int) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    meta = copy.deepcopy(model).to("meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        meta(torch.empty((1, 3, size, size), device="meta"))
+    return counter.get_total_flops() // 2
+
+
+@torch.no_grad()
+def reference(name: str) -> Dict[str, object]:
+    import timm
+    from timm.utils.model import reparameterize_model
+
+    model = timm.create_model(name, pretrained=False).eval()
+    size = model.pretrained_cfg["input_size"][-1]
+    model.load_state_dict(seeded_state_dict(model.state_dict(), SEED), strict=True)
+    x = seeded_input((BATCH, 3, size, size), INPUT_SEED)
+    logits = model(x)
+    deploy = reparameterize_model(copy.deepcopy(model)).eval()
+    return {
+        "model": name, "timm": timm.__version__, "torch": torch.__version__, "seed": SEED,
+        "input_seed": INPUT_SEED, "input_shape": [BATCH, 3, size, size], "keys": _keys(model),
+        "logits": logits.clone(), "logits_reparam": deploy(x).clone(),
+        "params": sum(p.numel() for p in model.parameters()),
+        "params_reparam": sum(p.numel() for p in deploy.parameters()),
+        "macs": _macs(model, size), "macs_reparam": _macs(deploy, size), "reparam_keys": _keys(deploy),
+    }
+
+
+def main(argv: List[str] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("models", nargs="+", help="timm model names, e.g. mobileone_s0 poolformer_s12")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in args.models:
+        ref = reference(name)
+        path = args.out / f"{name}.pt"
+        torch.save(ref, path)
+        print(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: {ref['params']:,} params "
+              f"({ref['params_reparam']:,} reparameterized), {ref['macs'] / 1e9:.3f} GMACs "
+              f"({ref['macs_reparam'] / 1e9:.3f}), max |logit| {ref['logits'].abs().max():.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
