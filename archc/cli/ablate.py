@@ -26,12 +26,21 @@ def register(sub) -> None:
                    help="score column: a proxy, or 'train' (brief training, val top-1 %%; see the train options) "
                         "(default: archc.proxies.DEFAULT; 'none' to skip)")
     p.add_argument("--runs", type=int, default=50, help="measured targets: timed runs per row (default: %(default)s)")
-    p.add_argument("--reference", default=None, metavar="CSV",
-                   help="published figures by name, e.g. ../shared/reference/published_fastvit.csv")
+    p.add_argument("--reference", nargs="?", const="published", default=None, metavar="CSV",
+                   help="add published figures, matched by spec name: without a value the FastViT table shipped "
+                        "in archc/data/reference (published_fastvit.csv), or a CSV file with name, "
+                        "iphone12pro_ms, top1 columns")
     p.add_argument("--out", default=None, metavar="CSV", help="also write the table as CSV (a .csv file or a directory)")
     p.add_argument("--markdown-only", action="store_true", help="print only the markdown table")
     add_train_args(p)
     p.set_defaults(func=run)
+
+
+def _reference_path(value):
+    if value == "published" and not Path(value).exists():
+        from ..catalog import reference_csv
+        return str(reference_csv("published_fastvit.csv"))
+    return value
 
 
 def run(args) -> int:
@@ -52,7 +61,7 @@ def run(args) -> int:
     if hasattr(score_fn, "prepare"):
         score_fn.prepare()  # a bad --data fails before any row is evaluated
     rows = grid(args.specs, args.vary, args.overrides)
-    reference = read_reference(args.reference)
+    reference = read_reference(_reference_path(args.reference))
     con = console()
     with con.status(f"evaluating {len(rows)} variants") as status:
         def progress(row) -> None:

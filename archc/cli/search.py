@@ -23,7 +23,8 @@ def register(sub) -> None:
                        description="Search a space of architectures for the best proxy score within a latency "
                                    "budget. Rerun the same command to continue an interrupted search.")
     p.add_argument("--latency-ms", type=float, required=True, metavar="MS", help="latency budget in milliseconds")
-    p.add_argument("--space", default="search/fastvit.yaml", help="search space YAML (default: %(default)s)")
+    p.add_argument("--space", default="fastvit", help="search space: a YAML file or a shipped space by name "
+                   "(fastvit, tiny) (default: %(default)s, FastViT's four-stage layout)")
     p.add_argument("--target", default="iphone12pro",
                    help="latency target: a device profile (predicted) or cpu/cuda/onnxruntime/coreml/iphone "
                         "(measured) (default: %(default)s, predicted)")

@@ -41,7 +41,7 @@ class SearchConfig:
     """Everything a worker needs (plain data, so it crosses process boundaries)."""
 
     latency_ms: float
-    space: str = "search/fastvit.yaml"
+    space: str = "fastvit"  # a shipped space by name, or a space file
     target: str = "iphone12pro"
     objective: Optional[str] = None          # None: archc.proxies.DEFAULT; "train": brief training
     train: Optional[Dict[str, Any]] = None   # archc.train.TrainConfig fields for objective "train"
