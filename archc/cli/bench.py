@@ -89,15 +89,15 @@ def run(args) -> int:
         results.append({"spec": path, "name": spec.name, "graph": graph if measured else "deploy",
                         **r.to_dict()})
 
-    if len(jobs) > 1 and not args.json:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TimeElapsedColumn(), console=con, transient=True) as prog:
-            task = prog.add_task("benchmarking", total=len(jobs))
+    if len(jobs) > 1:
+        from .progress import Progress
+        with Progress("bench", total=len(jobs)) as prog:
             for path, spec, res, graph in jobs:
-                prog.update(task, description=f"{spec.name} {graph} @ {res or spec.input_size[0]}")
+                label = f"{spec.name} {graph} @ {res or spec.input_size[0]}"
+                prog.update(status=label)
                 one(path, spec, res, graph)
-                prog.advance(task)
+                r = results[-1]
+                prog.advance(f"{label}: {r['ms']:.3f} ms")
     else:
         for job in jobs:
             one(*job)

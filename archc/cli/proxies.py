@@ -4,7 +4,6 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
-import sys
 from pathlib import Path
 
 from ..errors import ArchcError
@@ -75,15 +74,19 @@ def run_eval(args, names) -> int:
     csv_path = Path(args.csv) if args.csv else default_csv()
     points = read_published(csv_path, Path(args.specs_dir) if args.specs_dir else None)
     con = console()
-    stderr = sys.stderr.isatty()
+    from .progress import Progress
+    with Progress("proxies --eval", total=len(names) * len(points)) as prog:
+        step = {"n": 0}
 
-    def progress(proxy: str, name: str) -> None:
-        if stderr and not args.json:
-            print(f"\r{proxy}: {name}".ljust(60), end="", file=sys.stderr, flush=True)
+        def progress(proxy: str, name: str) -> None:  # called before each point: the previous one is done
+            if step["n"]:
+                prog.advance()
+            step["n"] += 1
+            prog.update(status=f"{proxy}: {name}")
 
-    results = evaluate(points, names, seed=args.seed, batch=args.batch, resolution=args.input_size, progress=progress)
-    if stderr and not args.json:
-        print("\r".ljust(61) + "\r", end="", file=sys.stderr)
+        results = evaluate(points, names, seed=args.seed, batch=args.batch, resolution=args.input_size,
+                           progress=progress)
+        prog.advance()
     meta = {"csv": str(csv_path), "points": len(points), "seed": args.seed, "batch": args.batch or "per proxy",
             "resolution": args.input_size or "per proxy",
             "date": _dt.date.today().isoformat(), "machine": f"{platform.machine()} {platform.system()}",
