@@ -86,8 +86,9 @@ def human(n: float, unit: str = "") -> str:
     return f"{n:.0f}{unit}"
 
 
-def console() -> Console:
-    return Console(highlight=False, soft_wrap=False, width=max(120, Console().width))
+def console(stderr: bool = False) -> Console:
+    """Tables and messages; ``stderr=True`` keeps stdout for a command's ``--json`` output."""
+    return Console(highlight=False, soft_wrap=False, width=max(120, Console().width), stderr=stderr)
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], right: Sequence[str] = ()) -> Table:

@@ -61,6 +61,15 @@ PROXY_SETTINGS: Dict[str, ProxySettings] = {
 DEFAULT = "params"
 
 
+def objective_label(name: str) -> str:
+    """What a search or ablation score means, for axes, tables and optuna-dashboard's metric names."""
+    if name == "params":
+        return "params (M params; default proxy, higher = bigger model)"
+    if name == "train":
+        return "train (val top-1 %, brief training)"
+    return f"{name} (zero-cost proxy score, higher = predicted better)"
+
+
 def check_name(name: str) -> str:
     from ..errors import ArchcError, did_you_mean
     if name not in PROXIES:

@@ -22,6 +22,7 @@ from .census import (ERROR_ATTR, ERROR_TRIAL_ATTR, SURPLUS_ATTR, Census, is_feas
                      take_census)
 from .metrics import SpecMetrics, spec_metrics
 from .objective import Objective
+from ..proxies import objective_label
 from .space import SearchSpace, spec_from_values
 
 
@@ -54,6 +55,7 @@ class SearchReport:
     dropped: List[Candidate]             # on the search's front, but over budget when re-measured
     best_variant: Optional[FrozenTrial]  # the best start point (paper variant) within budget
     files: Dict[str, Path] = field(default_factory=dict)
+    fastest: Optional[Dict[str, Any]] = None  # the lowest latency any trial reached (says how far the budget is)
 
     @property
     def best(self) -> Optional[Candidate]:
@@ -78,6 +80,7 @@ class SearchReport:
             "dropped": [cand(x) for x in self.dropped],
             "best_variant": None if bv is None else {"trial": bv.number, "variant": bv.user_attrs.get("variant"),
                                                      "score": bv.values[0], "latency_ms": bv.values[1]},
+            "fastest_seen": self.fastest,
             "files": {k: str(v) for k, v in self.files.items()},
         }
 
@@ -134,8 +137,10 @@ def write_trials(rows: List[Dict[str, Any]], out: Path) -> Dict[str, Path]:
     return {"trials_csv": csv_path, "trials_json": json_path}
 
 
-def plot_pareto(study: optuna.Study, out: Path, objective: str, target: str, budget_ms: float) -> Optional[Path]:
-    """``plot_pareto_front`` (feasible points coloured, infeasible grey) plus the budget and start points."""
+def plot_pareto(study: optuna.Study, out: Path, objective: str, target: str, budget_ms: float,
+                numbers: Optional[Dict[int, int]] = None) -> Optional[Path]:
+    """``plot_pareto_front`` (feasible points coloured, infeasible grey) plus the budget, the start points and
+    each kept candidate's number (``numbers``: trial number -> NN of ``candidates/NN_*.yaml``)."""
     if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         return None
     import matplotlib
@@ -144,14 +149,20 @@ def plot_pareto(study: optuna.Study, out: Path, objective: str, target: str, bud
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", FutureWarning)  # constraints_func: the only way to grey infeasible points
         ax = optuna.visualization.matplotlib.plot_pareto_front(
-            study, target_names=[f"score ({objective}, higher is better)", f"latency on {target} (ms)"])
+            study, target_names=[f"score: {objective_label(objective)}", f"latency on {target} (ms)"],
+            constraints_func=lambda t: [0.0 if is_feasible(t) else 1.0])
     ax.axhline(budget_ms, color="tab:red", linestyle="--", linewidth=1, label=f"budget {budget_ms:g} ms")
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if t.user_attrs.get("variant"):
             ax.annotate(t.user_attrs["variant"].replace("fastvit_", ""), (t.values[0], t.values[1]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
-    ax.set_title(f"{study.study_name}: scored trials (red: the feasible Pareto front)", fontsize=10)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if numbers and t.number in numbers:
+            ax.annotate(f"{numbers[t.number]:02d}", (t.values[0], t.values[1]), fontsize=8, fontweight="bold",
+                        xytext=(-4, -11), textcoords="offset points", color="tab:red")
+    ax.set_title(f"{study.study_name}: scored trials (grey: over budget; red NN: candidates/NN_*.yaml)", fontsize=10)
     ax.legend(loc="best", fontsize=8)
     path = out / "pareto.png"
     ax.figure.set_size_inches(8, 6)
@@ -194,17 +205,32 @@ def finalize(study: optuna.Study, space: SearchSpace, objective: Objective, out:
     variants = [t for t in trials if t.user_attrs.get("variant") and is_feasible(t)]
     best_variant = max(variants, key=lambda t: t.values[0]) if variants else None
     files.update(write_trials(trial_rows(study, space), out))
-    png = plot_pareto(study, out, objective.objective, objective.target, objective.budget_ms)
+    numbers = {cand.trial.number: rank for rank, cand in enumerate(kept, 1)}
+    png = plot_pareto(study, out, objective.objective, objective.target, objective.budget_ms, numbers)
     if png:
         files["pareto_png"] = png
     files["candidates"] = cdir
     report = SearchReport(study_name=study.study_name, budget_ms=objective.budget_ms, target=objective.target,
                           objective=objective.objective, census=c, candidates=kept, dropped=dropped,
-                          best_variant=best_variant, files=files)
+                          best_variant=best_variant, files=files, fastest=fastest_seen(trials))
     summary = out / "summary.json"
     files["summary_json"] = summary
     summary.write_text(json.dumps(report.to_dict(), indent=1, default=str), encoding="utf-8")
     return report
+
+
+def fastest_seen(trials: List[FrozenTrial]) -> Optional[Dict[str, Any]]:
+    """The trial with the lowest latency, scored or pruned (a pruned trial keeps it in ``latency_ms``)."""
+    best = None
+    for t in trials:
+        ms = t.values[1] if t.values else t.user_attrs.get("latency_ms")
+        if isinstance(ms, (int, float)) and math.isfinite(ms) and (best is None or ms < best[1]):
+            best = (t, float(ms))
+    if best is None:
+        return None
+    t, ms = best
+    return {"trial": t.number, "latency_ms": ms, "latency_kind": t.user_attrs.get("latency_kind"),
+            "variant": t.user_attrs.get("variant") or None}
 
 
 def fmt(x: Optional[float], digits: int = 4) -> str:

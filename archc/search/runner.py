@@ -155,6 +155,9 @@ def open_study(cfg: SearchConfig, space: SearchSpace, sampler: Optional[optuna.s
     where = f"study '{name}' in {mask_url(cfg.storage)}"
     if created:
         study.set_user_attr(META_ATTR, meta)
+        with warnings.catch_warnings():  # experimental in Optuna 5.0, yet what optuna-dashboard reads
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(metric_names(cfg))  # the dashboard shows these instead of values_0/1
     else:
         have = study.user_attrs.get(META_ATTR)
         if have is None and study.get_trials(deepcopy=False):
@@ -180,6 +183,12 @@ def open_study(cfg: SearchConfig, space: SearchSpace, sampler: Optional[optuna.s
             study.enqueue_trial(match.values, user_attrs=attrs, skip_if_exists=True)
         study.set_user_attr(ENQUEUED_ATTR, True)
     return study
+
+
+def metric_names(cfg: SearchConfig) -> List[str]:
+    """The two objectives as optuna-dashboard labels them: the score (what it is) and the latency (where)."""
+    from ..proxies import objective_label
+    return [f"score: {objective_label(cfg.resolved_objective())}", f"latency_ms on {cfg.target}"]
 
 
 ProgressFn = Callable[[Census, Optional[optuna.trial.FrozenTrial]], None]
