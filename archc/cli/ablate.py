@@ -9,12 +9,15 @@ from pathlib import Path
 
 from ..search.ablate import columns, evaluate, grid, markdown, read_reference, table_rows, write_csv
 from ..search.objective import make_score_fn
-from .common import add_train_args, console, table, train_settings
+from ..proxies import objective_label
+from .common import add_train_args, console, print_json, table, train_settings
 
 
 def register(sub) -> None:
+    from ..proxies import DEFAULT, PROXIES
     p = sub.add_parser("ablate", help="compare spec variants: params, MACs, latency and proxy score (Table 4 style)")
-    p.add_argument("specs", nargs="+", metavar="SPEC", help="spec YAML files (each is a row, or the base of a grid)")
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="spec YAML files or shipped model names (each is a row, "
+                   "or the base of a grid)")
     p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2",
                    help="an axis of the grid, e.g. stages[2].mixer=repmixer,attention (repeatable)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -24,7 +27,7 @@ def register(sub) -> None:
                         "'none' to skip latency (default: %(default)s)")
     p.add_argument("--objective", default=None, metavar="NAME",
                    help="score column: a proxy, or 'train' (brief training, val top-1 %%; see the train options) "
-                        "(default: archc.proxies.DEFAULT; 'none' to skip)")
+                        f"(default: {DEFAULT}, i.e. M params; proxies: {', '.join(PROXIES)}; 'none' to skip)")
     p.add_argument("--runs", type=int, default=50, help="measured targets: timed runs per row (default: %(default)s)")
     p.add_argument("--reference", nargs="?", const="published", default=None, metavar="CSV",
                    help="add published figures, matched by spec name: without a value the FastViT table shipped "
@@ -32,6 +35,7 @@ def register(sub) -> None:
                         "iphone12pro_ms, top1 columns")
     p.add_argument("--out", default=None, metavar="CSV", help="also write the table as CSV (a .csv file or a directory)")
     p.add_argument("--markdown-only", action="store_true", help="print only the markdown table")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON (nothing else on stdout)")
     add_train_args(p)
     p.set_defaults(func=run)
 
@@ -63,11 +67,20 @@ def run(args) -> int:
     rows = grid(args.specs, args.vary, args.overrides)
     reference = read_reference(_reference_path(args.reference))
     con = console()
-    with con.status(f"evaluating {len(rows)} variants") as status:
+    from .progress import Progress
+    with Progress("ablate", total=len(rows)) as prog:
+        prog.update(status=rows[0].label if rows else "")
+
         def progress(row) -> None:
-            status.update(f"evaluated {row.label}")
+            prog.advance(f"{row.label}")
         evaluate(rows, target=target, objective=objective, lock_dir=Path("runs/locks"), runs=args.runs,
                  reference=reference, progress=progress, **({"score_fn": score_fn} if score_fn else {}))
+    if args.json:
+        print_json({"target": target, "objective": objective,
+                    "score": objective_label(objective) if objective else None,
+                    "rows": [row_dict(r) for r in rows]})
+        _write_out(args, rows, target, objective, None)
+        return 0
     md = markdown(rows, target, objective)
     if not args.markdown_only:
         con.print(table("ablation", columns(rows, target, objective), table_rows(rows, target, objective),
@@ -80,10 +93,20 @@ def run(args) -> int:
             con.print(f"score (train): {score_fn.cfg.describe()}")
         con.print("")
     print(md, end="")
+    _write_out(args, rows, target, objective, None if args.markdown_only else con)
+    return 0
+
+
+def _write_out(args, rows, target, objective, con) -> None:
     if args.out:
         out = Path(args.out)
         path = out / "ablation.csv" if out.is_dir() or not out.suffix else out
         write_csv(rows, path, target, objective)
-        if not args.markdown_only:
+        if con is not None:
             con.print(f"wrote {path}")
-    return 0
+
+
+def row_dict(r) -> dict:
+    return {"variant": r.label, "name": r.spec.name, "overrides": list(r.overrides), "params": r.params,
+            "macs": r.macs, "macs_graph": r.macs_graph, "latency_ms": r.latency_ms, "latency_kind": r.latency_kind,
+            "latency_detail": r.latency_detail, "score": r.score, "published": r.reference or None}

@@ -82,13 +82,16 @@ def run(args) -> int:
     con = console()
     graph = "train-time" if args.train else "deploy"
 
-    def progress(r) -> None:
-        if not args.json:
-            err = f", max |error| {r.max_abs_error:.2e}" if r.max_abs_error is not None else ""
-            con.print(f"wrote {r.path} ({r.verified}{err})")
+    from .progress import Progress
+    with Progress("export", total=len(formats)) as prog:
+        prog.update(status=formats[0])
 
-    results = export_model(model, example, formats, Path(args.out), name=args.name or spec.name,
-                           fp32=args.fp32, normalization=norm, on_done=progress)
+        def progress(r) -> None:
+            err = f", max |error| {r.max_abs_error:.2e}" if r.max_abs_error is not None else ""
+            prog.advance(f"wrote {r.path} ({r.verified}{err})")
+
+        results = export_model(model, example, formats, Path(args.out), name=args.name or spec.name,
+                               fp32=args.fp32, normalization=norm, on_done=progress)
     if args.json:
         print_json({"spec": args.spec, "name": spec.name, "graph": graph, "input_shape": list(example.shape),
                     "residual_adds": residual, "batchnorm_layers": bns, "exports": [r.to_dict() for r in results]})

@@ -134,7 +134,7 @@ def columns(rows: List[AblationRow], target: Optional[str], objective: Optional[
         kind = rows[0].latency_kind if rows else ""
         cols.append(f"latency {target} (ms, {kind})")
     if objective:
-        cols.append(f"score ({objective})")
+        cols.append("score (params, M)" if objective == "params" else f"score ({objective})")
     if any(r.reference for r in rows):
         cols += ["published ms", "published top-1"]
     return cols
