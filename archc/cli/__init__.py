@@ -15,6 +15,11 @@ from ..errors import ArchcError
 COMMANDS = ["build", "models", "schema", "export", "bench", "devices", "calibrate", "proxies", "search", "ablate"]
 
 
+#: top-level modules of optional dependencies -> the extra that installs them (pyproject.toml)
+OPTIONAL_EXTRAS = {"onnx": "export", "onnxruntime": "export", "onnxscript": "export", "coremltools": "export",
+                   "PIL": "export", "psycopg2": "postgres"}
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="archc", description="Architecture config compiler and latency-"
                                      "constrained search for FastViT-style hybrid vision transformers.")
@@ -38,5 +43,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("archc: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:  # an optional dependency: say which extra brings it
+        extra = OPTIONAL_EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"archc: error: this needs the optional package '{exc.name}': pip install 'archc[{extra}]'",
+              file=sys.stderr)
+        return 2
     except BrokenPipeError:  # e.g. `archc build ... | head`
         return 0
