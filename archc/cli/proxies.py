@@ -53,12 +53,18 @@ def run(args) -> int:
     if not args.specs:
         raise ArchcError("give SPEC files to score, or --eval")
     from ..proxies import score
+    from .progress import Progress
     rows, out = [], []
-    for path in args.specs:
-        spec = load_from_args(path, args)
-        vals = {n: score(spec, n, seed=args.seed, batch=args.batch, resolution=args.input_size) for n in names}
-        out.append({"spec": path, "name": spec.name, "scores": vals})
-        rows.append([path, spec.name] + [f"{vals[n]:.4f}" for n in names])
+    specs = [(path, load_from_args(path, args)) for path in args.specs]  # every spec error before any work
+    with Progress("proxies", total=len(specs) * len(names), mode=None if len(specs) * len(names) > 1 else "off") as prog:
+        for path, spec in specs:
+            vals = {}
+            for n in names:
+                prog.update(status=f"{n}: {spec.name}")
+                vals[n] = score(spec, n, seed=args.seed, batch=args.batch, resolution=args.input_size)
+                prog.advance()
+            out.append({"spec": path, "name": spec.name, "scores": vals})
+            rows.append([path, spec.name] + [f"{vals[n]:.4f}" for n in names])
     if args.json:
         print_json({"seed": args.seed, "results": out})
     else:
