@@ -171,3 +171,35 @@ def test_progress_eta_is_the_mean_pace_times_the_steps_left(monkeypatch):
     p.__enter__()
     p.update(2)
     assert math.isclose(p.eta(), 10.0 / 2 * 3)
+
+
+def test_a_missing_optional_package_names_the_extra(capsys, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` now fails as if it were not installed
+    code, out, err = run(capsys, "export", "fastvit_t8", "--input-size", "64", "--format", "onnx",
+                         "--out", str(tmp_path))
+    assert code == 2 and "pip install 'archc[export]'" in err and "Traceback" not in err
+
+    def needs_coremltools(args):
+        import coremltools  # noqa: F401  (blocked below)
+    from archc.cli import make_parser
+    monkeypatch.setitem(sys.modules, "coremltools", None)
+    monkeypatch.setattr("archc.cli.make_parser", lambda: _parser_running(make_parser(), needs_coremltools))
+    code, out, err = run(capsys, "devices")
+    assert code == 2 and err.strip() == ("archc: error: this needs the optional package 'coremltools': "
+                                         "pip install 'archc[export]'")
+
+
+def _parser_running(parser, func):
+    parser.set_defaults(func=func)
+    for action in parser._subparsers._group_actions:
+        for sub in action.choices.values():
+            sub.set_defaults(func=func)
+    return parser
+
+
+def test_schema_json_and_output_under_a_new_folder(capsys, tmp_path):
+    code, out, err = run(capsys, "schema", "--json")
+    assert code == 0 and json.loads(out)["type"] == "object"
+    target = tmp_path / "runs" / "archc.schema.json"
+    code, out, err = run(capsys, "schema", "--json", "-o", str(target))
+    assert code == 0 and json.loads(out)["schema_file"] == str(target) and target.is_file()

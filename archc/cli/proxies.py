@@ -11,6 +11,7 @@ from .common import add_input_size_arg, console, load_from_args, print_json, tab
 
 
 def register(sub) -> None:
+    from ..proxies import DEFAULT, PROXIES
     p = sub.add_parser("proxies", help="score specs with zero-cost proxies, or --eval them against published top-1",
                        description="Zero-cost proxies (synflow, naswot, zico, grad_norm, jacob_cov, params) computed "
                        "on the seeded, untrained train-time model. --eval ranks the published FastViT points "
@@ -21,7 +22,8 @@ def register(sub) -> None:
                    help="override a spec key (repeatable)")
     add_input_size_arg(p)
     p.add_argument("--proxy", action="append", default=None, metavar="NAME",
-                   help="proxy to compute (repeatable; default: the default proxy, or all with --eval)")
+                   help=f"proxy to compute (repeatable): {', '.join(PROXIES)} (default: {DEFAULT}, the parameter "
+                        "count in M, or all with --eval)")
     p.add_argument("--all", action="store_true", help="compute every proxy")
     p.add_argument("--eval", action="store_true", help="rank-correlate proxies with the published top-1")
     p.add_argument("--csv", metavar="FILE", help="published figures (default: the copy of published_fastvit.csv "

@@ -24,6 +24,10 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Union[str, Path],
     The TorchScript-based exporter is used where torch still has it: it is ~10x faster than the
     torch.export-based one for these graphs and gives the same numbers; otherwise the new exporter.
     """
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it; say which extra brings it)
+    except ImportError as exc:
+        raise ExportError("ONNX export needs the onnx package (pip install 'archc[export]')") from exc
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     axes = {"image": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
