@@ -108,7 +108,7 @@ def run(args) -> int:
     study, space = result.study, result.space
     out = cfg.out_dir(space)
     con.print(f"study {study.study_name} in {mask_url(cfg.storage)}: {result.census.n_finished} of {cfg.trials} "
-              f"trials finished ({result.seconds:.0f} s this run)")
+              f"trials finished ({result.seconds:.0f} s this run)", soft_wrap=True)  # one line, however long the URL
     for i, code in enumerate(result.worker_exit_codes, 1):
         if code:
             con.print(f"warning: worker {i} exited with code {code}")
