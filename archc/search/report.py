@@ -149,10 +149,10 @@ def plot_pareto(study: optuna.Study, out: Path, objective: str, target: str, bud
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        warnings.simplefilter("ignore", FutureWarning)  # constraints_func: the only way to grey infeasible points
+        # Optuna 5 reads the trials' set_constraint values itself: scored over-budget trials come out grey
         ax = optuna.visualization.matplotlib.plot_pareto_front(
-            study, target_names=[f"score: {objective_label(objective)}", f"latency on {target} (ms)"],
-            constraints_func=lambda t: [0.0 if is_feasible(t) else 1.0])
+            study, target_names=[f"score: {objective_label(objective)}", f"latency on {target} (ms)"])
+    _draw_pruned(ax, study, objective)
     ax.axhline(budget_ms, color="tab:red", linestyle="--", linewidth=1, label=f"budget {budget_ms:g} ms")
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if t.user_attrs.get("variant"):
@@ -162,7 +162,7 @@ def plot_pareto(study: optuna.Study, out: Path, objective: str, target: str, bud
         if numbers and t.number in numbers:
             ax.annotate(f"{numbers[t.number]:02d}", (t.values[0], t.values[1]), fontsize=8, fontweight="bold",
                         xytext=(-4, -11), textcoords="offset points", color="tab:red")
-    ax.set_title(f"{study.study_name}: scored trials (grey: over budget; red NN: candidates/NN_*.yaml)", fontsize=10)
+    ax.set_title(f"{study.study_name}: trials (grey: over budget; red NN: candidates/NN_*.yaml)", fontsize=10)
     ax.legend(loc="best", fontsize=8)
     path = out / "pareto.png"
     ax.figure.set_size_inches(8, 6)
@@ -170,6 +170,22 @@ def plot_pareto(study: optuna.Study, out: Path, objective: str, target: str, bud
     ax.figure.savefig(path, dpi=120)
     plt.close(ax.figure)
     return path
+
+
+def _draw_pruned(ax, study: optuna.Study, objective: str) -> None:
+    """Over-budget trials pruned before scoring, in grey: at their parameter count for the params proxy
+    (that count *is* the score), else as latency ticks on the left edge (their score is unknown)."""
+    pruned = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+              if isinstance(t.user_attrs.get("latency_ms"), (int, float))]
+    if not pruned:
+        return
+    ys = [t.user_attrs["latency_ms"] for t in pruned]
+    if objective == "params" and all(isinstance(t.user_attrs.get("params_m"), (int, float)) for t in pruned):
+        ax.scatter([t.user_attrs["params_m"] for t in pruned], ys, color="#bbbbbb", marker="x", zorder=1,
+                   label=f"over budget, pruned ({len(pruned)})")
+    else:
+        ax.plot([ax.get_xlim()[0]] * len(pruned), ys, linestyle="none", marker="_", markersize=14, color="#999999",
+                label=f"over budget, pruned unscored ({len(pruned)}; latency only)")
 
 
 def finalize(study: optuna.Study, space: SearchSpace, objective: Objective, out: Path, *,
