@@ -18,7 +18,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import archc
-from archc.testing import seeded_input, seeded_state_dict
+from archc.testing import randomize_, seeded_input, seeded_state_dict
 
 from conftest import ROOT, SPECS
 
@@ -73,6 +73,16 @@ def test_timm_parity(name):
     assert sum(p.numel() for p in model.parameters()) == ref["params"]
     assert macs(model, size) == ref["macs"]
 
+    # timm's own reparameterized logits say whether the seeded weights are well conditioned: with them
+    # MobileOne-S4's squeeze-excite stack amplifies rounding ~1e12-fold (timm's deploy is 39% off its own
+    # train graph, float64 still 1e-4), so its fold is checked on archc's own init + randomize_ (as
+    # test_reparam_specs does)
+    conditioned = (ref["logits"] - ref["logits_reparam"]).abs().max().item() <= 1e-5 * scale
+    if not conditioned:
+        torch.manual_seed(0)
+        model = randomize_(archc.build(SPECS / f"{name}.yaml").eval(), seed=0)
+        with torch.no_grad():
+            out = model(x)
     # archc's deploy graph: every branch and every BatchNorm folded, within 1e-5 of the train graph
     deploy = archc.reparameterize(model, example=x)
     with torch.no_grad():
@@ -81,9 +91,10 @@ def test_timm_parity(name):
     assert _batchnorms(deploy) == 0
     # the reference level stops where timm's reparameterize_model stops: timm's params, MACs and logits
     reference = archc.reparameterize(model, example=x, level="reference")
-    with torch.no_grad():
-        rout = reference(x)
-    assert (rout - ref["logits_reparam"]).abs().max().item() <= 1e-5 * scale
+    if conditioned:
+        with torch.no_grad():
+            rout = reference(x)
+        assert (rout - ref["logits_reparam"]).abs().max().item() <= 1e-5 * scale
     assert sum(p.numel() for p in reference.parameters()) == ref["params_reparam"]
     assert macs(reference, size) == ref["macs_reparam"]
     # the full pass folds further (ConvFFN BN, attention pre-norm, layer scales): never more, same MACs
