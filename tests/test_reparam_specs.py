@@ -16,19 +16,13 @@ from archc.passes import constant_multiplies, invariant_violations, reparameteri
 from archc.passes.kernels import lower_for_kernels
 from archc.testing import randomize_
 
-from conftest import reference_file, shipped_specs
+from conftest import PARITY_DEEP, reference_file, shipped_specs
 
 DEEP = {"sa24", "sa36", "ma36", "sa36_384", "ma36_384"}
 
 
 def _batchnorms(gm) -> int:
     return sum(isinstance(m, torch.nn.BatchNorm2d) for m in gm.modules())
-
-
-#: deep MobileOne/PoolFormer/MCi variants lower at their own size in test_timm_parity (slow there); S0, S12 and
-#: MCi0 cover their kinds here, so these are skipped to keep the suite short
-PARITY_DEEP = {"mobileone_s1", "mobileone_s2", "mobileone_s3", "mobileone_s4", "poolformer_s24", "poolformer_s36",
-               "poolformer_m36", "poolformer_m48", "fastvit_mci1", "fastvit_mci2"}
 
 
 @pytest.mark.parametrize("path", [p for p in shipped_specs() if p.stem not in PARITY_DEEP], ids=lambda p: p.stem)

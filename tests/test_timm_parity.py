@@ -20,13 +20,11 @@ from torch.utils.flop_counter import FlopCounterMode
 import archc
 from archc.testing import randomize_, seeded_input, seeded_state_dict
 
-from conftest import ROOT, SPECS
+from conftest import PARITY_DEEP, ROOT, SPECS
 
 REF = ROOT / "tests" / "reference" / "timm"
 ALWAYS = ["mobileone_s0", "poolformer_s12", "fastvit_mci0"]
-DEEP = ["mobileone_s1", "mobileone_s2", "mobileone_s3", "mobileone_s4", "poolformer_s24", "poolformer_s36",
-        "poolformer_m36", "poolformer_m48", "fastvit_mci1", "fastvit_mci2"]
-MODELS = ALWAYS + [pytest.param(m, marks=pytest.mark.slow) for m in DEEP]
+MODELS = ALWAYS + [pytest.param(m, marks=pytest.mark.slow) for m in sorted(PARITY_DEEP)]
 
 
 def _ref(name: str) -> dict:
