@@ -5,7 +5,12 @@ from ..catalog import DATA_DIR, list_models, model_index
 from .common import console, print_json, table
 
 
-_ABBREV = {"repmixer": "RM", "attention": "SA", "pool": "PO"}
+def _abbrev(mixer: str) -> str:
+    from ..blocks import MIXERS
+    try:
+        return MIXERS.abbrev(mixer)
+    except Exception:  # a kind without an abbreviation: its name
+        return mixer
 
 
 def register(sub) -> None:
@@ -43,8 +48,8 @@ def run(args) -> int:
         return 0
     con.print(table(f"shipped models matching '{args.pattern}'", ["name", "input", "depths", "widths", "mixers", "spec"],
                     [(r["name"], "x".join(map(str, r["input_size"])), ",".join(map(str, r.get("depths", []))),
-                      ",".join(map(str, r.get("widths", []))), "-".join(_ABBREV.get(m, m) for m in r.get("mixers", [])),
-                      "archc/data/" + r["spec"]) for r in rows]))
+                      ",".join(map(str, r.get("widths", []))), "-".join(_abbrev(m) for m in r.get("mixers", [])),
+                      "archc/data/" + r["spec"]) for r in rows]), soft_wrap=True)
     con.print("build one with `archc build NAME`, inherit from one with `base: NAME`, or in Python "
               "`archc.create_model(NAME)`")
     return 0
