@@ -138,10 +138,60 @@ class _Composer:
         return out
 
 
+def _check_nesting(text: str, file: str) -> None:
+    """Refuse nesting deeper than ``MAX_NESTING`` with archc's own error (file, line, key path).
+
+    Runs the pure-Python event parser (iterative, no depth limit of its own) only after the fast
+    composer failed, so the message does not depend on libyaml's or Python's recursion limits, which
+    differ between PyYAML releases (6.0.4 stops at 1000 levels with its own wording)."""
+    stack: list = []  # per open collection: [path, is_mapping, in_key, key_or_index]
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                path = _child_path(stack)
+                if len(path) > MAX_NESTING:
+                    raise SpecError(f"nested deeper than {MAX_NESTING} levels", file=file,
+                                    line=event.start_mark.line + 1, path=format_path(path[:MAX_NESTING + 1]))
+                stack.append([path, isinstance(event, yaml.MappingStartEvent), True, 0])
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                stack.pop()
+                _completed(stack, None)
+            elif isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent)):
+                _completed(stack, getattr(event, "value", None))
+    except yaml.YAMLError:
+        return  # a syntax error not about depth: the caller reports the composer's own error
+
+
+def _child_path(stack: list) -> PathKey:
+    if not stack:
+        return ()
+    path, is_map, in_key, key = stack[-1]
+    if not is_map:
+        return path + (key,)
+    return path + ("?",) if in_key else path + (key if isinstance(key, (str, int)) else "?",)
+
+
+def _completed(stack: list, scalar: Any) -> None:
+    """A node ended inside the innermost open collection: move to its next key, value or index."""
+    if not stack:
+        return
+    top = stack[-1]
+    if not top[1]:
+        top[3] += 1
+    elif top[2]:
+        top[2], top[3] = False, scalar
+    else:
+        top[2] = True
+
+
 def parse_yaml(text: str, file: str) -> Located:
     """Parse YAML text; syntax errors become ``SpecError`` naming the file and line."""
     try:
-        node = yaml.compose(text, Loader=_LOADER)
+        try:
+            node = yaml.compose(text, Loader=_LOADER)
+        except (yaml.YAMLError, RecursionError):
+            _check_nesting(text, file)  # too deep: archc's own message, whatever PyYAML's limits are
+            raise
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
