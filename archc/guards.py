@@ -61,7 +61,8 @@ def _env_number(name: str, default: float, scale: float = 1.0) -> float:
     except ValueError:
         value = float("nan")
     if not value > 0 or value == float("inf"):
-        raise SpecError(f"environment variable {name}={raw!r} must be a positive number")
+        flag = {"ARCHC_MAX_PARAMS": "--max-params", "ARCHC_MAX_MEMORY_GB": "--max-memory"}[name]
+        raise SpecError(f"{flag} / {name}: {raw!r} is not a positive number")
     return value
 
 

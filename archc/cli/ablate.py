@@ -51,6 +51,11 @@ def run(args) -> int:
     score_fn = make_score_fn(objective, train_settings(args, objective)) if objective else None
     if hasattr(score_fn, "prepare"):
         score_fn.prepare()  # a bad --data fails before any row is evaluated
+    out_path = None
+    if args.out:
+        from ..outputs import writable_file
+        out = Path(args.out)
+        out_path = writable_file(out / "ablation.csv" if out.is_dir() or not out.suffix else out, "--out")
     rows = grid(args.specs, args.vary, args.overrides)
     reference = read_reference(args.reference)
     con = console()
@@ -71,9 +76,8 @@ def run(args) -> int:
             con.print(f"score (train): {score_fn.cfg.describe()}")
         con.print("")
     print(md, end="")
-    if args.out:
-        out = Path(args.out)
-        path = out / "ablation.csv" if out.is_dir() or not out.suffix else out
+    if out_path is not None:
+        path = out_path
         write_csv(rows, path, target, objective)
         if not args.markdown_only:
             con.print(f"wrote {path}")

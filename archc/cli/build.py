@@ -26,6 +26,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    if args.save:
+        from ..outputs import writable_file
+        writable_file(args.save, "--save")
     spec = load_from_args(args.spec, args)
     x = example_input(spec.input_size, spec.in_chans)
     train = build(spec).eval()

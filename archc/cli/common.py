@@ -28,7 +28,7 @@ def add_input_size_arg(p) -> None:
 def load_from_args(path: str, args) -> Spec:
     """Load a spec with the command's ``--set`` overrides and ``--input-size``."""
     overrides = list(getattr(args, "overrides", None) or [])
-    if getattr(args, "input_size", None):
+    if getattr(args, "input_size", None) is not None:
         overrides.append(f"input_size={args.input_size}")
     return load_spec(path, overrides=overrides or None)
 
@@ -85,7 +85,8 @@ def human(n: float, unit: str = "") -> str:
 
 
 def console() -> Console:
-    return Console(highlight=False, soft_wrap=False, width=max(120, Console().width))
+    """No markup: names, paths and keys come from users (``name: '[/x]'`` must print as it is)."""
+    return Console(highlight=False, soft_wrap=False, markup=False, width=max(120, Console().width))
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], right: Sequence[str] = ()) -> Table:

@@ -45,6 +45,8 @@ def _names(args):
 
 def run(args) -> int:
     names = _names(args)
+    if args.batch is not None and args.batch < 1:
+        raise ArchcError(f"--batch must be >= 1, got {args.batch}")
     if args.eval:
         if args.specs:
             raise ArchcError("--eval scores the published points; do not pass SPEC files with it")
@@ -55,6 +57,9 @@ def run(args) -> int:
     rows, out = [], []
     for path in args.specs:
         spec = load_from_args(path, args)
+        if args.batch:
+            from ..guards import check_memory
+            check_memory(spec, args.batch, key="--batch")
         vals = {n: score(spec, n, seed=args.seed, batch=args.batch, resolution=args.input_size) for n in names}
         out.append({"spec": path, "name": spec.name, "scores": vals})
         rows.append([path, spec.name] + [f"{vals[n]:.4f}" for n in names])

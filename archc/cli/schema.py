@@ -16,6 +16,8 @@ def register(sub) -> None:
 def run(args) -> int:
     text = json.dumps(spec_json_schema(), indent=2) + "\n"
     if args.out:
+        from ..outputs import writable_file
+        writable_file(args.out, "--out")
         Path(args.out).write_text(text, encoding="utf-8")
         print(f"wrote {args.out}")
     else:

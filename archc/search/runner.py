@@ -72,7 +72,8 @@ class SearchConfig:
         return f"{space.name}-{self.target}-{budget}ms-{self.resolved_objective()}"
 
     def out_dir(self, space: SearchSpace) -> Path:
-        return Path(self.out) if self.out else Path("runs") / self.study_name(space)
+        from ..outputs import file_stem
+        return Path(self.out) if self.out else Path("runs") / file_stem(self.study_name(space), "study")
 
 
 META_ATTR = "archc_search"         # one study attribute, set at once, so a loader sees all of it or none
@@ -283,6 +284,8 @@ def _run_search(cfg: SearchConfig, progress: Optional[ProgressFn], latency_fn, s
     validate(cfg, target=latency_fn is None)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = load_space(cfg.space)
+    from ..outputs import writable_dir
+    writable_dir(cfg.out_dir(space), "--out")  # results are written at the end: fail now, not after the trials
     t0 = time.monotonic()
     study = open_study(cfg, space)
     procs = []
