@@ -211,15 +211,58 @@ def parse_yaml(text: str, file: str) -> Located:
     return Located(data, origins, file)
 
 
-def read_yaml(path: Union[str, Path]) -> Located:
-    """Read and parse a YAML file, turning I/O problems into ``SpecError``."""
+#: a spec or search space larger than this is refused unread (the shipped ones are under 4 kB);
+#: ``ARCHC_MAX_SPEC_BYTES`` raises it
+MAX_FILE_BYTES = 1 << 20
+
+
+def max_file_bytes() -> int:
+    import os
+    raw = os.environ.get("ARCHC_MAX_SPEC_BYTES", "")
+    try:
+        return int(raw) if raw.strip() else MAX_FILE_BYTES
+    except ValueError:
+        raise SpecError(f"ARCHC_MAX_SPEC_BYTES={raw!r} must be an integer number of bytes") from None
+
+
+def read_text_file(path: Union[str, Path], limit: int) -> str:
+    """Read a regular file of at most ``limit`` bytes as UTF-8; anything else is a one-line SpecError.
+
+    The type is checked with ``stat`` before opening, so ``/dev/zero``, a FIFO or a socket is refused at
+    once instead of blocking or reading forever; the read stops at ``limit + 1`` bytes in case the file grows."""
+    import os
+    import stat
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        st = p.stat()
     except FileNotFoundError:
         raise SpecError("file not found", file=str(path)) from None
-    except IsADirectoryError:
-        raise SpecError("is a directory, expected a YAML file", file=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read: {exc}", file=str(path)) from None
-    return parse_yaml(text, str(path))
+    except OSError as exc:
+        raise SpecError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise SpecError("is a directory, expected a YAML file", file=str(path))
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a character device" if stat.S_ISCHR(st.st_mode) else "a block device" if stat.S_ISBLK(st.st_mode)
+                else "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "not a regular file")
+        raise SpecError(f"is {kind}, expected a regular YAML file", file=str(path))
+    if st.st_size > limit:
+        raise SpecError(f"file is {st.st_size:,} bytes, over the limit of {limit:,} (ARCHC_MAX_SPEC_BYTES)",
+                        file=str(path))
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # never block, even if swapped for a FIFO
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise SpecError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
+    if len(data) > limit:
+        raise SpecError(f"file is over the limit of {limit:,} bytes (ARCHC_MAX_SPEC_BYTES)", file=str(path))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r})", file=str(path)) from None
+
+
+def read_yaml(path: Union[str, Path]) -> Located:
+    """Read and parse a YAML file (a regular file under ``max_file_bytes()``), errors as ``SpecError``."""
+    return parse_yaml(read_text_file(path, max_file_bytes()), str(path))
