@@ -85,8 +85,9 @@ def human(n: float, unit: str = "") -> str:
 
 
 def console() -> Console:
-    """No markup: names, paths and keys come from users (``name: '[/x]'`` must print as it is)."""
-    return Console(highlight=False, soft_wrap=False, markup=False, width=max(120, Console().width))
+    """No markup: names, paths and keys come from users (``name: '[/x]'`` must print as it is). No
+    wrapping of printed lines (``soft_wrap``): a message stays one line at any width; tables still fit it."""
+    return Console(highlight=False, soft_wrap=True, markup=False, width=max(120, Console().width))
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], right: Sequence[str] = ()) -> Table:

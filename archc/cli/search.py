@@ -105,6 +105,9 @@ def run(args) -> int:
     out = cfg.out_dir(space)
     con.print(f"study {study.study_name} in {mask_url(cfg.storage)}: {result.census.n_finished} of {cfg.trials} "
               f"trials finished ({result.seconds:.0f} s this run)")
+    if result.workers < cfg.workers:
+        con.print(f"note: ran {result.workers} worker(s), not {cfg.workers}: capped by the trials left and this "
+                  "machine's cores")
     for i, code in enumerate(result.worker_exit_codes, 1):
         if code:
             con.print(f"warning: worker {i} exited with code {code}")

@@ -104,13 +104,13 @@ def _wait_for(study: optuna.Study, attr: str) -> Any:
 def validate(cfg: SearchConfig, target: bool = True) -> None:
     """Reject bad settings before anything starts (one clear message each); ``target=False`` when a
     latency function is injected (the target is then only a label)."""
-    if not cfg.latency_ms or cfg.latency_ms <= 0:
-        raise SearchError(f"--latency-ms must be a positive number of milliseconds, got {cfg.latency_ms}")
+    if not isinstance(cfg.latency_ms, (int, float)) or not 0 < cfg.latency_ms < float("inf"):
+        raise SearchError(f"--latency-ms must be a finite positive number of milliseconds, got {cfg.latency_ms}")
     if cfg.trials < 1:
         raise SearchError(f"--trials must be at least 1, got {cfg.trials}")
     if cfg.workers < 1:
         raise SearchError(f"--workers must be at least 1, got {cfg.workers}")
-    if cfg.timeout is not None and cfg.timeout <= 0:
+    if cfg.timeout is not None and not cfg.timeout > 0:
         raise SearchError(f"--timeout must be a positive number of seconds, got {cfg.timeout}")
     if cfg.seed is not None and cfg.seed < 0:
         raise SearchError(f"--seed must be a non-negative integer, got {cfg.seed}")
@@ -223,10 +223,22 @@ def run_worker(cfg: SearchConfig, *, space: Optional[SearchSpace] = None,
         if remaining is not None and remaining <= 0:
             return c
         if c.n_finished + len(c.running) < cfg.trials:
-            study.optimize(objective, timeout=remaining, callbacks=[after_trial], catch=(TrialFailed, Surplus),
-                           gc_after_trial=False)
+            try:
+                study.optimize(objective, timeout=remaining, callbacks=[after_trial], catch=(TrialFailed, Surplus),
+                               gc_after_trial=False)
+            except ValueError as exc:
+                # the trial was ended elsewhere while this worker ran it (failed as stale by another worker
+                # while this one was starved of CPU, its retry already queued): nothing to record, go on
+                if not str(exc).startswith("Cannot tell a "):
+                    raise
         else:
             time.sleep(poll if remaining is None else max(0.05, min(poll, remaining)))
+
+
+def worker_count(requested: int, trials_left: int) -> int:
+    """``--workers`` capped by the trials left and this machine's cores: more processes than either only
+    cost memory (500 workers on a small machine called the OOM killer)."""
+    return max(1, min(requested, trials_left, os.cpu_count() or 1))
 
 
 def _threads_per_worker(workers: int) -> int:
@@ -259,6 +271,7 @@ class SearchRun:
     census: Census
     worker_exit_codes: List[int] = field(default_factory=list)
     seconds: float = 0.0
+    workers: int = 1  # processes this run started (``--workers`` after the cap)
 
 
 def run_search(cfg: SearchConfig, *, progress: Optional[ProgressFn] = None, latency_fn=None,
@@ -288,6 +301,7 @@ def _run_search(cfg: SearchConfig, progress: Optional[ProgressFn], latency_fn, s
     writable_dir(cfg.out_dir(space), "--out")  # results are written at the end: fail now, not after the trials
     t0 = time.monotonic()
     study = open_study(cfg, space)
+    cfg = dataclasses.replace(cfg, workers=worker_count(cfg.workers, cfg.trials - census(study).n_finished))
     procs = []
     if cfg.workers > 1:
         if latency_fn is not None or score_fn is not None:
@@ -316,4 +330,4 @@ def _run_search(cfg: SearchConfig, progress: Optional[ProgressFn], latency_fn, s
         codes.append(p.exitcode)
     final = census(study)
     return SearchRun(study=study, space=space, census=final, worker_exit_codes=codes,
-                     seconds=time.monotonic() - t0)
+                     seconds=time.monotonic() - t0, workers=cfg.workers)
