@@ -106,5 +106,6 @@ def check_spec(spec: Spec, loc: Located) -> None:
     from ..guards import limits
     est, limit = estimate_params(spec), limits().max_params
     if est > limit:
-        raise loc.error(("stages",), f"absurd size: about {est / 1e9:.1f}B parameters (limit "
-                                     f"{limit / 1e9:.3g}B, --max-params / ARCHC_MAX_PARAMS); reduce widths or depths")
+        size = f"{est / 1e9:.1f}B" if est >= 1e8 else f"{est:,}"
+        raise loc.error(("stages",), f"absurd size: about {size} parameters, over the limit of {limit:,} "
+                                     "(--max-params / ARCHC_MAX_PARAMS); reduce widths or depths")
