@@ -288,3 +288,11 @@ def test_ablate_reference_without_name_column(capsys, tmp_path):
     line = one_error(capsys, "ablate", T8, "--set", "input_size=32", "--target", "none", "--objective", "none",
                      "--reference", str(ref))
     assert "no 'name' column" in line and "'model', 'top1'" in line
+
+
+def test_printed_lines_are_never_wrapped(capsys):
+    """A long path once pushed 'N of N trials finished' onto a second line (test_search_cli's flake)."""
+    from archc.cli.common import console
+    line = "study s in sqlite:////" + "long/" * 40 + "runs.db: 6 of 6 trials finished (12 s this run)"
+    console().print(line)
+    assert capsys.readouterr().out == line + "\n"
