@@ -100,8 +100,8 @@ def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> Tuple[StateDict, 
     fmt = None
     if isinstance(obj, Mapping) and obj.get("format") == ARCHC_FORMAT:
         fmt = ARCHC_FORMAT
-        version = obj.get("version")
-        if version != ARCHC_FORMAT_VERSION:
+        version = obj.get("version", ARCHC_FORMAT_VERSION)  # absent: a hand-made dict, read as the current one
+        if version != ARCHC_FORMAT_VERSION or isinstance(version, bool):
             raise WeightsError(f"{source}: archc checkpoint version {show_key(repr(version))[:40]} is not one this "
                                f"archc reads (valid: {ARCHC_FORMAT_VERSION})")
     for key in ("state_dict", "model", "model_state_dict", "model_ema"):

@@ -165,3 +165,36 @@ def test_out_is_checked_before_the_first_trial(cfg, tmp_path):
     assert not (tmp_path / "study.db").exists() or not optuna.get_all_study_summaries(
         open_storage(cfg.storage)), "no study was started"
     shutil.rmtree(tmp_path / "locks", ignore_errors=True)
+
+
+def test_a_storage_outage_is_one_line_in_every_thread(capfd):
+    """What a PostgreSQL outage mid-search raised (seen with a server stopped under a running search): Optuna
+    loses the OperationalError behind an UnboundLocalError of its own, and its heartbeat thread dies with a
+    traceback. Both become one line, password masked."""
+    import threading
+
+    import sqlalchemy.exc
+
+    from archc.search.runner import storage_errors
+    url = "postgresql://bob:pw@127.0.0.1:5432/db"
+    outage = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception(f"server at {url} is shutting down"))
+
+    def optuna_losing_it():
+        try:
+            raise outage
+        finally:
+            raise UnboundLocalError("cannot access local variable 'updated_state'")
+
+    with pytest.raises(SearchError) as err:
+        with storage_errors(url):
+            thread = threading.Thread(target=lambda: (_ for _ in ()).throw(outage), name="heartbeat")
+            thread.start()
+            thread.join()
+            optuna_losing_it()
+    assert "shutting down" in str(err.value) and "rerun the same command to resume" in str(err.value)
+    assert "pw@" not in str(err.value)
+    stderr = capfd.readouterr().err
+    assert "Traceback" not in stderr and stderr.count("\n") == 1 and "heartbeat" in stderr and "pw@" not in stderr
+    with pytest.raises(ValueError):  # anything else is not a storage error and passes through
+        with storage_errors(url):
+            raise ValueError("not the database")

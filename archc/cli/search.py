@@ -13,7 +13,7 @@ from ..search.census import ERROR_ATTR, Census
 from ..search.metrics import torch_threads
 from ..search.objective import Objective
 from ..search.report import SearchReport, finalize, fmt
-from ..search.runner import SAMPLERS, SearchConfig, run_search, validate
+from ..search.runner import SAMPLERS, SearchConfig, run_search, storage_errors, validate
 from ..search.storage import DEFAULT_STORAGE, mask_url
 from .common import add_train_args, console, human, table, train_settings
 
@@ -113,7 +113,7 @@ def run(args) -> int:
             con.print(f"warning: worker {i} exited with code {code}")
     objective = Objective(space=space, objective=cfg.resolved_objective(), target=cfg.target, budget_ms=cfg.latency_ms,
                           n_trials=cfg.trials, lock_dir=Path(cfg.lock_dir), latency_runs=cfg.latency_runs)
-    with torch_threads(1):
+    with torch_threads(1), storage_errors(cfg.storage):
         report = finalize(study, space, objective, out, metrics=not args.no_macs)
     print_report(report, con)
     return 0

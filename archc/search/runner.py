@@ -281,16 +281,51 @@ def run_search(cfg: SearchConfig, *, progress: Optional[ProgressFn] = None, late
         return _run_search(cfg, progress, latency_fn, score_fn)
 
 
+def _storage_cause(exc: BaseException) -> Optional[BaseException]:
+    """The database error behind ``exc``, if any: Optuna wraps it (StorageInternalError) or loses it behind
+    an error of its own (an UnboundLocalError in ``_run_trial`` when the tell and the re-read both fail)."""
+    import sqlalchemy.exc
+    seen = 0
+    cur: Optional[BaseException] = exc
+    while cur is not None and seen < 20:
+        if isinstance(cur, (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)):
+            inner = cur.__cause__ or cur.__context__
+            return inner if isinstance(inner, sqlalchemy.exc.SQLAlchemyError) else cur
+        cur, seen = cur.__cause__ or cur.__context__, seen + 1
+    return None
+
+
 @contextlib.contextmanager
 def storage_errors(url: str):
-    """A database failure during the search (lost connection, locked file) becomes one masked line."""
-    import sqlalchemy.exc
+    """A database failure during the search (an outage, a lost connection, a locked file) becomes one masked
+    line; the finished trials are stored, so rerunning the command resumes. Optuna's heartbeat thread
+    reports such a failure in one line too, not with a traceback."""
+    import threading
+    old_hook = threading.excepthook
+
+    def thread_hook(args) -> None:
+        cause = _storage_cause(args.exc_value) if args.exc_value is not None else None
+        if cause is None:
+            return old_hook(args)
+        print(f"archc: warning: storage {mask_url(url)} failed in thread {args.thread.name if args.thread else '?'}: "
+              f"{_first_line(cause, url)}", file=sys.stderr)
+
+    threading.excepthook = thread_hook
     try:
         yield
-    except sqlalchemy.exc.SQLAlchemyError as exc:
-        text = scrub(str(exc), url).strip()
-        first = text.splitlines()[0] if text else type(exc).__name__
-        raise SearchError(f"storage {mask_url(url)} failed: {first}") from None
+    except Exception as exc:  # noqa: BLE001 - only database failures are turned into SearchError
+        cause = _storage_cause(exc)
+        if cause is None:
+            raise
+        raise SearchError(f"storage {mask_url(url)} failed: {_first_line(cause, url)}; the finished trials are "
+                          "stored: rerun the same command to resume") from None
+    finally:
+        threading.excepthook = old_hook
+
+
+def _first_line(exc: BaseException, url: str) -> str:
+    text = scrub(str(exc), url).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _run_search(cfg: SearchConfig, progress: Optional[ProgressFn], latency_fn, score_fn) -> SearchRun:
