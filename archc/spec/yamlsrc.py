@@ -260,7 +260,7 @@ def read_text_file(path: Union[str, Path], limit: int) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError(f"not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r})", file=str(path)) from None
+        raise SpecError(f"cannot read: not UTF-8 text ({exc})", file=str(path)) from None
 
 
 def read_yaml(path: Union[str, Path]) -> Located:
