@@ -44,7 +44,7 @@ def test_bad_spec_is_one_line_exit_2(capsys, tmp_path):
     bad.write_text("name: x\nstages:\n  - {depth: 2, width: 64, mixer: repmix}\n")
     line = assert_one_error_line(*run(capsys, "build", str(bad)))
     assert line == (f"archc: error: {bad}:3 stages[0].mixer: invalid value 'repmix' (did you mean 'repmixer'?); "
-                    "valid: repmixer, attention, pool")
+                    f"valid: {', '.join(archc.blocks.MIXERS)}")
 
 
 @pytest.mark.parametrize("argv, fragments", [
@@ -208,7 +208,8 @@ def test_schema_checks_index_patches(schema):
 def test_schema_documents_every_key_with_defaults(schema):
     stage = schema["$defs"]["StageSpec"]
     assert set(stage["required"]) == {"depth", "width", "mixer"}
-    assert stage["properties"]["mixer"]["enum"] == ["repmixer", "attention", "pool"]
+    assert stage["properties"]["mixer"]["anyOf"][0]["enum"] == list(archc.blocks.MIXERS)
+    assert {"mixer_kernel", "head_dim", "pool_size"} <= set(stage["properties"])  # today's flat keys still valid
     assert stage["properties"]["ffn_kernel"]["default"] == 7
     assert all(p.get("description") for d in schema["$defs"].values() for p in d["properties"].values())
     assert schema["properties"]["input_size"]["default"] == [256, 256]
@@ -221,3 +222,21 @@ def test_a_multi_line_error_is_printed_as_one_line(capsys, monkeypatch):
         raise archc.WeightsError("first line\nsecond line")
     monkeypatch.setattr(build_command, "run", fail)
     assert_one_error_line(*run(capsys, "build", SA12), "archc: error: first line second line")
+
+
+def test_a_command_whose_dependency_is_missing_says_so_and_the_others_work(tmp_path):
+    """An environment without Optuna (seen on a CUDA image): `archc bench` still runs and `archc search`
+    gives one line naming the package, not a traceback."""
+    blocker = tmp_path / "sitecustomize.py"
+    blocker.write_text("import sys\nclass _Block:\n    def find_spec(self, name, path=None, target=None):\n"
+                       "        if name == 'optuna' or name.startswith('optuna.'):\n"
+                       "            raise ModuleNotFoundError(\"No module named 'optuna'\", name='optuna')\n"
+                       "sys.meta_path.insert(0, _Block())\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+    ok = subprocess.run([sys.executable, "-m", "archc", "build", str(ROOT / "specs" / "t8.yaml"), "--json"],
+                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "archc", "search", "--latency-ms", "1.5"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "needs the Python package 'optuna'" in bad.stderr
