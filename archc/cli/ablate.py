@@ -64,6 +64,11 @@ def run(args) -> int:
     score_fn = make_score_fn(objective, train_settings(args, objective)) if objective else None
     if hasattr(score_fn, "prepare"):
         score_fn.prepare()  # a bad --data fails before any row is evaluated
+    out_path = None
+    if args.out:
+        from ..outputs import writable_file
+        out = Path(args.out)
+        out_path = writable_file(out / "ablation.csv" if out.is_dir() or not out.suffix else out, "--out")
     rows = grid(args.specs, args.vary, args.overrides)
     reference = read_reference(_reference_path(args.reference))
     con = console()
@@ -79,7 +84,7 @@ def run(args) -> int:
         print_json({"target": target, "objective": objective,
                     "score": objective_label(objective) if objective else None,
                     "rows": [row_dict(r) for r in rows]})
-        _write_out(args, rows, target, objective, None)
+        _write_out(rows, out_path, target, objective, None)
         return 0
     md = markdown(rows, target, objective)
     if not args.markdown_only:
@@ -93,14 +98,12 @@ def run(args) -> int:
             con.print(f"score (train): {score_fn.cfg.describe()}")
         con.print("")
     print(md, end="")
-    _write_out(args, rows, target, objective, None if args.markdown_only else con)
+    _write_out(rows, out_path, target, objective, None if args.markdown_only else con)
     return 0
 
 
-def _write_out(args, rows, target, objective, con) -> None:
-    if args.out:
-        out = Path(args.out)
-        path = out / "ablation.csv" if out.is_dir() or not out.suffix else out
+def _write_out(rows, path, target, objective, con) -> None:
+    if path is not None:
         write_csv(rows, path, target, objective)
         if con is not None:
             con.print(f"wrote {path}")

@@ -28,6 +28,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    if args.save:
+        from ..outputs import writable_file
+        writable_file(args.save, "--save")
     if is_checkpoint_path(args.spec):
         _from_checkpoint(args)
     spec = load_from_args(args.spec if not isinstance(getattr(args, "stored_spec", None), dict) else

@@ -43,6 +43,9 @@ def run(args) -> int:
                 raise ArchcError(f"--features: unknown feature '{f}'{did_you_mean(f, valid)}; valid: {', '.join(valid)}")
         if len(model) > 8:
             raise ArchcError(f"--features: {len(model)} features; use at most 8 (a profile has few points)")
+    if args.out:
+        from ..outputs import writable_file
+        writable_file(args.out, "--out")
     points = read_measurements(args.measurements)
     profile = make_profile(points, name=args.device, device=args.description or args.device, model=model,
                            generated_by=f"archc calibrate {args.measurements} --device {args.device}",

@@ -30,7 +30,7 @@ def add_input_size_arg(p) -> None:
 def load_from_args(path, args) -> Spec:
     """Load a spec with the command's ``--set`` overrides and ``--input-size``."""
     overrides = list(getattr(args, "overrides", None) or [])
-    if getattr(args, "input_size", None):
+    if getattr(args, "input_size", None) is not None:
         overrides.append(f"input_size={args.input_size}")
     return load_spec(path, overrides=overrides or None)
 
@@ -87,8 +87,10 @@ def human(n: float, unit: str = "") -> str:
 
 
 def console(stderr: bool = False) -> Console:
-    """Tables and messages; ``stderr=True`` keeps stdout for a command's ``--json`` output."""
-    return Console(highlight=False, soft_wrap=False, width=max(120, Console().width), stderr=stderr)
+    """Tables and messages; ``stderr=True`` keeps stdout for a command's ``--json`` output. No markup: names,
+    paths and keys come from users (``name: '[/x]'`` must print as it is). No wrapping of printed lines
+    (``soft_wrap``): a message stays one line at any width; tables still fit it."""
+    return Console(highlight=False, soft_wrap=True, markup=False, width=max(120, Console().width), stderr=stderr)
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], right: Sequence[str] = ()) -> Table:

@@ -79,7 +79,14 @@ def run(args) -> int:
     formats: List[str] = parse_formats(args.formats)
     if args.batch < 1:
         raise ExportError(f"--batch must be >= 1, got {args.batch}")
+    from ..guards import check_memory
+    from ..outputs import check_name, file_stem, writable_dir
+    if args.name is not None:
+        check_name(args.name)
     spec = load_from_args(args.spec, args)
+    name = args.name if args.name is not None else file_stem(spec.name)  # a spec's name is never a path
+    check_memory(spec, args.batch, key="--batch" if args.batch > 1 else "input_size")
+    writable_dir(args.out, "--out")
     norm: Optional[ImageNormalization] = None
     if not args.no_normalize:
         norm = ImageNormalization(mean=_floats(args.mean, IMAGENET_MEAN, "mean", spec.in_chans),
@@ -118,7 +125,7 @@ def run(args) -> int:
             err = f", max |error| {r.max_abs_error:.2e}" if r.max_abs_error is not None else ""
             prog.advance(f"wrote {r.path} ({r.verified}{err})")
 
-        results = export_model(model, example, formats, Path(args.out), name=args.name or spec.name,
+        results = export_model(model, example, formats, Path(args.out), name=name,
                                fp32=args.fp32, normalization=norm, on_done=progress, metadata=meta,
                                onnx_opset=opset, class_labels=labels)
     if args.json:

@@ -51,7 +51,7 @@ class Progress:
                                        TimeElapsedColumn, TimeRemainingColumn)
             self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("ETA"),
-                                     TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
+                                     TimeRemainingColumn(), TextColumn("{task.fields[status]}", markup=False),
                                      console=Console(stderr=True), transient=False)
             self._bar.__enter__()
             self._task = self._bar.add_task(self.description, total=self.total, status="")

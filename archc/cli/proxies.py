@@ -48,6 +48,8 @@ def _names(args):
 
 def run(args) -> int:
     names = _names(args)
+    if args.batch is not None and args.batch < 1:
+        raise ArchcError(f"--batch must be >= 1, got {args.batch}")
     if args.eval:
         if args.specs:
             raise ArchcError("--eval scores the published points; do not pass SPEC files with it")
@@ -58,6 +60,10 @@ def run(args) -> int:
     from .progress import Progress
     rows, out = [], []
     specs = [(path, load_from_args(path, args)) for path in args.specs]  # every spec error before any work
+    if args.batch:
+        from ..guards import check_memory
+        for _, spec in specs:
+            check_memory(spec, args.batch, key="--batch")
     with Progress("proxies", total=len(specs) * len(names), mode=None if len(specs) * len(names) > 1 else "off") as prog:
         for path, spec in specs:
             vals = {}

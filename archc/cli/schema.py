@@ -18,7 +18,8 @@ def register(sub) -> None:
 def run(args) -> int:
     text = json.dumps(spec_json_schema(), indent=2) + "\n"
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        from ..outputs import writable_file
+        writable_file(args.out, "--out")
         Path(args.out).write_text(text, encoding="utf-8")
         print(json.dumps({"schema_file": args.out, "bytes": len(text.encode())}) if args.json else f"wrote {args.out}")
     else:

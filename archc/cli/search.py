@@ -13,7 +13,7 @@ from ..search.census import ERROR_ATTR, Census
 from ..search.metrics import torch_threads
 from ..search.objective import Objective
 from ..search.report import SearchReport, finalize, fmt
-from ..search.runner import SAMPLERS, SearchConfig, run_search, validate
+from ..search.runner import SAMPLERS, SearchConfig, run_search, storage_errors, validate
 from ..search.storage import DEFAULT_STORAGE, mask_url
 from .common import add_train_args, console, human, print_json, table, train_settings
 from .progress import Progress
@@ -109,12 +109,15 @@ def run(args) -> int:
     out = cfg.out_dir(space)
     con.print(f"study {study.study_name} in {mask_url(cfg.storage)}: {result.census.n_finished} of {cfg.trials} "
               f"trials finished ({result.seconds:.0f} s this run)", soft_wrap=True)  # one line, however long the URL
+    if result.workers < cfg.workers:
+        con.print(f"note: ran {result.workers} worker(s), not {cfg.workers}: capped by the trials left and this "
+                  "machine's cores")
     for i, code in enumerate(result.worker_exit_codes, 1):
         if code:
             con.print(f"warning: worker {i} exited with code {code}")
     objective = Objective(space=space, objective=cfg.resolved_objective(), target=cfg.target, budget_ms=cfg.latency_ms,
                           n_trials=cfg.trials, lock_dir=Path(cfg.lock_dir), latency_runs=cfg.latency_runs)
-    with torch_threads(1):
+    with torch_threads(1), storage_errors(cfg.storage):
         report = finalize(study, space, objective, out, metrics=not args.no_macs)
     if args.json:
         print_json({**report.to_dict(), "storage": mask_url(cfg.storage), "seconds_this_run": round(result.seconds, 1),

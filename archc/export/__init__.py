@@ -88,6 +88,8 @@ def export_model(model: nn.Module, example: torch.Tensor, formats: Sequence[str]
     ``class_labels`` makes the Core ML package a classifier.
     """
     formats = parse_formats(formats)
+    from ..outputs import check_name
+    check_name(name, "export name")  # never a path: files stay inside out_dir
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = model.eval()

@@ -24,6 +24,22 @@ def lock_path(lock_dir: Union[str, Path], target: str) -> Path:
 
 
 @contextlib.contextmanager
+def file_lock(path: Union[str, Path]) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if needed), released when the block ends or the process dies."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+@contextlib.contextmanager
 def device_lock(lock_dir: Union[str, Path], target: str) -> Iterator[float]:
     """Hold the target's lock; yields the seconds spent waiting for it."""
     path = lock_path(lock_dir, target)

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ..outputs import file_stem
 from ..spec import Spec, save_spec
 from .census import (ERROR_ATTR, ERROR_TRIAL_ATTR, SURPLUS_ATTR, Census, is_feasible, own, retried_numbers,
                      take_census)
@@ -217,7 +218,7 @@ def finalize(study: optuna.Study, space: SearchSpace, objective: Objective, out:
                   f"score ({objective.objective}) {cand.score:.6g}; latency {cand.final_detail}; "
                   f"budget {objective.budget_ms:g} ms\n"
                   f"space {space.file}: " + ", ".join(f"{k}={v}" for k, v in cand.trial.params.items()))
-        cand.path = save_spec(cand.spec, cdir / f"{rank:02d}_{cand.spec.name}.yaml", header=header)
+        cand.path = save_spec(cand.spec, cdir / f"{rank:02d}_{file_stem(cand.spec.name)}.yaml", header=header)
     variants = [t for t in trials if t.user_attrs.get("variant") and is_feasible(t)]
     best_variant = max(variants, key=lambda t: t.values[0]) if variants else None
     files.update(write_trials(trial_rows(study, space), out))

@@ -31,11 +31,19 @@ def load_spec(source: SpecSource, overrides: Union[Sequence[str], Mapping[str, A
     ``overrides`` are ``"stages[2].mixer=attention"`` strings or a ``{path: value}`` mapping.
     """
     if isinstance(source, Spec) and not overrides:
+        spec_from_located(resolve_raw(source))  # a Spec made with dataclasses.replace skipped the checks
         return source
+    if not isinstance(source, (str, Path, Mapping, Spec)) or (isinstance(source, str) and not source.strip()):
+        raise SpecError(f"a spec source is a YAML file path, a mapping or an archc.Spec, got {_short(source)}")
     loc = resolve_raw(source)
     if overrides:
         apply_overrides(loc, overrides)
     return spec_from_located(loc)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
 
 
 def resolve_raw(source: SpecSource) -> Located:
