@@ -25,18 +25,11 @@ def lock_path(lock_dir: Union[str, Path], target: str) -> Path:
 
 @contextlib.contextmanager
 def file_lock(path: Union[str, Path]) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` (created if needed), released when the block ends or the process dies."""
+    """An exclusive lock on ``path`` (created if needed), released when the block ends or the process dies."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+    with FileLock(str(p), thread_local=False):
         yield
-    finally:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 @contextlib.contextmanager
