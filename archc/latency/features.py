@@ -30,6 +30,7 @@ FEATURES: Dict[str, str] = {
     "ops": "count: non-layout ops in the deploy graph (per-op dispatch overhead)",
     "pixels": "M: input pixels (H x W)",
     "mbytes": "MB: memory traffic, activation bytes read + written plus weight bytes read, summed over ops",
+    "mbytes_per_gmac": "MB/GMAC: memory intensity, mbytes over all MACs (a family's signature; used for range checks)",
     "mem_mbytes": "MB: activation bytes read + written by ops without MACs (elementwise, norms, pooling)",
     **{f"ops_{g}": f"count: {g} ops ({', '.join(k) or 'reshapes, transposes, views'})" for g, k in {
         "conv": ("conv", "dwconv", "linear", "matmul"), "elementwise": ("add", "sub", "mul", "div", "activation"),
@@ -127,6 +128,8 @@ def profile_features(profile: GraphProfile) -> Dict[str, float]:
             f["macs_attn"] += max(n.macs, 2 * batch * h * t * t * d) / 1e9
             f["attn_elems"] += batch * h * t * t / 1e6
     f["weight_mbytes"] = 4 * profile.total_params / 1e6
+    gmac = f["macs_conv"] + f["macs_pointwise"] + f["macs_dw"] + f["macs_attn"]
+    f["mbytes_per_gmac"] = f["mbytes"] / gmac if gmac > 0 else 0.0
     h, w = profile.input_shape[-2:]
     f["pixels"] = h * w / 1e6
     return f

@@ -406,8 +406,9 @@ def make_profile(points: Sequence[Point], *, name: str, device: str, model: Opti
     ranges = {}
     for j, n in enumerate([t for t in terms if t != "const"] + ["attn_elems"]):
         ranges[n] = [round(float(agg[:, j].min()), 6), round(float(agg[:, j].max()), 6)]
-    px = [p.features.get("pixels", 0.0) for p in points]
-    ranges["pixels"] = [round(min(px), 6), round(max(px), 6)]
+    for extra in ("pixels", "mbytes_per_gmac"):
+        vals = [p.features.get(extra, 0.0) for p in points]
+        ranges[extra] = [round(min(vals), 6), round(max(vals), 6)]
     return {
         "name": name,
         "kind": "archc-latency-profile",
