@@ -115,7 +115,7 @@ def predict(model: CostModel, coef: Sequence[float], stack: Stack) -> np.ndarray
 
 
 def breakdown(model: CostModel, coef: Dict[str, float], table: NodeTable, attn_elems: float) -> Dict[str, float]:
-    """Where one graph's predicted time goes: compute-bound ops, memory-bound ops, overhead, constant."""
+    """Where one graph's predicted time goes (ms): compute, traffic (max: of memory-bound ops), overhead, constant."""
     a = np.array([coef.get(t, 0.0) for t in MAC_TERMS])
     compute = table.macs @ a
     traffic = coef.get("mbytes", 0.0) * table.mbytes
@@ -126,9 +126,14 @@ def breakdown(model: CostModel, coef: Dict[str, float], table: NodeTable, attn_e
         out.update(compute=float(compute.sum()), traffic=float(traffic.sum()))
     else:
         bound = traffic > compute
-        out.update(compute=float(compute[~bound].sum()), traffic=float(traffic[bound].sum()),
-                   memory_bound_ops=int(bound.sum()), ops=int(len(bound)))
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
+        out.update(compute=float(compute[~bound].sum()), traffic=float(traffic[bound].sum()))
+    return {k: round(float(v), 4) for k, v in out.items()}
+
+
+def memory_bound_ops(coef: Dict[str, float], table: NodeTable) -> int:
+    """How many ops a roofline model prices by their bytes rather than their MACs."""
+    a = np.array([coef.get(t, 0.0) for t in MAC_TERMS])
+    return int(np.sum(coef.get("mbytes", 0.0) * table.mbytes > table.macs @ a))
 
 
 #: the candidate models ``archc calibrate`` compares by held-out error (few terms: tens of points)

@@ -24,7 +24,7 @@ import yaml
 from ..errors import DeviceError, did_you_mean
 from ..spec import Spec, load_spec
 from . import LatencyResult
-from .costmodel import TERMS, CostModel, Stack, breakdown, predict
+from .costmodel import TERMS, CostModel, Stack, breakdown, memory_bound_ops, predict
 from .features import FEATURES, spec_features, spec_node_table, spec_op_kinds
 from .fit import DERIVED, expand
 
@@ -184,6 +184,8 @@ def predict_latency(spec: Union[Spec, str, Path], profile_name: str, resolution:
         ms = float(predict(model, list(coefs.values()), Stack.of([table], [feats["attn_elems"]]))[0])
         detail["terms_ms"] = breakdown(model, coefs, table, feats["attn_elems"])
         detail["combine"] = model.combine
+        if not model.linear:
+            detail["memory_bound_ops"] = f"{memory_bound_ops(coefs, table)} of {len(table.mbytes)}"
     else:
         ms = predict_from_features(profile, feats)
         detail["terms_ms"] = {k: round(c * x, 4) for (k, c), x in zip(coefs.items(), expand(feats, list(coefs)))}
