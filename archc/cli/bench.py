@@ -204,13 +204,16 @@ def write_plot(results: List[Dict[str, Any]], path: Path, target: str) -> Path:
     kind = "predicted" if first.get("kind") == "predicted" else "measured"
     ax.set_ylabel("latency, predicted (ms)" if kind == "predicted" else "latency, median (ms)")
     title = f"{kind} latency on {target}, batch {first.get('batch', '?')}"
+    footnote = ""
     if kind == "predicted":
         title += "\nband: worst held-out miss; hollow: outside the calibration data"
-        if any(r.get("caveats") for r in results):
-            kinds = sorted({k for r in results for k in (r.get("detail") or {}).get("unseen_op_kinds", [])})
-            ext = sorted({k for r in results for k in (r.get("detail") or {}).get("extrapolation", {})})
-            why = ([f"unseen ops: {', '.join(kinds)}"] if kinds else []) + ([f"extrapolates {', '.join(ext)}"] if ext else [])
-            title += f" ({'; '.join(why)})"
+        kinds = sorted({k for r in results for k in (r.get("detail") or {}).get("unseen_op_kinds", [])})
+        ext = sorted({k for r in results for k in (r.get("detail") or {}).get("extrapolation", {})})
+        why = ([f"op kinds never calibrated: {', '.join(kinds)}"] if kinds else []) + \
+            ([f"extrapolates {', '.join(ext)}"] if ext else [])
+        if why:
+            import textwrap
+            footnote = textwrap.fill("outside the calibration data: " + "; ".join(why), 110)
     ax.set_title(title, fontsize=9)
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(ScalarFormatter())
@@ -218,7 +221,9 @@ def write_plot(results: List[Dict[str, Any]], path: Path, target: str) -> Path:
     ax.tick_params(axis="y", which="minor", labelsize=7)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    if footnote:
+        fig.text(0.01, 0.01, footnote, fontsize=7, va="bottom")
+    fig.tight_layout(rect=(0, 0.05 if footnote else 0, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
