@@ -14,7 +14,7 @@ from .common import console, print_json, table
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: --measure defaults: 40 architectures x 3 resolutions, 10 timed runs after 3 warm-up (see docs/LATENCY_MODEL.md)
-MEASURE_DEFAULTS = dict(n=40, resolutions="160,224,288", runs=10, warmup=3)
+MEASURE_DEFAULTS = dict(n=40, resolutions="160,256,384", runs=10, warmup=3)
 
 
 def register(sub) -> None:
