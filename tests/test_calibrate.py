@@ -151,3 +151,19 @@ def test_measure_samples_spaces_and_resumes_from_its_cache(tmp_path):
         p.family = "other"  # two families: the leave-one-family-out check runs
     prof = make_profile(pts, name="stub", device="stub", folds=3, generated_by="test", data_source=str(cache))
     assert prof["heldout"]["kfold"]["mape_pct"] < 2.0 and set(prof["heldout"]["lofo"]["families"]) == {"other", "tiny"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "give MEASUREMENTS.csv, or --measure"),
+    (["m.csv", "--measure"], "give either MEASUREMENTS.csv or --measure, not both"),
+    (["--measure", "--resolutions", "224,big"], "--resolutions '224,big': expected comma-separated integers"),
+    (["--measure", "--resolutions", "8"], "every resolution must be in 32..4096"),
+    (["--measure", "--runs", "0"], "--runs and --threads must be >= 1"),
+    (["--measure", "--check-pair", "a.yaml", "--n", "0"], "--n must be >= 1"),
+    (["--folds", "-1", "m.csv"], "--folds must be >= 0"),
+])
+def test_measure_option_errors_are_one_line(tmp_path, profiles_dir, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["calibrate", "--device", "x", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

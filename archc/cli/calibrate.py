@@ -43,6 +43,9 @@ def register(sub) -> None:
     m.add_argument("--space", action="append", default=[], metavar="SPACE.yaml",
                    help="search space to sample (repeatable; each is a family). Default: search/fastvit.yaml and "
                         "search/metaformer.yaml")
+    m.add_argument("--spec", action="append", default=[], metavar="SPEC.yaml",
+                   help="also measure this spec file (repeatable; together one family, named by --spec-family)")
+    m.add_argument("--spec-family", default="specs", metavar="NAME", help="family of the --spec files (default %(default)s)")
     m.add_argument("--n", type=int, default=MEASURE_DEFAULTS["n"], help="architectures in all (default %(default)s)")
     m.add_argument("--resolutions", default=MEASURE_DEFAULTS["resolutions"], help="default %(default)s")
     m.add_argument("--runs", type=int, default=MEASURE_DEFAULTS["runs"], help="timed runs per point (default %(default)s)")
@@ -100,9 +103,18 @@ def run(args) -> int:
         if args.runs < 1 or args.warmup < 0 or args.threads < 1:
             raise ArchcError(f"--runs and --threads must be >= 1 and --warmup >= 0 (got {args.runs}, {args.threads}, {args.warmup})")
         resolutions = _ints(args.resolutions, "--resolutions")
-        spaces = args.space or ["search/fastvit.yaml", "search/metaformer.yaml"]
+        spaces = args.space or ([] if args.spec else ["search/fastvit.yaml", "search/metaformer.yaml"])
         cache = Path(args.cache or f"runs/calibrate/{args.device}.jsonl")
-        samples = sample_spaces(spaces, args.n, args.seed)
+        samples = sample_spaces(spaces, args.n, args.seed) if spaces else []
+        if args.spec:
+            from ..latency.calibrate import Sampled, arch_hash
+            from ..spec import load_spec
+            known = {s.arch for s in samples}
+            for f in args.spec:
+                spec = load_spec(f)
+                if arch_hash(spec) not in known:
+                    known.add(arch_hash(spec))
+                    samples.append(Sampled(spec, args.spec_family, arch_hash(spec)))
         if args.json:
             progress = None
         else:
@@ -113,6 +125,7 @@ def run(args) -> int:
         points = points_of(records)
         source = f"{cache} ({args.target}, {args.threads} thread(s), median of {args.runs} runs after {args.warmup} warm-up)"
         gen = (f"archc calibrate --measure --target {args.target} " + " ".join(f"--space {s}" for s in spaces)
+               + "".join(f" --spec {f}" for f in args.spec) + (f" --spec-family {args.spec_family}" if args.spec else "")
                + f" --n {args.n} --resolutions {args.resolutions} --runs {args.runs} --warmup {args.warmup}"
                + f" --threads {args.threads} --seed {args.seed} --device {args.device}")
         device = args.description or f"{records[0].get('device') if records else ''}: {args.target}, {args.threads} thread(s)"
