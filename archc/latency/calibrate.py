@@ -199,6 +199,10 @@ def plot_heldout(profile: Dict[str, Any], path: Path) -> Path:
     ax.plot(xs, [x * 0.9 for x in xs], "k:", lw=0.6, label="±10%")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(NullFormatter())
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_xlabel("measured latency (ms)")

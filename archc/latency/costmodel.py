@@ -146,6 +146,8 @@ CANDIDATES: Tuple[CostModel, ...] = tuple(
         ("max", ("const", "macs_dense", "macs_dw", "macs_attn", "mbytes")),
         ("sum", ("const", "macs_dense", "macs_dw", "attn_elems", "mbytes", "ops_elementwise", "ops_norm", "ops_pool")),
         ("max", ("const", "macs_dense", "macs_dw", "attn_elems", "mbytes", "ops_elementwise", "ops_norm", "ops_pool")),
+        ("sum", ("const", "macs_dense", "macs_dw", "attn_elems", "mbytes", "ops_conv", "ops_elementwise",
+                 "ops_norm", "ops_pool", "ops_layout")),
         ("max", ("const", "macs_dense", "macs_dw", "attn_elems", "mbytes", "ops_conv", "ops_elementwise",
                  "ops_norm", "ops_pool", "ops_layout")),
     ])
