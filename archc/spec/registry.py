@@ -5,12 +5,7 @@ from typing import Callable, Dict
 
 import torch.nn as nn
 
-#: token mixers a stage may use (the block builders are keyed by these names in ``archc.builder``)
-MIXERS: Dict[str, str] = {
-    "repmixer": "RepMixer: x + ls*(dwconv-branches(x) - BN(x)); folds to one depthwise conv",
-    "attention": "multi-head self-attention with a norm before it (BatchNorm by default)",
-    "pool": "PoolFormer pooling: x + ls*(avgpool(norm(x)) - norm(x))",
-}
+from ..blocks import MIXERS  # noqa: F401  (token mixers / block kinds: a plug-in family, see archc.blocks)
 
 #: activations, by the name the YAML uses
 ACTIVATIONS: Dict[str, Callable[[], nn.Module]] = {
