@@ -63,7 +63,7 @@ def test_evaluate_fills_params_macs_latency_and_score(tmp_path):
     assert seen == [{"runs": 7, "warmup": 10}] * 2               # measured targets get the runs asked for
     assert v1.score == pytest.approx(v1.params / 1e6)
     md = markdown(rows, "cpu", "params")
-    assert md.splitlines()[0] == "| variant | params (M) | MACs (G) | latency cpu (ms, measured) | score (params) |"
+    assert md.splitlines()[0] == "| variant | params (M) | MACs (G) | latency cpu (ms, measured) | score (params, M) |"
     assert f"| ablation_v1 | {v1.params / 1e6:.2f} | {v1.macs / 1e9:.3f} | 0.300 |" in md
     out = write_csv(rows, tmp_path / "t4.csv", "cpu", "params")
     got = list(csv.DictReader(out.open()))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..errors import DeviceError
+from ..errors import DeviceError, SpecError
 from .common import add_spec_args, console, load_from_args, print_json, table
 
 
@@ -48,9 +48,30 @@ def _resolutions(args) -> List[Optional[int]]:
         res = [int(t) for t in args.resolutions.split(",") if t.strip()]
     except ValueError:
         raise DeviceError(f"--resolutions '{args.resolutions}': expected comma-separated integers, e.g. 224,384,512") from None
-    if not res or any(r < 8 for r in res):
-        raise DeviceError(f"--resolutions '{args.resolutions}': every resolution must be >= 8")
+    if not res:
+        raise DeviceError(f"--resolutions '{args.resolutions}': expected comma-separated integers, e.g. 224,384,512")
     return res
+
+
+def _sized(spec, res: Optional[int], batch: int, flag: str):
+    """The spec at resolution ``res``, checked like ``input_size`` (bounds, every stage has tokens) and
+    against the memory guard at ``batch``, before anything is built."""
+    from ..guards import check_memory
+    from ..spec import load_spec
+    if res is not None:
+        try:
+            spec = load_spec(spec, {"input_size": res})
+        except SpecError as exc:
+            raise SpecError(f"{flag} {res}: {exc.message}", file=exc.file, path=exc.path) from None
+    check_memory(spec, batch, key="--batch" if batch > 1 else flag if res is not None else "input_size")
+    return spec
+
+
+def _check_threads(threads: Optional[int]) -> None:
+    import os
+    cores = os.cpu_count() or 1
+    if threads is not None and not 1 <= threads <= cores:
+        raise DeviceError(f"--threads {threads}: must be 1 to {cores} (this machine's logical cores)")
 
 
 def run(args) -> int:
@@ -58,8 +79,23 @@ def run(args) -> int:
 
     if args.runs < 1 or args.warmup < 0:
         raise DeviceError(f"--runs must be >= 1 and --warmup >= 0 (got {args.runs}, {args.warmup})")
+    if args.batch is not None and args.batch < 1:
+        raise DeviceError(f"--batch must be >= 1, got {args.batch}")
+    _check_threads(args.threads)
+    plot = None
+    if args.plot:
+        from ..outputs import writable_file
+        plot = Path(args.plot)
+        if plot.is_dir() or args.plot.endswith(("/", "\\")):
+            plot = plot / f"bench-{args.target}.png"  # a folder: the plot goes inside it, under this name
+        writable_file(plot, "--plot")
     resolutions = _resolutions(args)
     specs = [(path, load_from_args(path, args)) for path in args.specs]
+    batch = args.batch or (8 if args.target == "cuda" else 1)
+    flag = "--resolutions" if args.resolutions else "--resolution"
+    for path, spec in specs:
+        for res in resolutions:
+            _sized(spec, res, batch, flag)
     measured = args.target in MEASURED_TARGETS
     graphs = ["deploy", "train"] if (args.train and measured) else ["deploy"]
     jobs = [(path, spec, res, g) for path, spec in specs for res in resolutions for g in graphs]
@@ -89,22 +125,22 @@ def run(args) -> int:
         results.append({"spec": path, "name": spec.name, "graph": graph if measured else "deploy",
                         **r.to_dict()})
 
-    if len(jobs) > 1 and not args.json:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TimeElapsedColumn(), console=con, transient=True) as prog:
-            task = prog.add_task("benchmarking", total=len(jobs))
+    if len(jobs) > 1:
+        from .progress import Progress
+        with Progress("bench", total=len(jobs)) as prog:
             for path, spec, res, graph in jobs:
-                prog.update(task, description=f"{spec.name} {graph} @ {res or spec.input_size[0]}")
+                label = f"{spec.name} {graph} @ {res or spec.input_size[0]}"
+                prog.update(status=label)
                 one(path, spec, res, graph)
-                prog.advance(task)
+                r = results[-1]
+                prog.advance(f"{label}: {r['ms']:.3f} ms")
     else:
         for job in jobs:
             one(*job)
 
     plot_path = None
-    if args.plot:
-        plot_path = write_plot(results, Path(args.plot), args.target)
+    if plot is not None:
+        plot_path = write_plot(results, plot, args.target)
     if args.json:
         print_json({"target": args.target, "results": results, "plot": str(plot_path) if plot_path else None})
         return 0

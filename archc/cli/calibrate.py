@@ -93,6 +93,10 @@ def run(args) -> int:
     if args.folds < 0:
         raise ArchcError(f"--folds must be >= 0 (got {args.folds})")
     model = _model(args)
+    from ..outputs import writable_file
+    for flag, value in (("--out", args.out), ("--plot", args.plot)):
+        if value:
+            writable_file(value, flag)
     out = Path(args.out) if args.out else user_profile_dir() / f"{args.device}.yaml"
     con = console()
     checks = []

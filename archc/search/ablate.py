@@ -100,8 +100,17 @@ def read_reference(path: Optional[str]) -> Dict[str, Dict[str, str]]:
     p = Path(path)
     if not p.is_file():
         raise SpecError("reference file not found", file=str(path))
-    lines = [ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
-    return {r["name"]: r for r in csv.DictReader(lines)}
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read reference CSV: {exc}", file=str(path)) from None
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    reader = csv.DictReader(lines)
+    columns = list(reader.fieldnames or [])
+    if "name" not in columns:
+        raise SpecError(f"reference CSV has no 'name' column (it names each row's spec); columns: "
+                        f"{', '.join(map(repr, columns)) or 'none'}", file=str(path))
+    return {r["name"]: r for r in reader}
 
 
 def evaluate(rows: List[AblationRow], *, target: Optional[str], objective: Optional[str], lock_dir: Path,
@@ -140,7 +149,7 @@ def columns(rows: List[AblationRow], target: Optional[str], objective: Optional[
         if any(r.latency_error_pct is not None for r in rows):
             cols.append("± held-out")
     if objective:
-        cols.append(f"score ({objective})")
+        cols.append("score (params, M)" if objective == "params" else f"score ({objective})")
     if any(r.reference for r in rows):
         cols += ["published ms", "published top-1"]
     return cols
