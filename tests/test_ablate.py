@@ -99,6 +99,11 @@ def test_table4_with_predicted_latency_and_published_reference(tmp_path, capsys,
                        "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "latency iphone12pro (ms, predicted)" in text and "published top-1" in text
+    # 64x64 is below every calibration point: each prediction states the widened (family-out) error, marked *
+    from archc.latency.predict import load_profile
+    outside = load_profile("iphone12pro")["error"]["outside_pct"]
+    assert "± held-out" in text and text.count(f"±{outside:.1f}%*") == 2
     rows = list(csv.DictReader((tmp_path / "ablation.csv").open()))
+    assert all(float(r["latency_error_pct"]) == pytest.approx(outside) for r in rows)
     assert [r["published_top1"] for r in rows] == ["78.9", "79.8"]
     assert all(float(r["latency_ms"]) > 0 for r in rows)

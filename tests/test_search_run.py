@@ -303,6 +303,27 @@ def test_a_study_not_made_by_archc_is_refused(cfg):
         run_search(cfg, latency_fn=fake_latency)
 
 
+def test_predicted_candidates_carry_the_profiles_held_out_error(cfg, tmp_path, capsys):
+    from archc.cli.search import print_report
+    cfg.trials = 6
+    run = run_search(cfg, latency_fn=fake_latency)
+
+    def predicted(spec, target, **kw):
+        return LatencyResult(target=target, ms=fake_ms(spec), kind="predicted", batch=1, resolution=spec.input_size,
+                             expected_error_pct=4.6, error_bound_pct=10.4)
+
+    objective = Objective(space=run.space, objective="params", target="cpu", budget_ms=BUDGET, n_trials=cfg.trials,
+                          lock_dir=Path(cfg.lock_dir), latency_fn=predicted)
+    objective.measured = False
+    report = finalize(run.study, run.space, objective, tmp_path / "out", metrics=False)
+    assert report.candidates and all(c.final_error_pct == 4.6 for c in report.candidates)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert all(c["final_error_pct"] == 4.6 for c in summary["candidates"])
+    print_report(report)
+    out = capsys.readouterr().out
+    assert "± held-out" in out and "±4.6%" in out
+
+
 def test_pareto_plot_numbers_candidates_greys_infeasible_and_labels_the_score(tmp_path, monkeypatch):
     """The plot's NN labels are the candidates' file numbers, over-budget trials are drawn as Optuna's
     'Infeasible Trial' series, and the x axis says what the default score is (M params)."""

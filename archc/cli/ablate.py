@@ -94,6 +94,12 @@ def run(args) -> int:
         kinds = "/".join(sorted({r.latency_kind for r in rows}))
         con.print(f"MACs on the {'/'.join(sorted(graphs))} graph at each spec's input size; "
                   + (f"latency {kinds} on {target}" if target else "no latency (--target none)"))
+        if any(r.latency_error_pct is not None for r in rows):
+            con.print("± held-out: the profile's held-out error for each prediction (k-fold inside its calibration "
+                      "data, leave-one-family-out outside it)")
+        for r in rows:
+            if r.latency_caveats:
+                con.print(f"* {r.label}: {'; '.join(r.latency_caveats)}", highlight=False)
         if hasattr(score_fn, "cfg"):
             con.print(f"score (train): {score_fn.cfg.describe()}")
         con.print("")

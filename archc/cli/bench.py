@@ -152,14 +152,13 @@ def run(args) -> int:
 
 def print_results(results: List[Dict[str, Any]], target: str) -> None:
     con = console()
+    if results and all(r["kind"] == "predicted" for r in results):
+        print_predictions(results, target)
+        return
     deploy_ms = {(r["spec"], tuple(r["resolution"])): r["ms"] for r in results if r["graph"] == "deploy"}
     rows = []
     for r in results:
         res = "x".join(str(v) for v in r["resolution"])
-        if r["kind"] == "predicted":
-            err = f"±{r['expected_error_pct']:.1f}%" if r.get("expected_error_pct") else ""
-            rows.append((r["name"], "deploy (predicted)", res, r["batch"], f"{r['ms']:.3f}", err, "", "", ""))
-            continue
         speed = ""
         if r["graph"] == "train":
             d = deploy_ms.get((r["spec"], tuple(r["resolution"])))
@@ -169,17 +168,36 @@ def print_results(results: List[Dict[str, Any]], target: str) -> None:
     first = results[0] if results else {}
     det = first.get("detail", {})
     title = f"latency on {target}"
-    if first.get("kind") == "predicted":
-        title += f" ({det.get('device', 'device profile')}): predicted"
-    elif det.get("device"):
+    if det.get("device"):
         title += f" ({det['device']}, runtime {det.get('runtime')}, threads {det.get('threads', '-')})"
     con.print(table(title, ["spec", "graph", "input", "batch", "median ms", "IQR ms", "CV", "runs", "train/deploy"],
                     rows, right=("batch", "median ms", "IQR ms", "CV", "runs", "train/deploy")))
-    if any(r["kind"] == "predicted" for r in results):
-        con.print("predicted from a calibrated device profile, not measured; ± is the profile's leave-one-out error")
     noisy = [r for r in results if r.get("cv") is not None and r["cv"] > 0.05]
     if noisy:
         con.print(f"note: {len(noisy)} figure(s) have CV > 5%: the machine was busy or the run count is low")
+
+
+def print_predictions(results: List[Dict[str, Any]], target: str) -> None:
+    """Predicted latencies with their stated error and, where the error was widened, why."""
+    con = console()
+    rows, notes = [], {}
+    for r in results:
+        res = "x".join(str(v) for v in r["resolution"])
+        caveat = ""
+        if r.get("caveats"):
+            text = "; ".join(r["caveats"])
+            caveat = notes.setdefault(text, f"[{len(notes) + 1}]")
+        exp, bound = r.get("expected_error_pct"), r.get("error_bound_pct")
+        rows.append((r["name"], res, r["batch"], f"{r['ms']:.3f}", f"±{exp:.1f}%" if exp else "",
+                     f"±{bound:.1f}%" if bound else "", "outside" if r.get("caveats") else "inside", caveat))
+    det = results[0].get("detail", {})
+    con.print(table(f"latency on {target} ({det.get('device', 'device profile')}): predicted, not measured",
+                    ["spec", "input", "batch", "predicted ms", "expected error", "worst held-out", "calibration data",
+                     "caveat"], rows, right=("batch", "predicted ms", "expected error", "worst held-out")))
+    con.print("expected error: the profile's held-out MAPE (k-fold over architectures inside its data, "
+              "leave-one-family-out outside it); worst held-out: the largest such miss (the plot's band)")
+    for text, mark in notes.items():
+        con.print(f"{mark} outside the calibration data: {text}", highlight=False)
 
 
 def write_plot(results: List[Dict[str, Any]], path: Path, target: str) -> Path:
@@ -200,6 +218,17 @@ def write_plot(results: List[Dict[str, Any]], path: Path, target: str) -> Path:
         rs = sorted(rs, key=lambda r: r["resolution"][0])
         xs = [r["resolution"][0] for r in rs]
         ys = [r["ms"] for r in rs]
+        if rs[0]["kind"] == "predicted":  # the worst held-out miss that applies, as a band
+            lo = [r["ms"] * (1 - (r.get("error_bound_pct") or 0) / 100) for r in rs]
+            hi = [r["ms"] * (1 + (r.get("error_bound_pct") or 0) / 100) for r in rs]
+            ax.fill_between(xs, lo, hi, color=colors[name], alpha=0.15, linewidth=0)
+            ax.plot(xs, ys, "-", color=colors[name], label=f"{name} (predicted)")
+            out = [r for r in rs if r.get("caveats")]
+            ax.plot(xs, ys, "o", color=colors[name], markerfacecolor=colors[name])
+            if out:  # hollow markers: outside the calibration data (op kinds or feature ranges it never had)
+                ax.plot([r["resolution"][0] for r in out], [r["ms"] for r in out], "o", color=colors[name],
+                        markerfacecolor="white")
+            continue
         errs = [(r.get("iqr_ms") or 0.0) / 2 for r in rs]
         label = name if graph == "deploy" else f"{name} (train-time graph)"
         ax.errorbar(xs, ys, yerr=errs, fmt=("--" if graph == "train" else "-") + "o", capsize=3, label=label,
@@ -207,17 +236,30 @@ def write_plot(results: List[Dict[str, Any]], path: Path, target: str) -> Path:
     ticks = sorted({r["resolution"][0] for r in results})
     ax.set_xticks(ticks)
     ax.set_xlabel("input resolution (pixels, square)")
-    ax.set_ylabel("latency, median (ms)")
     first = results[0] if results else {}
     kind = "predicted" if first.get("kind") == "predicted" else "measured"
-    ax.set_title(f"{kind} latency on {target}, batch {first.get('batch', '?')}")
+    ax.set_ylabel("latency, predicted (ms)" if kind == "predicted" else "latency, median (ms)")
+    title = f"{kind} latency on {target}, batch {first.get('batch', '?')}"
+    footnote = ""
+    if kind == "predicted":
+        title += "\nband: worst held-out miss; hollow: outside the calibration data"
+        kinds = sorted({k for r in results for k in (r.get("detail") or {}).get("unseen_op_kinds", [])})
+        ext = sorted({k for r in results for k in (r.get("detail") or {}).get("extrapolation", {})})
+        why = ([f"op kinds never calibrated: {', '.join(kinds)}"] if kinds else []) + \
+            ([f"extrapolates {', '.join(ext)}"] if ext else [])
+        if why:
+            import textwrap
+            footnote = textwrap.fill("outside the calibration data: " + "; ".join(why), 110)
+    ax.set_title(title, fontsize=9)
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(ScalarFormatter())
     ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax.tick_params(axis="y", which="minor", labelsize=7)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    if footnote:
+        fig.text(0.01, 0.01, footnote, fontsize=7, va="bottom")
+    fig.tight_layout(rect=(0, 0.05 if footnote else 0, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)

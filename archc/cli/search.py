@@ -12,7 +12,7 @@ from ..proxies import objective_label
 from ..search.census import ERROR_ATTR, Census
 from ..search.metrics import torch_threads
 from ..search.objective import Objective
-from ..search.report import SearchReport, finalize, fmt
+from ..search.report import SearchReport, finalize, fmt, held_out
 from ..search.runner import SAMPLERS, SearchConfig, run_search, storage_errors, validate
 from ..search.storage import DEFAULT_STORAGE, mask_url
 from .common import add_train_args, console, human, print_json, table, train_settings
@@ -140,12 +140,12 @@ def print_report(report: SearchReport, con=None) -> None:
     for rank, cand in enumerate(report.candidates, 1):
         m = cand.metrics
         row = [rank, cand.trial.number, cand.variant or "", fmt(cand.score)]
-        row += [fmt(cand.search_ms), fmt(cand.final_ms)] if measured else [fmt(cand.final_ms)]
+        row += [fmt(cand.search_ms), fmt(cand.final_ms)] if measured else [fmt(cand.final_ms), held_out(cand)]
         row += [human(m.params) if m else human(cand.trial.user_attrs.get("params_m", 0) * 1e6),
                 human(m.macs) if m else "-", ",".join(map(str, cand.spec.depths)),
                 ",".join(map(str, cand.spec.widths)), "-".join(MIXERS.abbrev(x) for x in cand.spec.mixers)]
         rows.append(row)
-    ms_cols = ["search ms", "final ms"] if measured else ["ms"]
+    ms_cols = ["search ms", "final ms"] if measured else ["predicted ms", "± held-out"]
     how = "re-measured" if measured else "re-predicted"
     con.print(table(f"feasible Pareto front (score: {objective_label(report.objective)}; latency down; {how})",
                     ["#", "trial", "start point", "score"] + ms_cols + ["params", "MACs", "depths", "widths", "mixers"],

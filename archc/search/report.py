@@ -38,6 +38,7 @@ class Candidate:
     final_detail: str
     within_budget: bool
     metrics: Optional[SpecMetrics] = None
+    final_error_pct: Optional[float] = None  # predicted: the profile's held-out error for this prediction
     path: Optional[Path] = None
 
     @property
@@ -66,7 +67,7 @@ class SearchReport:
         def cand(c: Candidate) -> Dict[str, Any]:
             return {"trial": c.trial.number, "name": c.spec.name, "variant": c.variant or None, "score": c.score,
                     "search_latency_ms": c.search_ms, "final_latency_ms": c.final_ms, "final_kind": c.final_kind,
-                    "within_budget": c.within_budget, "params": c.metrics.params if c.metrics else None,
+                    "final_error_pct": c.final_error_pct, "within_budget": c.within_budget, "params": c.metrics.params if c.metrics else None,
                     "macs": c.metrics.macs if c.metrics else None, "macs_graph": c.metrics.graph if c.metrics else None,
                     "depths": list(c.spec.depths), "widths": list(c.spec.widths), "mixers": list(c.spec.mixers),
                     "spec_file": str(c.path) if c.path else None, "params_point": c.trial.params}
@@ -203,7 +204,8 @@ def finalize(study: optuna.Study, space: SearchSpace, objective: Objective, out:
         spec = spec_from_values(space, t.params, name=f"{space.name}_t{t.number:04d}")
         lat = objective.measure(spec, final=True)
         cand = Candidate(trial=t, spec=spec, score=t.values[0], search_ms=t.values[1], final_ms=lat.ms,
-                         final_kind=lat.kind, final_detail=lat.describe(), within_budget=lat.ms <= objective.budget_ms)
+                         final_kind=lat.kind, final_detail=lat.describe(), within_budget=lat.ms <= objective.budget_ms,
+                         final_error_pct=lat.expected_error_pct if lat.kind == "predicted" else None)
         (kept if cand.within_budget else dropped).append(cand)
     files: Dict[str, Path] = {}
     cdir = out / "candidates"
@@ -234,6 +236,14 @@ def finalize(study: optuna.Study, space: SearchSpace, objective: Objective, out:
     files["summary_json"] = summary
     summary.write_text(json.dumps(report.to_dict(), indent=1, default=str), encoding="utf-8")
     return report
+
+
+def held_out(cand: Candidate) -> str:
+    """The profile's held-out error for a predicted latency, marked '*' where it was widened."""
+    if cand.final_error_pct is None:
+        return "-"
+    return f"±{cand.final_error_pct:.1f}%" + ("*" if "outside" in cand.final_detail or "extrapolates" in cand.final_detail
+                                               or "never saw" in cand.final_detail else "")
 
 
 def fastest_seen(trials: List[FrozenTrial]) -> Optional[Dict[str, Any]]:
