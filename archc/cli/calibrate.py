@@ -119,13 +119,13 @@ def run(args) -> int:
                 if arch_hash(spec) not in known:
                     known.add(arch_hash(spec))
                     samples.append(Sampled(spec, args.spec_family, arch_hash(spec)))
-        if args.json:
-            progress = None
-        else:
-            def progress(what, i, total):
-                con.print(f"[{i}/{total}] measuring {what}", highlight=False)
-        records = measure_all(samples, resolutions, target=args.target, cache=cache, runs=args.runs,
-                              warmup=args.warmup, threads=args.threads, progress=progress)
+        from .progress import Progress  # stderr: a bar with count and ETA on a terminal, a line per point piped
+        with Progress("calibrate --measure", total=len(samples) * len(resolutions)) as prog:
+            def progress(what, i, total):  # called before point i (1-based; cached points are skipped)
+                prog.update(i - 1, f"measuring {what}")
+            records = measure_all(samples, resolutions, target=args.target, cache=cache, runs=args.runs,
+                                  warmup=args.warmup, threads=args.threads, progress=progress)
+            prog.update(len(samples) * len(resolutions), "done")
         points = points_of(records)
         source = f"{cache} ({args.target}, {args.threads} thread(s), median of {args.runs} runs after {args.warmup} warm-up)"
         gen = (f"archc calibrate --measure --target {args.target} " + " ".join(f"--space {s}" for s in spaces)
