@@ -100,8 +100,12 @@ def read_cache(path: Path) -> Dict[str, Dict[str, Any]]:
 def measure_all(samples: Sequence[Sampled], resolutions: Sequence[int], *, target: str, cache: Path,
                 runs: int, warmup: int, threads: int = 1, runtime: str = "eager",
                 measure: Optional[Callable[..., Any]] = None,
-                progress: Optional[Callable[[str, int, int], None]] = None) -> List[Dict[str, Any]]:
-    """Measure every (sample, resolution) not yet in ``cache``; returns all records, cached ones included."""
+                progress: Optional[Callable[[str, int, int], None]] = None,
+                cached_only: bool = False) -> List[Dict[str, Any]]:
+    """Measure every (sample, resolution) not yet in ``cache``; returns all records, cached ones included.
+
+    ``cached_only`` measures nothing: a cache measured elsewhere (another machine, pinned shards) is fitted
+    here, and points it lacks are left out. Cached records point at this machine's copy of each spec."""
     from ..spec import save_spec
     if measure is None:
         from .measure import measure_latency as measure
@@ -120,7 +124,9 @@ def measure_all(samples: Sequence[Sampled], resolutions: Sequence[int], *, targe
             i += 1
             key = cache_key(s.arch, res, target, runtime, threads)
             if key in done:
-                records.append(done[key])
+                records.append(dict(done[key], spec=str(spec_path)))
+                continue
+            if cached_only:
                 continue
             if progress:
                 progress(f"{s.spec.name} @ {res}", i, total)
@@ -150,7 +156,7 @@ def points_of(records: Sequence[Dict[str, Any]]) -> List[Point]:
 
 def ratio_check(profile_path: str, pairs: Sequence[Tuple[str, str]], resolutions: Sequence[int], *, target: str,
                 cache: Path, runs: int, warmup: int, threads: int = 1, runtime: str = "eager",
-                measure: Optional[Callable[..., Any]] = None) -> List[Dict[str, Any]]:
+                measure: Optional[Callable[..., Any]] = None, cached_only: bool = False) -> List[Dict[str, Any]]:
     """For each (A, B) spec pair: measured and predicted reduction of B against A at each resolution.
 
     The pairs are measured like calibration points (and cached) but are not fitted: this checks the
@@ -163,9 +169,11 @@ def ratio_check(profile_path: str, pairs: Sequence[Tuple[str, str]], resolutions
         a, b = load_spec(a_path), load_spec(b_path)
         recs = measure_all([Sampled(a, "check", arch_hash(a)), Sampled(b, "check", arch_hash(b))], resolutions,
                            target=target, cache=cache, runs=runs, warmup=warmup, threads=threads, runtime=runtime,
-                           measure=measure)
+                           measure=measure, cached_only=cached_only)
         ms = {(r["arch"], r["resolution"]): r["ms"] for r in recs}
         for res in resolutions:
+            if (arch_hash(a), res) not in ms or (arch_hash(b), res) not in ms:
+                continue  # cached_only and not measured there
             ma, mb = ms[(arch_hash(a), res)], ms[(arch_hash(b), res)]
             pa, pb = predict_latency(a, profile_path, res), predict_latency(b, profile_path, res)
             out.append({"a": a.name, "b": b.name, "resolution": res, "measured_a_ms": ma, "measured_b_ms": mb,
