@@ -59,7 +59,7 @@ def reference(name: str) -> Dict[str, object]:
     logits = model(x)
     deploy = reparameterize_model(copy.deepcopy(model)).eval()
     return {
-        "model": name, "timm": timm.__version__, "torch": torch.__version__, "seed": SEED,
+        "model": name, "timm": str(timm.__version__), "torch": str(torch.__version__), "seed": SEED,
         "input_seed": INPUT_SEED, "input_shape": [BATCH, 3, size, size], "keys": _keys(model),
         "logits": logits.clone(), "logits_reparam": deploy(x).clone(),
         "params": sum(p.numel() for p in model.parameters()),
