@@ -8,7 +8,8 @@ import torch.nn as nn
 
 from .nn import (Attention, ConvFFN, ConvPatchEmbed, Mlp, MobileOneBlock, NormMixerBlock, Pooling, RepCPE,
                  RepLKPatchEmbed, RepMixerBlock)
-from .spec import ACTIVATIONS, MIXERS, NORMS, Spec, StageSpec, load_spec
+from .nn.efficientformer import ConvBNDownsample, DistilledHead, Flat, StemConvReLU, meta_blocks
+from .spec import ACTIVATIONS, MIXERS, NORMS, Spec, StageSpec, load_spec, stage_resolutions
 from .spec.load import SpecSource
 
 
@@ -59,12 +60,20 @@ class ArchNet(nn.Module):
         n = sum(spec.depths)  # linear from 0 to drop_path_rate over all blocks (timm), plain floats: meta-safe
         drop_rates = [spec.drop_path_rate * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
         stages, prev, k = [], spec.stem_width, 0
-        for stage in spec.stages:
-            stages.append(_build_stage(spec, stage, prev, drop_rates[k:k + stage.depth], act, norm))
+        resolutions = stage_resolutions(spec)
+        for i, stage in enumerate(spec.stages):
+            stages.append(_build_stage(spec, stage, prev, drop_rates[k:k + stage.depth], act, norm,
+                                       resolutions[i], last=i == len(spec.stages) - 1))
             prev, k = stage.width, k + stage.depth
         self.stages = nn.Sequential(*stages)
         hd = spec.head
-        if hd.type == "mobileone_se":
+        if hd.type == "distilled":  # timm's EfficientFormer names: norm, head, head_dist at the top level
+            self.final_conv = None
+            self.norm = nn.LayerNorm(prev)
+            self.head_pool = DistilledHead(spec.drop_rate)
+            self.head = nn.Linear(prev, spec.num_classes)
+            self.head_dist = nn.Linear(prev, spec.num_classes)
+        elif hd.type == "mobileone_se":
             out = int(prev * hd.expansion)
             self.final_conv = MobileOneBlock(prev, out, hd.kernel, groups=prev, conv_branches=hd.conv_branches,
                                              scale_branch=hd.scale_branch, act=act(), se_ratio=hd.se_ratio)
@@ -81,11 +90,15 @@ class ArchNet(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spec.head.type == "distilled":
+            return self.head_pool(self.norm(self.forward_features(x)), self.head, self.head_dist)
         return self.head(self.forward_features(x))
 
 
 def _build_stem(spec: Spec, act: Callable[[], nn.Module]) -> nn.Sequential:
     st, w = spec.stem, spec.stem_width
+    if st.type == "conv_relu":
+        return StemConvReLU(spec.in_chans, w, st.kernel)
     if st.type == "conv":
         return nn.Sequential(ConvPatchEmbed(spec.in_chans, w, st.kernel, st.stride, st.padding))
     kw = dict(conv_branches=st.conv_branches, scale_branch=st.scale_branch)
@@ -122,20 +135,31 @@ BLOCKS: Dict[str, Callable[..., nn.Module]] = {
     "repmixer": _repmixer_block,
     "attention": _attention_block,
     "pool": _pool_block,
+    "meta4d": None,  # a stage of Meta4D/Meta3D blocks, built by ``meta_blocks`` (timm's block order)
 }
 assert set(BLOCKS) == set(MIXERS), "every registered mixer needs a block builder"
 
 
-def _build_stage(spec: Spec, s: StageSpec, in_chs: int, drop_rates: List[float], act, norm) -> Stage:
+def _build_stage(spec: Spec, s: StageSpec, in_chs: int, drop_rates: List[float], act, norm,
+                 resolution=(1, 1), last: bool = False) -> Stage:
     ds = s.downsample
     downsample: Optional[nn.Module] = None
-    if ds is not None and ds.type == "replk":
+    if ds is not None and ds.type == "conv_bn":
+        downsample = ConvBNDownsample(in_chs, s.width, ds.kernel, ds.stride)
+    elif ds is not None and ds.type == "replk":
         downsample = RepLKPatchEmbed(in_chs, s.width, ds.kernel, ds.small_kernel, ds.stride, act,
                                      s.conv_branches, s.scale_branch)
     elif ds is not None:
         downsample = ConvPatchEmbed(in_chs, s.width, ds.kernel, ds.stride)
     pos_emb = RepCPE(s.width, s.pos_enc.kernel) if s.pos_enc is not None else None
-    blocks = [BLOCKS[s.mixer](spec, s, dp, act, norm) for dp in drop_rates]
+    if s.mixer == "meta4d":
+        blocks = meta_blocks(s.width, s.depth, s.meta3d, resolution, s.pool_size, s.mlp_ratio, act,
+                             spec.layer_scale_init if spec.layer_scale_init is not None else 1.0, s.head_dim,
+                             drop_rates, end_in_tokens=last and spec.head.type == "distilled")
+    else:
+        blocks = [BLOCKS[s.mixer](spec, s, dp, act, norm) for dp in drop_rates]
+        if last and spec.head.type == "distilled":
+            blocks.append(Flat())
     return Stage(downsample, pos_emb, blocks)
 
 

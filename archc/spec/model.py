@@ -32,9 +32,10 @@ MAX_RES = 4096
 class DownsampleSpec:
     """Patch embedding at the start of a stage (stride-2 reduction and width change)."""
 
-    type: Literal["replk", "conv"] = opt(
+    type: Literal["replk", "conv", "conv_bn"] = opt(
         "replk", "replk: FastViT depthwise large-kernel conv with a small parallel branch, then a 1x1 "
-        "MobileOne block; conv: one dense conv (PoolFormer/MetaFormer)", choices=("replk", "conv"))
+        "MobileOne block; conv: one dense conv (PoolFormer/MetaFormer); conv_bn: dense conv + BN "
+        "(EfficientFormer)", choices=("replk", "conv", "conv_bn"))
     kernel: int = opt(7, "kernel size of the (large) conv", min=1, max=MAX_KERNEL, odd=True)
     small_kernel: Optional[int] = opt(
         3, "replk only: kernel of the parallel small branch (null: none); must not exceed kernel",
@@ -71,15 +72,18 @@ class StageSpec:
     downsample: Optional[DownsampleSpec] = opt(
         None, "patch embedding at the stage start (null: none; stage 0 has none unless set)")
     pos_enc: Optional[PosEncSpec] = opt(None, "positional encoding after the downsample (null: none)")
+    meta3d: int = opt(0, "meta4d, last stage only: how many of the last blocks are Meta3D (EfficientFormer's "
+                      "MetaPath; a Flat turns the map into tokens before them)", min=0, max=MAX_DEPTH)
 
 
 @dataclass(frozen=True)
 class StemSpec:
     """The input stem: reduces resolution by 4 before stage 0."""
 
-    type: Literal["mobileone", "conv"] = opt(
+    type: Literal["mobileone", "conv", "conv_relu"] = opt(
         "mobileone", "mobileone: FastViT's three MobileOne blocks (kxk s2, depthwise kxk s2, 1x1); "
-        "conv: one dense conv (PoolFormer)", choices=("mobileone", "conv"))
+        "conv: one dense conv (PoolFormer); conv_relu: two kxk s2 conv + BN + ReLU (EfficientFormer)",
+        choices=("mobileone", "conv", "conv_relu"))
     width: Optional[int] = opt(None, "output channels (null: stages[0].width)", min=1, max=MAX_WIDTH)
     kernel: int = opt(3, "kernel size (mobileone: of the two stride-2 blocks)", min=1, max=MAX_KERNEL, odd=True)
     stride: int = opt(4, "conv only: stride (mobileone is always 2 x 2)", min=1, max=16)
@@ -92,10 +96,11 @@ class StemSpec:
 class HeadSpec:
     """The classifier head."""
 
-    type: Literal["mobileone_se", "norm_linear"] = opt(
+    type: Literal["mobileone_se", "norm_linear", "distilled"] = opt(
         "mobileone_se", "mobileone_se: depthwise MobileOne block C->expansion*C with squeeze-excite, "
-        "global pool, linear (FastViT); norm_linear: norm, global pool, linear (PoolFormer)",
-        choices=("mobileone_se", "norm_linear"))
+        "global pool, linear (FastViT); norm_linear: norm, global pool, linear (PoolFormer); distilled: "
+        "LayerNorm on tokens, mean, average of a classifier and a distillation Linear (EfficientFormer)",
+        choices=("mobileone_se", "norm_linear", "distilled"))
     expansion: float = opt(2.0, "mobileone_se: output width / last stage width (integer multiple)",
                            min=1.0, max=16.0)
     kernel: int = opt(3, "mobileone_se: depthwise kernel", min=1, max=MAX_KERNEL, odd=True)

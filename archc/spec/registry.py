@@ -10,6 +10,8 @@ MIXERS: Dict[str, str] = {
     "repmixer": "RepMixer: x + ls*(dwconv-branches(x) - BN(x)); folds to one depthwise conv",
     "attention": "multi-head self-attention with a norm before it (BatchNorm by default)",
     "pool": "PoolFormer pooling: x + ls*(avgpool(norm(x)) - norm(x))",
+    "meta4d": "EfficientFormer Meta4D: x + ls*(avgpool(x) - x), Conv-BN MLP; the stage's last `meta3d` blocks "
+              "are Meta3D (LayerNorm, attention with a learned bias, Linear MLP)",
 }
 
 #: activations, by the name the YAML uses

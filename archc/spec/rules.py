@@ -22,7 +22,7 @@ def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
 
 def stem_out(spec: Spec, size: int) -> int:
     st = spec.stem
-    if st.type == "mobileone":
+    if st.type in ("mobileone", "conv_relu"):
         for _ in range(2):
             size = conv_out(size, st.kernel, 2, conv_padding(st.kernel, 2))
         return size
@@ -53,7 +53,7 @@ def estimate_params(spec: Spec) -> int:
         per_block = 2 * s.width * hidden + s.width * (s.ffn_kernel ** 2 + 16)
         if s.mixer == "attention":
             per_block += 4 * s.width * s.width
-        total += s.depth * per_block + prev * s.width * 2
+        total += s.depth * per_block + prev * s.width * 2 + s.meta3d * 2560 * s.width  # Meta3D qkv + proj
         prev = s.width
     return total + int(prev * spec.head.expansion) * spec.num_classes
 
@@ -61,12 +61,12 @@ def estimate_params(spec: Spec) -> int:
 def check_spec(spec: Spec, loc: Located) -> None:
     """Raise SpecError (with the key path) for combinations that cannot be built."""
     st = spec.stem
-    if st.type == "mobileone":
+    if st.type in ("mobileone", "conv_relu"):
         if st.stride != 4:
-            raise loc.error(("stem", "stride"), f"value {st.stride} not allowed: the mobileone stem always "
+            raise loc.error(("stem", "stride"), f"value {st.stride} not allowed: the {st.type} stem always "
                                                 "reduces by 4 (two stride-2 blocks); use type: conv for another stride")
         if st.padding is not None:
-            raise loc.error(("stem", "padding"), "only a conv stem takes padding (mobileone pads kernel // 2)")
+            raise loc.error(("stem", "padding"), f"only a conv stem takes padding ({st.type} pads kernel // 2)")
     prev = spec.stem_width
     for i, s in enumerate(spec.stages):
         p = ("stages", i)
@@ -87,6 +87,17 @@ def check_spec(spec: Spec, loc: Located) -> None:
         if s.mixer == "attention" and s.width % s.head_dim:
             raise loc.error(p + ("width",), f"width {s.width} is not divisible by head_dim {s.head_dim} "
                                             f"(attention needs whole heads); valid widths are multiples of {s.head_dim}")
+        if s.meta3d and s.mixer != "meta4d":
+            raise loc.error(p + ("meta3d",), f"meta3d {s.meta3d} needs mixer: meta4d (got '{s.mixer}'); "
+                                             "only EfficientFormer stages have Meta3D blocks")
+        if s.meta3d and i != len(spec.stages) - 1:
+            raise loc.error(p + ("meta3d",), f"meta3d {s.meta3d} on stage {i}: only the last stage may turn "
+                                             f"into tokens (stage {len(spec.stages) - 1})")
+        if s.meta3d > s.depth:
+            raise loc.error(p + ("meta3d",), f"meta3d {s.meta3d} exceeds depth {s.depth}; valid: 0 to {s.depth}")
+        if s.meta3d and spec.head.type != "distilled":
+            raise loc.error(("head", "type"), f"'{spec.head.type}' reads a feature map but stage {i} ends in "
+                                              "tokens (meta3d > 0); valid: distilled")
         if int(s.width * s.mlp_ratio) < 1:
             raise loc.error(p + ("mlp_ratio",), f"mlp_ratio {s.mlp_ratio} gives an FFN with 0 hidden channels")
         prev = s.width
