@@ -61,7 +61,7 @@ def expand_channel_multiplier(gm: fx.GraphModule) -> int:
     ``repeat_channels(x, m)`` followed by a depthwise conv (``groups == out``) with the same weights."""
     count = 0
     for node in list(gm.graph.nodes):
-        if node.op != "call_module" or node_kind(node, gm) != "conv":  # "dwconv" is already depthwise
+        if node.op != "call_module" or node_kind(node, gm) not in ("conv", "dwconv"):
             continue
         conv = module(gm, node)
         if not isinstance(conv, nn.Conv2d) or conv.padding_mode != "zeros":
