@@ -44,7 +44,7 @@ def test_bad_spec_is_one_line_exit_2(capsys, tmp_path):
     bad.write_text("name: x\nstages:\n  - {depth: 2, width: 64, mixer: repmix}\n")
     line = assert_one_error_line(*run(capsys, "build", str(bad)))
     assert line == (f"archc: error: {bad}:3 stages[0].mixer: invalid value 'repmix' (did you mean 'repmixer'?); "
-                    "valid: repmixer, attention, pool")
+                    f"valid: {', '.join(archc.blocks.MIXERS)}")
 
 
 @pytest.mark.parametrize("argv, fragments", [
@@ -208,7 +208,8 @@ def test_schema_checks_index_patches(schema):
 def test_schema_documents_every_key_with_defaults(schema):
     stage = schema["$defs"]["StageSpec"]
     assert set(stage["required"]) == {"depth", "width", "mixer"}
-    assert stage["properties"]["mixer"]["enum"] == ["repmixer", "attention", "pool"]
+    assert stage["properties"]["mixer"]["anyOf"][0]["enum"] == list(archc.blocks.MIXERS)
+    assert {"mixer_kernel", "head_dim", "pool_size"} <= set(stage["properties"])  # today's flat keys still valid
     assert stage["properties"]["ffn_kernel"]["default"] == 7
     assert all(p.get("description") for d in schema["$defs"].values() for p in d["properties"].values())
     assert schema["properties"]["input_size"]["default"] == [256, 256]

@@ -56,7 +56,7 @@ def test_keys_logits_params_macs_equal_timm(name):
 
 
 def _meta4d_blocks(spec) -> int:
-    return sum(s.depth - s.meta3d for s in spec.stages)
+    return sum(s.depth - s.mixer.meta3d for s in spec.stages)
 
 
 @pytest.mark.parametrize("name", MODELS[:2])

@@ -18,21 +18,20 @@ from typing import Any, Literal, Tuple, Union, get_args, get_origin
 
 import pytest
 
-from archc.spec import DownsampleSpec, HeadSpec, PosEncSpec, Spec, StageSpec, StemSpec, load_spec
+from archc.blocks import FAMILIES
+from archc.spec import Spec, StageSpec, load_spec
 from archc.spec.convert import hints, public_fields
 
 from conftest import ROOT
 
 DOC = ROOT / "docs" / "SPEC.md"
 BEGIN, END = "<!-- keys:begin -->", "<!-- keys:end -->"
-SECTIONS = [
-    (Spec, "Top level", ""),
-    (StageSpec, "`stages[i]` (and `stage_defaults`)", "stages[i]."),
-    (DownsampleSpec, "`stages[i].downsample`", "downsample."),
-    (PosEncSpec, "`stages[i].pos_enc`", "pos_enc."),
-    (StemSpec, "`stem`", "stem."),
-    (HeadSpec, "`head`", "head."),
-]
+_WHERE = {"mixer": "stages[i].mixer", "downsample": "stages[i].downsample", "pos_enc": "stages[i].pos_enc",
+          "stem": "stem", "head": "head"}
+#: (dataclass, title, key prefix, key suffix): the spec, a stage, then every kind of every plug-in family
+SECTIONS = [(Spec, "Top level", "", ""), (StageSpec, "`stages[i]` (and `stage_defaults`)", "stages[i].", "")] + [
+    (kind.params, f"`{_WHERE[key]}` = `{kind.name}`", f"{key}.", f" ({kind.name})")
+    for key, family in FAMILIES.items() for kind in family.kinds()]
 _NONE = type(None)
 
 
@@ -41,6 +40,8 @@ def _type(tp: Any, meta: dict) -> str:
     if origin is Union:
         inner = [a for a in get_args(tp) if a is not _NONE]
         return _type(inner[0], meta) + " or null"
+    if "family" in meta:
+        return "a kind's name or a mapping `{type: NAME, ...}`"
     if dataclasses.is_dataclass(tp):
         short = " (or its `type` as a string)" if "type" in hints(tp) else ""
         return f"mapping{short}"
@@ -56,6 +57,8 @@ def _type(tp: Any, meta: dict) -> str:
 
 def _range(meta: dict) -> str:
     parts = []
+    if "family" in meta:
+        parts.append(", ".join(meta["family"]))
     if "min" in meta:
         parts.append(f"{meta['min']} to {meta['max']}")
     if meta.get("odd"):
@@ -68,7 +71,7 @@ def _default(f: dataclasses.Field) -> str:
         return "**required**"
     d = f.default
     if dataclasses.is_dataclass(d):
-        return "see below"
+        return f"`{d.type}`"
     if d is None:
         return "`null`"
     if isinstance(d, tuple):
@@ -80,14 +83,19 @@ def _default(f: dataclasses.Field) -> str:
 
 def key_reference() -> str:
     out = []
-    for cls, title, prefix in SECTIONS:
+    for cls, title, prefix, suffix in SECTIONS:
         out.append(f"### {title}\n\n{(cls.__doc__ or '').strip()}\n")
         out.append("| key | type | default | valid | meaning |\n|---|---|---|---|---|")
         for f in public_fields(cls):
             meta = dict(f.metadata)
             text = meta.get("help", "").replace("|", "\\|")
-            out.append(f"| `{prefix}{f.name}` | {_type(hints(cls)[f.name], meta)} | {_default(f)} | {_range(meta)} "
-                       f"| {text} |")
+            out.append(f"| `{prefix}{f.name}`{suffix} | {_type(hints(cls)[f.name], meta)} | {_default(f)} | "
+                       f"{_range(meta)} | {text} |")
+        if cls is StageSpec:
+            for key, owners in StageSpec.flat_keys().items():
+                kind, fname = owners[0]
+                out.append(f"| `stages[i].{key}` | | | | today's flat form of `mixer.{fname}` ({kind.name}): "
+                           "used where the stage's mixer has it, unless the mixer mapping sets it |")
         if cls is Spec:
             out.append("| `base` | string | — | | a spec file to inherit from, relative to this file |")
             out.append("| `stage_defaults` | mapping | — | | keys of `stages[i]` every stage gets unless it sets "
@@ -99,7 +107,7 @@ def key_reference() -> str:
 def compact_reference() -> str:
     """Every key with its default, in one table (the README's overview; docs/SPEC.md has the details)."""
     out = ["| key | default | valid |", "|---|---|---|"]
-    for cls, _, prefix in SECTIONS:
+    for cls, _, prefix, suffix in SECTIONS:
         for f in public_fields(cls):
             meta = dict(f.metadata)
             tp = hints(cls)[f.name]
@@ -108,7 +116,7 @@ def compact_reference() -> str:
                 valid = ", ".join(meta.get("choices") or get_args(tp))
             elif not valid:
                 valid = _type(tp, meta)
-            out.append(f"| `{prefix}{f.name}` | {_default(f)} | {valid} |")
+            out.append(f"| `{prefix}{f.name}`{suffix} | {_default(f)} | {valid} |")
         if cls is Spec:
             out.append("| `base` | — | a spec file to inherit from |")
             out.append("| `stage_defaults` | — | keys of `stages[i]` for every stage |")
@@ -137,9 +145,9 @@ def test_readme_key_table_is_current():
 
 def test_every_key_is_documented():
     text = DOC.read_text(encoding="utf-8")
-    for cls, _, prefix in SECTIONS:
+    for cls, _, prefix, suffix in SECTIONS:
         for f in public_fields(cls):
-            assert f"`{prefix}{f.name}`" in text
+            assert f"`{prefix}{f.name}`{suffix}" in text
             assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
 
 

@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 from archc.errors import SpecError
-from archc.spec import (DownsampleSpec, PosEncSpec, Spec, StageSpec, load_spec, parse_key_path, parse_override,
+from archc.blocks.downsamples import ConvDownsample, RepCPEPosEnc as PosEncSpec, ReplkDownsample as DownsampleSpec
+from archc.blocks.metaformer import PoolParams, RepMixerParams
+from archc.spec import (Spec, StageSpec, load_spec, parse_key_path, parse_override,
                         save_spec, spec_to_dict, spec_to_yaml, stage_resolutions)
 
 from conftest import SPECS, shipped_specs
@@ -96,7 +98,7 @@ def test_table4_ablations_and_poolformer_pair():
     assert pf.depths == (2, 2, 6, 2) and pf.widths == (64, 128, 320, 512) and pf.mixers == ("pool",) * 4
     assert pf.input_size == (224, 224) and pf.norm == "groupnorm"
     assert pfr.mixers == ("repmixer",) * 4
-    assert [dataclasses.replace(s, mixer="pool") for s in pfr.stages] == list(pf.stages)
+    assert [dataclasses.replace(s, mixer=PoolParams()) for s in pfr.stages] == list(pf.stages)
     for name in ("sa36_384", "ma36_384"):
         hi = load_spec(SPECS / f"{name}.yaml")
         lo = load_spec(SPECS / f"{name[:-4]}.yaml")
@@ -119,7 +121,7 @@ def test_load_from_mapping_path_string_and_spec(tmp_path):
 
 def test_defaults_fill_every_optional_key(tmp_path):
     spec = load_spec(write(tmp_path, "min.yaml", f"name: m\nstages: [{STAGE}]\n"))
-    assert spec == Spec(name="m", stages=(StageSpec(depth=1, width=16, mixer="repmixer"),))
+    assert spec == Spec(name="m", stages=(StageSpec(depth=1, width=16, mixer=RepMixerParams()),))
     assert spec.input_size == (256, 256) and spec.activation == "gelu" and spec.layer_scale_init == 1e-5
 
 
@@ -132,7 +134,7 @@ def test_scalar_input_size_and_string_shorthands(tmp_path):
           - {depth: 1, width: 32, mixer: repmixer, downsample: conv}
         """))
     assert spec.input_size == (64, 96)
-    assert spec.stages[1].downsample == DownsampleSpec(type="conv")
+    assert spec.stages[1].downsample == ConvDownsample(type="conv")
 
 
 # ------------------------------------------------------------------------------------ inheritance
@@ -169,7 +171,7 @@ def test_index_patches_change_only_the_named_stage_keys(tmp_path):
         stages: {0: {depth: 2, mixer: pool}, 1: {downsample: {kernel: 5}}}
         """)
     a, p = load_spec(tmp_path / "a.yaml"), load_spec(p)
-    assert p.stages[0] == dataclasses.replace(a.stages[0], depth=2, mixer="pool")
+    assert p.stages[0] == dataclasses.replace(a.stages[0], depth=2, mixer=PoolParams())
     # a patch of a nested mapping merges: kernel changes, small_kernel and type stay
     assert p.stages[1] == dataclasses.replace(a.stages[1], downsample=dataclasses.replace(a.stages[1].downsample,
                                                                                          kernel=5))
@@ -177,7 +179,7 @@ def test_index_patches_change_only_the_named_stage_keys(tmp_path):
 
 def test_null_in_a_patch_removes_an_inherited_value():
     s12 = load_spec(SPECS / "s12.yaml")  # sa12 with stages: {3: {mixer: repmixer, pos_enc: null}}
-    assert s12.stages[3].pos_enc is None and s12.stages[3].mixer == "repmixer"
+    assert s12.stages[3].pos_enc is None and s12.stages[3].mixer.type == "repmixer"
 
 
 def test_stage_defaults_apply_to_unset_keys_but_never_downsample_stage_0(tmp_path):
@@ -215,7 +217,7 @@ def test_override_strings_and_mappings_agree():
     assert (a.input_size, a.stem.kernel, a.stages[3].pos_enc, a.layer_scale_init) == ((128, 128), 5, None, None)
     # values are read as YAML: flow mappings and lists work
     c = load_spec(SPECS / "sa12.yaml", ["stages[1].downsample={type: conv, kernel: 3}", "input_size=[128, 160]"])
-    assert c.stages[1].downsample == DownsampleSpec("conv", 3, 3, 2) and c.input_size == (128, 160)
+    assert c.stages[1].downsample == ConvDownsample("conv", 3, 2) and c.input_size == (128, 160)
     # overrides apply after inheritance and before stage_defaults, on a Spec too
     d = load_spec(load_spec(SPECS / "t8.yaml"), ["stages[0].depth=3"])
     assert d.depths == (3, 2, 4, 2)

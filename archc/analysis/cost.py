@@ -8,6 +8,7 @@ from typing import Dict, List, Optional
 import torch.nn as nn
 
 from ..spec import Spec, stage_resolutions
+from ..spec.rules import stem_out
 from .profile import GraphProfile, example_input, profile_graph
 
 
@@ -62,12 +63,12 @@ def cost_report(model: nn.Module, spec: Spec, input_size=None, profile: Optional
     stem = sums.get("stem", {"macs": 0, "params": 0, "bytes": 0})
     sized = dataclasses.replace(spec, input_size=size)
     resolutions = stage_resolutions(sized)
-    h0 = resolutions[0]
+    h0 = tuple(stem_out(sized, n) for n in size)
     rows.append(StageRow("stem", f"{size[0]}x{size[1]} -> {h0[0]}x{h0[1]}", None, spec.stem_width, None,
                          spec.stem.type, stem["params"], stem["macs"], stem["bytes"]))
     for i, (stage, (h, w)) in enumerate(zip(spec.stages, resolutions)):
         s = sums.get(f"stage {i}", {"macs": 0, "params": 0, "bytes": 0})
-        rows.append(StageRow(f"stage {i}", f"{h}x{w}", h * w, stage.width, stage.depth, stage.mixer,
+        rows.append(StageRow(f"stage {i}", f"{h}x{w}", h * w, stage.width, stage.depth, stage.mixer.type,
                              s["params"], s["macs"], s["bytes"]))
     head = sums.get("head", {"macs": 0, "params": 0, "bytes": 0})
     rows.append(StageRow("head", "1x1", None, spec.num_classes, None, spec.head.type, head["params"],

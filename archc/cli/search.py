@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..blocks import MIXERS
 from ..search.census import ERROR_ATTR, Census
 from ..search.metrics import torch_threads
 from ..search.objective import Objective
@@ -116,7 +117,6 @@ def run(args) -> int:
     return 0
 
 
-MIXER_ABBREV = {"repmixer": "RM", "attention": "SA", "pool": "PO"}
 
 
 def print_report(report: SearchReport, con=None) -> None:
@@ -133,7 +133,7 @@ def print_report(report: SearchReport, con=None) -> None:
         row += [fmt(cand.search_ms), fmt(cand.final_ms)] if measured else [fmt(cand.final_ms)]
         row += [human(m.params) if m else human(cand.trial.user_attrs.get("params_m", 0) * 1e6),
                 human(m.macs) if m else "-", ",".join(map(str, cand.spec.depths)),
-                ",".join(map(str, cand.spec.widths)), "-".join(MIXER_ABBREV.get(x, x) for x in cand.spec.mixers)]
+                ",".join(map(str, cand.spec.widths)), "-".join(MIXERS.abbrev(x) for x in cand.spec.mixers)]
         rows.append(row)
     ms_cols = ["search ms", "final ms"] if measured else ["ms"]
     how = "re-measured" if measured else "re-predicted"

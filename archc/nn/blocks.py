@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..spec.rules import conv_padding
-from .layers import ConvBN, maybe_drop_path, maybe_layer_scale
+from .geometry import conv_padding
+from .layers import ConvBN, maybe_drop_path, maybe_layer_scale, maybe_scale
 from .mobileone import LargeKernelConv, MobileOneBlock
 
 NormFactory = Callable[[int], nn.Module]
@@ -43,17 +43,20 @@ class ConvFFN(nn.Module):
 
 
 class Mlp(nn.Module):
-    """MetaFormer MLP with its pre-norm: norm, fc1 (1x1), act, fc2 (1x1)."""
+    """MetaFormer MLP: (pre-norm,) fc1 (1x1), act, fc2 (1x1). Without ``norm`` the block owns the pre-norm
+    (timm's MetaFormer: ``norm2`` outside ``mlp``)."""
 
-    def __init__(self, dim: int, hidden: int, norm: NormFactory, act: ActFactory):
+    def __init__(self, dim: int, hidden: int, norm: Optional[NormFactory], act: ActFactory):
         super().__init__()
-        self.norm = norm(dim)
+        self.norm = norm(dim) if norm is not None else None
         self.fc1 = nn.Conv2d(dim, hidden, 1)
         self.act = act()
         self.fc2 = nn.Conv2d(hidden, dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(self.norm(x))))
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.fc2(self.act(self.fc1(x)))
 
 
 # ---------------------------------------------------------------------------------- token mixers
@@ -141,6 +144,28 @@ class NormMixerBlock(nn.Module):
         return _residual(x, self.mlp(x), self.layer_scale_2, self.drop_path2)
 
 
+class MetaFormerBlock(nn.Module):
+    """timm's MetaFormer block (PoolFormer v1 names): ``x = x + ls1 * mixer(norm1(x));
+    x = x + ls2 * mlp(norm2(x))`` with (C,) layer scales; ``norm2`` is absent for a ConvFFN (own BN)."""
+
+    def __init__(self, dim: int, token_mixer: nn.Module, ffn: nn.Module, norm: NormFactory, pre_norm_ffn: bool,
+                 layer_scale_init: Optional[float], drop_path: float):
+        super().__init__()
+        self.norm1 = norm(dim)
+        self.token_mixer = token_mixer
+        self.drop_path1 = maybe_drop_path(drop_path)
+        self.layer_scale1 = maybe_scale(dim, layer_scale_init)
+        self.norm2 = norm(dim) if pre_norm_ffn else None
+        self.mlp = ffn
+        self.drop_path2 = maybe_drop_path(drop_path)
+        self.layer_scale2 = maybe_scale(dim, layer_scale_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _residual(x, self.token_mixer(self.norm1(x)), self.layer_scale1, self.drop_path1)
+        y = self.norm2(x) if self.norm2 is not None else x
+        return _residual(x, self.mlp(y), self.layer_scale2, self.drop_path2)
+
+
 # ------------------------------------------------------------------- positional enc., embeddings
 class RepCPE(nn.Module):
     """Conditional positional encoding ``x + dwconv(x)``; folds to one depthwise conv."""
@@ -157,10 +182,11 @@ class RepLKPatchEmbed(nn.Module):
     """FastViT patch embedding: large-kernel depthwise conv (C -> C_out, stride s), then a 1x1 MobileOne block."""
 
     def __init__(self, in_chs: int, out_chs: int, kernel: int, small_kernel: Optional[int], stride: int,
-                 act: ActFactory, conv_branches: int, scale_branch: bool):
+                 act: ActFactory, conv_branches: int, scale_branch: bool, se_ratio: Optional[float] = None,
+                 lk_act: bool = False):
         super().__init__()
         self.proj = nn.Sequential(
-            LargeKernelConv(in_chs, out_chs, kernel, stride, small_kernel),
+            LargeKernelConv(in_chs, out_chs, kernel, stride, small_kernel, se_ratio, act() if lk_act else None),
             MobileOneBlock(out_chs, out_chs, 1, conv_branches=max(conv_branches, 1),
                            scale_branch=scale_branch, act=act()),
         )
@@ -170,12 +196,12 @@ class RepLKPatchEmbed(nn.Module):
 
 
 class ConvPatchEmbed(nn.Module):
-    """MetaFormer patch embedding: one dense strided conv with bias."""
+    """MetaFormer patch embedding (stem and downsample): one dense strided conv with bias (timm: ``conv``)."""
 
     def __init__(self, in_chs: int, out_chs: int, kernel: int, stride: int, padding: Optional[int] = None):
         super().__init__()
         pad = conv_padding(kernel, stride) if padding is None else padding
-        self.proj = nn.Conv2d(in_chs, out_chs, kernel, stride, pad)
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel, stride, pad)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)
+        return self.conv(x)

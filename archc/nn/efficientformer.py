@@ -196,8 +196,8 @@ class DistilledHead(nn.Module):
 
 
 def meta_blocks(dim: int, depth: int, num_3d: int, resolution: Tuple[int, int], pool_size: int,
-                mlp_ratio: float, act, layer_scale_init: float, key_dim: int, drop_rates,
-                end_in_tokens: bool) -> list:
+                mlp_ratio: float, act, layer_scale_init: float, key_dim: int, drop_rates, num_heads: int = 8,
+                end_in_tokens: bool = False) -> list:
     """A stage's block list in timm's order: Meta4D blocks, ``Flat`` where the last ``num_3d`` blocks
     begin (first when all are 3D), then Meta3D blocks; ``Flat`` at the end when ``end_in_tokens`` and
     no block is 3D (a distilled head reads tokens)."""
@@ -207,7 +207,7 @@ def meta_blocks(dim: int, depth: int, num_3d: int, resolution: Tuple[int, int], 
     for i in range(depth):
         remain = depth - i - 1
         if num_3d > remain:
-            blocks.append(Meta3D(dim, resolution, mlp_ratio, act, layer_scale_init, key_dim,
+            blocks.append(Meta3D(dim, resolution, mlp_ratio, act, layer_scale_init, key_dim, num_heads,
                                  drop_path=drop_rates[i]))
         else:
             blocks.append(Meta4D(dim, pool_size, mlp_ratio, act, layer_scale_init, drop_path=drop_rates[i]))

@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from ..spec.rules import conv_padding
+from .geometry import conv_padding
 
 
 class ConvBN(nn.Module):
@@ -35,6 +35,17 @@ class LayerScale2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gamma
+
+
+class Scale(nn.Module):
+    """Per-channel scale ``x * scale`` with ``scale`` of shape (C,) (timm MetaFormer's ``Scale``)."""
+
+    def __init__(self, dim: int, init_value: float):
+        super().__init__()
+        self.scale = nn.Parameter(torch.full((dim,), float(init_value)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale.reshape(-1, 1, 1)
 
 
 class DropPath(nn.Module):
@@ -71,6 +82,10 @@ class SqueezeExcite(nn.Module):
 
 def maybe_drop_path(p: float) -> Optional[DropPath]:
     return DropPath(p) if p > 0.0 else None
+
+
+def maybe_scale(dim: int, init_value: Optional[float]) -> Optional[Scale]:
+    return Scale(dim, init_value) if init_value is not None else None
 
 
 def maybe_layer_scale(dim: int, init_value: Optional[float]) -> Optional[LayerScale2d]:

@@ -48,16 +48,24 @@ class MobileOneBlock(nn.Module):
 
 
 class LargeKernelConv(nn.Module):
-    """RepLKNet-style depthwise large-kernel conv+BN with a parallel small-kernel conv+BN."""
+    """RepLKNet-style depthwise large-kernel conv+BN with a parallel small-kernel conv+BN, then optional
+    squeeze-excite and activation (MobileCLIP's MCi models use both; the branches still fold into one conv)."""
 
-    def __init__(self, in_chs: int, out_chs: int, kernel: int, stride: int, small_kernel: Optional[int]):
+    def __init__(self, in_chs: int, out_chs: int, kernel: int, stride: int, small_kernel: Optional[int],
+                 se_ratio: Optional[float] = None, act: Optional[nn.Module] = None):
         super().__init__()
         self.large_conv = ConvBN(in_chs, out_chs, kernel, stride, groups=in_chs)
         self.small_conv = (ConvBN(in_chs, out_chs, small_kernel, stride, groups=in_chs)
                            if small_kernel is not None else None)
+        self.se = SqueezeExcite(out_chs, se_ratio) if se_ratio else None
+        self.act = act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.large_conv(x)
         if self.small_conv is not None:
             out = out + self.small_conv(x)
+        if self.se is not None:
+            out = self.se(out)
+        if self.act is not None:
+            out = self.act(out)
         return out

@@ -21,25 +21,31 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from ..analysis.profile import example_input
 from ..errors import LoweringError
-from ..nn import LargeKernelConv, MobileOneBlock, RepCPE, RepMixer
+from ..blocks import MIXERS
+from ..nn import LargeKernelConv, MobileOneBlock, RepCPE
 from .engine import apply_rules, matching_rules
 from .verify import assert_invariants, check_equivalence, debug_check
 
 LEVELS = ("full", "reference")
-#: block types whose folding the reference implementations also do
-REFERENCE_BLOCKS = (MobileOneBlock, LargeKernelConv, RepMixer, RepCPE)
+#: block types whose folding the reference implementations also do (block kinds add theirs: reference_blocks())
+REFERENCE_BLOCKS = (MobileOneBlock, LargeKernelConv, RepCPE)
+
+
+def reference_blocks() -> tuple:
+    return REFERENCE_BLOCKS + tuple(m for kind in MIXERS.kinds() for m in kind.reference_modules)
 
 
 def _scope_filter(model: nn.Module, level: str) -> Callable[[fx.Node], bool]:
     if level == "full":
         return lambda node: True
     types = {name: type(m) for name, m in model.named_modules()}
+    blocks = reference_blocks()
 
     def in_reference_block(node: fx.Node) -> bool:
         paths = list(node.meta.get("nn_module_stack", {}).keys())
         if node.op == "call_module":
             paths.append(str(node.target))
-        return any(issubclass(types.get(p, type(None)), REFERENCE_BLOCKS) for p in paths)
+        return any(issubclass(types.get(p, type(None)), blocks) for p in paths)
     return in_reference_block
 
 

@@ -34,29 +34,30 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
 from ..errors import ArchcError, SpecError, did_you_mean
 from ..spec import load_spec, spec_to_dict
 from ..spec.convert import convert_value, hints, public_fields
-from ..spec.model import DownsampleSpec, PosEncSpec, Spec, StageSpec
+from ..blocks import DOWNSAMPLES, MIXERS, POS_ENCS
+from ..spec.model import Spec, StageSpec
 from ..spec.yamlsrc import Located, PathKey, format_path, read_yaml
 
 #: space keys of a stage that are StageSpec fields of the same name
-_STAGE_FIELDS = ("depth", "width", "mixer", "mlp_ratio", "mixer_kernel", "ffn_kernel", "ffn", "pool_size",
-                 "head_dim", "conv_branches")
+_STAGE_FIELDS = ("depth", "width", "mixer", "mlp_ratio", "ffn_kernel", "ffn", "conv_branches")
+#: space keys that set a parameter of the stage's mixer kind (each kind declares its own: archc.blocks)
+_MIXER_KEYS = tuple(MIXERS.search_keys())
 #: space keys of a stage with their own meaning
 _STAGE_EXTRA = {
     "width_mult": "width as a multiple of the previous stage's width (stages after the first)",
     "downsample_kernel": "kernel of the stage's patch embedding (its downsample)",
-    "pos_enc": "none or repcpe: positional encoding after the downsample",
-    "pos_enc_kernel": "kernel of the RepCPE positional encoding",
+    "pos_enc": "none or a positional encoding kind: positional encoding after the downsample",
+    "pos_enc_kernel": "kernel of the positional encoding",
 }
 #: every stage key, in the order a stage's parameters are suggested and listed
-STAGE_KEYS = ("depth", "width", "width_mult", "mixer", "mlp_ratio", "mixer_kernel", "ffn", "ffn_kernel", "pool_size",
-              "head_dim", "conv_branches", "downsample_kernel", "pos_enc", "pos_enc_kernel")
-assert set(STAGE_KEYS) == set(_STAGE_FIELDS) | set(_STAGE_EXTRA)
+STAGE_KEYS = (("depth", "width", "width_mult", "mixer", "mlp_ratio") + _MIXER_KEYS
+              + ("ffn", "ffn_kernel", "conv_branches", "downsample_kernel", "pos_enc", "pos_enc_kernel"))
 #: top-level spec keys a space may fix or vary (scalars only)
 SPEC_KEYS = ("input_size", "num_classes", "activation", "norm", "layer_scale_init", "drop_path_rate", "drop_rate")
 #: spec fields that are training settings, not architecture: a start point may differ from the
 #: space's base in these (e.g. Apple trains SA36/MA36 with layer scale 1e-6)
 TRAINING_FIELDS = ("layer_scale_init", "drop_path_rate", "drop_rate")
-POS_ENC_CHOICES = ("none", "repcpe")
+POS_ENC_CHOICES = ("none",) + tuple(POS_ENCS)
 _TOP_KEYS = ("name", "description", "base", "spec", "shared", "stage_defaults", "stages", "rules", "start_from")
 _RULE_KEYS = {
     "attention_in_last": "attention only in the last k stages (shapes the mixer choices)",
@@ -329,15 +330,15 @@ def _field_meta(key: str) -> Tuple[Any, Dict[str, Any]]:
         f = {f.name: f for f in public_fields(Spec)}[key]
         tp = int if key == "input_size" else hints(Spec)[key]
         return tp, dict(f.metadata)
+    if key == "mixer":
+        return str, {"choices": tuple(MIXERS)}
     if key in _STAGE_FIELDS:
         f = {f.name: f for f in public_fields(StageSpec)}[key]
         return hints(StageSpec)[key], dict(f.metadata)
-    if key == "downsample_kernel":
-        f = {f.name: f for f in public_fields(DownsampleSpec)}["kernel"]
-        return int, dict(f.metadata)
-    if key == "pos_enc_kernel":
-        f = {f.name: f for f in public_fields(PosEncSpec)}["kernel"]
-        return int, dict(f.metadata)
+    for family in (MIXERS, DOWNSAMPLES, POS_ENCS):
+        if key in family.search_keys():
+            cls, f = family.params_field(key)
+            return hints(cls)[f.name], dict(f.metadata)
     if key == "pos_enc":
         return str, {"choices": POS_ENC_CHOICES}
     if key == "width_mult":
@@ -521,16 +522,26 @@ def assemble(space: SearchSpace, values: Mapping[str, Any], name: str) -> Dict[s
                                "is not a whole number of channels")
             st["width"] = int(round(w))
         for key in _STAGE_FIELDS:
-            if key != "width" and (i, key) in kv:
+            if key not in ("width", "mixer") and (i, key) in kv:
                 st[key] = kv[(i, key)]
+        mixer = st["mixer"] if isinstance(st["mixer"], dict) else {"type": st["mixer"]}
+        if (i, "mixer") in kv and kv[(i, "mixer")] != mixer["type"]:
+            mixer = {"type": kv[(i, "mixer")]}  # another kind: its own defaults, then the space's keys
+        for key, fname in MIXERS[mixer["type"]].search_keys.items():
+            if (i, key) in kv:
+                mixer[fname] = kv[(i, key)]
+        st["mixer"] = mixer
         if (i, "downsample_kernel") in kv:
             st["downsample"]["kernel"] = kv[(i, "downsample_kernel")]
-        pe = kv.get((i, "pos_enc"), "repcpe" if st.get("pos_enc") else "none")
+        pe = kv.get((i, "pos_enc"), st["pos_enc"]["type"] if st.get("pos_enc") else "none")
         if pe == "none":
             st["pos_enc"] = None
         else:
-            kernel = kv.get((i, "pos_enc_kernel"), (st.get("pos_enc") or {}).get("kernel", 7))
-            st["pos_enc"] = {"type": "repcpe", "kernel": kernel}
+            old = st.get("pos_enc") or {}
+            st["pos_enc"] = dict(old) if old.get("type") == pe else {"type": pe}
+            for key, fname in POS_ENCS[pe].search_keys.items():
+                if (i, key) in kv:
+                    st["pos_enc"][fname] = kv[(i, key)]
     widths = [s["width"] for s in d["stages"]]
     if space.rules.get("widths_non_decreasing"):
         for i in range(1, len(widths)):
@@ -540,7 +551,7 @@ def assemble(space: SearchSpace, values: Mapping[str, Any], name: str) -> Dict[s
     k = space.rules.get("attention_in_last")
     if k is not None:
         for i, s in enumerate(d["stages"][: len(widths) - k]):
-            if s["mixer"] == "attention":  # pragma: no cover - shaped away at compile time
+            if s["mixer"]["type"] == "attention":  # pragma: no cover - shaped away at compile time
                 reasons.append(f"rules.attention_in_last: stages[{i}] uses attention")
     if reasons:
         raise InfeasiblePoint(reasons)
@@ -631,9 +642,14 @@ def _value_of(spec: Spec, target: Target) -> Any:
     if key == "downsample_kernel":
         return s.downsample.kernel if s.downsample is not None else None
     if key == "pos_enc":
-        return "repcpe" if s.pos_enc is not None else "none"
+        return s.pos_enc.type if s.pos_enc is not None else "none"
     if key == "pos_enc_kernel":
         return s.pos_enc.kernel if s.pos_enc is not None else _INACTIVE
+    if key == "mixer":
+        return s.mixer.type
+    if key in _MIXER_KEYS:
+        fname = MIXERS[s.mixer.type].search_keys.get(key)
+        return getattr(s.mixer, fname) if fname is not None else _INACTIVE
     return getattr(s, key)
 
 

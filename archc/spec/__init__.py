@@ -2,12 +2,12 @@
 from .dump import save_spec, spec_to_dict, spec_to_yaml
 from .jsonschema import spec_json_schema
 from .load import load_spec, parse_key_path, parse_override
-from .model import DownsampleSpec, HeadSpec, PosEncSpec, Spec, StageSpec, StemSpec
+from .model import Spec, StageSpec
 from .registry import ACTIVATIONS, MIXERS, NORMS
 from .rules import stage_resolutions
 
 __all__ = [
-    "Spec", "StageSpec", "StemSpec", "HeadSpec", "DownsampleSpec", "PosEncSpec",
+    "Spec", "StageSpec",
     "load_spec", "parse_key_path", "parse_override", "save_spec", "spec_to_dict", "spec_to_yaml",
     "spec_json_schema", "stage_resolutions", "MIXERS", "ACTIVATIONS", "NORMS",
 ]

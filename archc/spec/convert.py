@@ -42,6 +42,8 @@ def convert(cls, data: Any, path: PathKey, loc: Located):
         data = {"type": data}  # shorthand: ``downsample: conv`` == ``downsample: {type: conv}``
     if not isinstance(data, dict):
         raise loc.error(path, f"expected a mapping, got {_type_name(data)} {_show(data)}")
+    if hasattr(cls, "pre_convert"):
+        data = cls.pre_convert(data, path, loc)
     fields = {f.name: f for f in public_fields(cls)}
     for key in data:
         if key not in fields:
@@ -66,6 +68,8 @@ def convert_value(tp: Any, value: Any, meta: Dict[str, Any], path: PathKey, loc:
         return convert_value(args[0], value, meta, path, loc)
     if value is None:
         raise loc.error(path, "must not be null")
+    if "family" in meta:
+        return convert_kind(meta["family"], value, path, loc)
     if dataclasses.is_dataclass(tp):
         return convert(tp, value, path, loc)
     if origin is Literal or "choices" in meta:
@@ -95,6 +99,26 @@ def convert_value(tp: Any, value: Any, meta: Dict[str, Any], path: PathKey, loc:
             raise loc.error(path, f"expected a non-empty string, got {_type_name(value)} {_show(value)}")
         return value
     raise TypeError(f"archc bug: no converter for {tp!r} at {path}")  # pragma: no cover
+
+
+def convert_kind(family: Any, value: Any, path: PathKey, loc: Located) -> Any:
+    """A kind of a plug-in family: its name, or ``{type: NAME, ...}`` (``type`` may be left to the family's
+    default), converted with that kind's parameter dataclass."""
+    names = tuple(family)
+    if isinstance(value, str):
+        if value not in family:
+            raise loc.error(path, f"invalid value {_show(value)}{did_you_mean(value, names)}; valid: {', '.join(names)}")
+        value = {"type": value}
+    if not isinstance(value, dict):
+        raise loc.error(path, f"invalid value {_show(value)}: expected a mapping, got {_type_name(value)} "
+                              f"{_show(value)} (or a {family.name} name); valid: {', '.join(names)}")
+    name = value.get("type", family.default)
+    if name is None:
+        raise loc.error(path, f"missing required key 'type' ({family.help}); valid: {', '.join(names)}")
+    if not isinstance(name, str) or name not in family:
+        raise loc.error(path + ("type",), f"invalid value {_show(name)}{did_you_mean(name, names)}; "
+                                          f"valid: {', '.join(names)}")
+    return convert(family[name].params, {**value, "type": name}, path, loc)
 
 
 def _convert_tuple(tp: Any, value: Any, meta: Dict[str, Any], path: PathKey, loc: Located) -> tuple:

@@ -10,7 +10,25 @@ from .model import Spec, StageSpec
 _NONE = type(None)
 
 
+def _family_schema(family: Any, defs: Dict[str, Any]) -> Dict[str, Any]:
+    """A kind's name, or the mapping of one of the family's kinds (each kind's parameters, from its record)."""
+    options: list = [{"type": "string", "enum": list(family), "description": family.help}]
+    for kind in family.kinds():
+        name = kind.params.__name__
+        if name not in defs:
+            defs[name] = {}
+            defs[name] = _object_schema(kind.params, defs)
+            if family.default != kind.name:
+                defs[name]["required"] = ["type"]
+        options.append({"$ref": f"#/$defs/{name}"})
+    return {"anyOf": options}
+
+
 def _type_schema(tp: Any, meta: Dict[str, Any], defs: Dict[str, Any]) -> Dict[str, Any]:
+    if "family" in meta:
+        if get_origin(tp) is Union:
+            return {"anyOf": [_family_schema(meta["family"], defs), {"type": "null"}]}
+        return _family_schema(meta["family"], defs)
     origin = get_origin(tp)
     if origin is Union:
         inner = [a for a in get_args(tp) if a is not _NONE]
@@ -56,6 +74,12 @@ def _object_schema(cls, defs: Dict[str, Any]) -> Dict[str, Any]:
         if f.metadata.get("required"):
             required.append(f.name)
         props[f.name] = schema
+    for key, owners in getattr(cls, "flat_keys", dict)().items():  # today's flat mixer keys (head_dim: 32)
+        kind, fname = owners[0]
+        f = {f.name: f for f in dataclasses.fields(kind.params)}[fname]
+        schema = _type_schema(hints(kind.params)[fname], dict(f.metadata), defs)
+        schema["description"] = f"the {fname} of a stage's " + " or ".join(k.name for k, _ in owners) + " mixer"
+        props[key] = schema
     out = {"type": "object", "description": (cls.__doc__ or "").strip(), "properties": props,
            "additionalProperties": False}
     if required:

@@ -166,6 +166,8 @@ def set_path(loc: Located, path: PathKey, value: Any) -> None:
         else:
             if not isinstance(node, dict):
                 raise fail(f"{format_path(path[:i])} is not a mapping")
+            if isinstance(node.get(part), str) and not isinstance(nxt, int):
+                node[part] = {"type": node[part]}  # mixer: attention -> {type: attention} to set mixer.head_dim
             if node.get(part) is None or not isinstance(node[part], (dict, list)):
                 if isinstance(nxt, int):
                     raise fail(f"{format_path(path[:i + 1])} is not a list")
@@ -206,7 +208,7 @@ def spec_from_located(loc: Located) -> Spec:
     defaults = data.pop("stage_defaults", None) or {}
     if not isinstance(defaults, dict):
         raise loc.error(("stage_defaults",), f"expected a mapping, got {defaults!r}")
-    stage_keys = [f.name for f in public_fields(StageSpec)]
+    stage_keys = list(StageSpec.accepted_keys())
     for key in defaults:
         if key not in stage_keys:
             raise loc.error(("stage_defaults", key), f"unknown stage key {key!r}{did_you_mean(key, stage_keys)}; "
@@ -232,7 +234,8 @@ def _with_defaults(stage: Any, defaults: dict, index: int, loc: Located) -> Any:
         if key not in out:
             out[key] = copy.deepcopy(value)
             _copy_origin(loc, ("stage_defaults", key), ("stages", index, key))
-        elif isinstance(value, dict) and isinstance(out[key], dict):
+        elif isinstance(value, dict) and isinstance(out[key], dict) and value.get("type", out[key].get("type")) \
+                == out[key].get("type", value.get("type")):  # a default for another kind does not apply
             merged = copy.deepcopy(value)
             merged.update(out[key])
             out[key] = merged

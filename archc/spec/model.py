@@ -2,54 +2,20 @@
 
 Field metadata keys (read by the validator and the JSON Schema writer, so they cannot drift apart):
 ``help`` (one line for editors), ``min``/``max`` (inclusive bounds), ``odd`` (kernel sizes),
-``choices`` (closed set of names, usually a registry).
+``choices`` (closed set of names, usually a registry), ``family`` (a plug-in family of ``archc.blocks``:
+the value is a kind's name or a mapping ``{type: NAME, ...}`` converted with that kind's parameters).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Tuple
+from typing import Any, Dict, Literal, Optional, Tuple
 
-from .registry import ACTIVATIONS, MIXERS, NORMS
-
-
-def opt(default, help: str, **constraints):
-    """A dataclass field with a default, a help line and validation constraints."""
-    return field(default=default, metadata={"help": help, **constraints})
-
-
-def req(help: str, **constraints):
-    """A required dataclass field with a help line and validation constraints."""
-    return field(metadata={"help": help, "required": True, **constraints})
-
-
-MAX_KERNEL = 31
-MAX_WIDTH = 8192
-MAX_DEPTH = 128
-MAX_RES = 4096
-
-
-@dataclass(frozen=True)
-class DownsampleSpec:
-    """Patch embedding at the start of a stage (stride-2 reduction and width change)."""
-
-    type: Literal["replk", "conv", "conv_bn"] = opt(
-        "replk", "replk: FastViT depthwise large-kernel conv with a small parallel branch, then a 1x1 "
-        "MobileOne block; conv: one dense conv (PoolFormer/MetaFormer); conv_bn: dense conv + BN "
-        "(EfficientFormer)", choices=("replk", "conv", "conv_bn"))
-    kernel: int = opt(7, "kernel size of the (large) conv", min=1, max=MAX_KERNEL, odd=True)
-    small_kernel: Optional[int] = opt(
-        3, "replk only: kernel of the parallel small branch (null: none); must not exceed kernel",
-        min=1, max=MAX_KERNEL, odd=True)
-    stride: int = opt(2, "spatial reduction", min=1, max=8)
-
-
-@dataclass(frozen=True)
-class PosEncSpec:
-    """Conditional positional encoding placed after the stage's downsample."""
-
-    type: Literal["repcpe"] = opt("repcpe", "repcpe: x + depthwise conv(x), folds to one conv",
-                                  choices=("repcpe",))
-    kernel: int = opt(7, "depthwise kernel size", min=1, max=MAX_KERNEL, odd=True)
+from ..blocks import DOWNSAMPLES, HEADS, MIXERS, POS_ENCS, STEMS
+from ..blocks.kind import MAX_DEPTH, MAX_KERNEL, MAX_RES, MAX_WIDTH, opt, req  # noqa: F401  (re-exported)
+from ..blocks.stems import MobileOneStem
+from ..blocks.heads import MobileOneSEHead
+from .registry import ACTIVATIONS, NORMS
 
 
 @dataclass(frozen=True)
@@ -58,55 +24,55 @@ class StageSpec:
 
     depth: int = req("number of blocks", min=1, max=MAX_DEPTH)
     width: int = req("channels in this stage", min=1, max=MAX_WIDTH)
-    mixer: str = req("token mixer", choices=tuple(MIXERS))
+    mixer: Any = req("token mixer / block kind: its name, or a mapping {type: NAME, ...its keys}", family=MIXERS)
     mlp_ratio: float = opt(4.0, "FFN hidden width / stage width", min=0.0625, max=16.0)
-    mixer_kernel: int = opt(3, "repmixer: depthwise kernel of the mixer", min=1, max=MAX_KERNEL, odd=True)
-    pool_size: int = opt(3, "pool: average-pooling window", min=1, max=MAX_KERNEL, odd=True)
     ffn: Literal["convffn", "mlp"] = opt(
         "convffn", "convffn: depthwise conv + BN, fc1, act, fc2 (FastViT); mlp: norm, fc1, act, fc2 (MetaFormer)",
         choices=("convffn", "mlp"))
     ffn_kernel: int = opt(7, "convffn: depthwise kernel size", min=1, max=MAX_KERNEL, odd=True)
-    head_dim: int = opt(32, "attention: channels per head (width must be a multiple)", min=1, max=1024)
-    conv_branches: int = opt(1, "train-time kxk conv branches of the stage's MobileOne blocks", min=0, max=16)
+    conv_branches: int = opt(1, "train-time kxk conv branches of the stage's MobileOne blocks (RepMixer, replk "
+                             "downsample, mobileone)", min=0, max=16)
     scale_branch: bool = opt(True, "train-time 1x1 scale branch of the stage's MobileOne blocks")
-    downsample: Optional[DownsampleSpec] = opt(
-        None, "patch embedding at the stage start (null: none; stage 0 has none unless set)")
-    pos_enc: Optional[PosEncSpec] = opt(None, "positional encoding after the downsample (null: none)")
-    meta3d: int = opt(0, "meta4d, last stage only: how many of the last blocks are Meta3D (EfficientFormer's "
-                      "MetaPath; a Flat turns the map into tokens before them)", min=0, max=MAX_DEPTH)
+    downsample: Optional[Any] = opt(
+        None, "patch embedding at the stage start (null: none; stage 0 has none unless set)", family=DOWNSAMPLES)
+    pos_enc: Optional[Any] = opt(None, "positional encoding after the downsample (null: none)", family=POS_ENCS)
 
+    @classmethod
+    def flat_keys(cls) -> Dict[str, Any]:
+        """Today's flat mixer keys (``head_dim: 32`` beside ``mixer: attention``): the mixers' search keys."""
+        return MIXERS.search_keys()
 
-@dataclass(frozen=True)
-class StemSpec:
-    """The input stem: reduces resolution by 4 before stage 0."""
+    @classmethod
+    def accepted_keys(cls) -> Tuple[str, ...]:
+        from .convert import public_fields
+        return tuple(f.name for f in public_fields(cls)) + tuple(cls.flat_keys())
 
-    type: Literal["mobileone", "conv", "conv_relu"] = opt(
-        "mobileone", "mobileone: FastViT's three MobileOne blocks (kxk s2, depthwise kxk s2, 1x1); "
-        "conv: one dense conv (PoolFormer); conv_relu: two kxk s2 conv + BN + ReLU (EfficientFormer)",
-        choices=("mobileone", "conv", "conv_relu"))
-    width: Optional[int] = opt(None, "output channels (null: stages[0].width)", min=1, max=MAX_WIDTH)
-    kernel: int = opt(3, "kernel size (mobileone: of the two stride-2 blocks)", min=1, max=MAX_KERNEL, odd=True)
-    stride: int = opt(4, "conv only: stride (mobileone is always 2 x 2)", min=1, max=16)
-    padding: Optional[int] = opt(None, "conv only: padding (null: (stride - 1 + kernel - 1) // 2)", min=0, max=MAX_KERNEL)
-    conv_branches: int = opt(1, "mobileone: train-time kxk conv branches per block", min=1, max=16)
-    scale_branch: bool = opt(True, "mobileone: train-time 1x1 scale branch")
-
-
-@dataclass(frozen=True)
-class HeadSpec:
-    """The classifier head."""
-
-    type: Literal["mobileone_se", "norm_linear", "distilled"] = opt(
-        "mobileone_se", "mobileone_se: depthwise MobileOne block C->expansion*C with squeeze-excite, "
-        "global pool, linear (FastViT); norm_linear: norm, global pool, linear (PoolFormer); distilled: "
-        "LayerNorm on tokens, mean, average of a classifier and a distillation Linear (EfficientFormer)",
-        choices=("mobileone_se", "norm_linear", "distilled"))
-    expansion: float = opt(2.0, "mobileone_se: output width / last stage width (integer multiple)",
-                           min=1.0, max=16.0)
-    kernel: int = opt(3, "mobileone_se: depthwise kernel", min=1, max=MAX_KERNEL, odd=True)
-    se_ratio: float = opt(0.0625, "mobileone_se: squeeze-excite reduction ratio", min=0.001, max=1.0)
-    conv_branches: int = opt(1, "mobileone_se: train-time kxk conv branches", min=1, max=16)
-    scale_branch: bool = opt(True, "mobileone_se: train-time 1x1 scale branch")
+    @classmethod
+    def pre_convert(cls, data: dict, path, loc) -> dict:
+        """Move flat mixer keys into the mixer mapping where the stage's mixer kind has them (a key the
+        mapping sets itself wins); each flat value is still checked where it stands."""
+        from .convert import convert_value, hints
+        flat = cls.flat_keys()
+        found = {k: data[k] for k in data if k in flat}
+        if not found:
+            return data
+        data = {k: v for k, v in data.items() if k not in flat}
+        for key, value in found.items():
+            owner, fname = flat[key][0]
+            f = {f.name: f for f in dataclasses.fields(owner.params)}[fname]
+            found[key] = convert_value(hints(owner.params)[fname], value, dict(f.metadata), path + (key,), loc)
+        mixer = data.get("mixer")
+        mixer = {"type": mixer} if isinstance(mixer, str) else mixer
+        if not isinstance(mixer, dict) or mixer.get("type") not in MIXERS:
+            return data  # the converter reports the mixer itself
+        kind = MIXERS[mixer["type"]]
+        mixer = dict(mixer)
+        for key, value in found.items():
+            fname = kind.search_keys.get(key)
+            if fname is not None and fname not in mixer:
+                mixer[fname] = value
+        data["mixer"] = mixer
+        return data
 
 
 @dataclass(frozen=True)
@@ -126,8 +92,8 @@ class Spec:
                                             min=0.0, max=10.0)
     drop_path_rate: float = opt(0.0, "stochastic depth at the last block, linear from 0", min=0.0, max=1.0)
     drop_rate: float = opt(0.0, "dropout before the classifier", min=0.0, max=1.0)
-    stem: StemSpec = opt(StemSpec(), "the input stem")
-    head: HeadSpec = opt(HeadSpec(), "the classifier head")
+    stem: Any = opt(MobileOneStem(), "the input stem", family=STEMS)
+    head: Any = opt(MobileOneSEHead(), "the classifier head", family=HEADS)
     source: Optional[str] = field(default=None, compare=False, metadata={"internal": True})
 
     @property
@@ -144,4 +110,4 @@ class Spec:
 
     @property
     def mixers(self) -> Tuple[str, ...]:
-        return tuple(s.mixer for s in self.stages)
+        return tuple(s.mixer.type for s in self.stages)

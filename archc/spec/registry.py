@@ -5,14 +5,7 @@ from typing import Callable, Dict
 
 import torch.nn as nn
 
-#: token mixers a stage may use (the block builders are keyed by these names in ``archc.builder``)
-MIXERS: Dict[str, str] = {
-    "repmixer": "RepMixer: x + ls*(dwconv-branches(x) - BN(x)); folds to one depthwise conv",
-    "attention": "multi-head self-attention with a norm before it (BatchNorm by default)",
-    "pool": "PoolFormer pooling: x + ls*(avgpool(norm(x)) - norm(x))",
-    "meta4d": "EfficientFormer Meta4D: x + ls*(avgpool(x) - x), Conv-BN MLP; the stage's last `meta3d` blocks "
-              "are Meta3D (LayerNorm, attention with a learned bias, Linear MLP)",
-}
+from ..blocks import MIXERS  # noqa: F401  (token mixers / block kinds: a plug-in family, see archc.blocks)
 
 #: activations, by the name the YAML uses
 ACTIVATIONS: Dict[str, Callable[[], nn.Module]] = {
