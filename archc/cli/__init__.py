@@ -12,7 +12,7 @@ from typing import List, Optional
 from ..errors import ArchcError
 
 #: subcommand modules, in the order ``archc --help`` lists them
-COMMANDS = ["build", "schema", "export", "bench", "devices", "calibrate", "proxies", "search", "ablate"]
+COMMANDS = ["build", "schema", "export", "bench", "devices", "calibrate", "proxies", "search", "slim", "ablate"]
 
 
 def make_parser() -> argparse.ArgumentParser:
