@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 from .common import add_train_args, console, train_settings
@@ -44,12 +45,18 @@ def run(args) -> int:
     out = Path(args.out or f"runs/slim-{space.name}-{args.target}-{args.latency_ms:g}ms")
     out.mkdir(parents=True, exist_ok=True)
     con = console()
+    plain = not con.is_terminal  # no live status line: progress as lines on stderr (a long run stays visible)
     with con.status("training the supernet") as status:
         def progress(step, steps, loss):
             status.update(f"training the supernet: step {step}/{steps}, loss {loss:.3f}")
+            if plain and (step == steps or step % 10 == 0):
+                print(f"supernet step {step}/{steps}, loss {loss:.3f}", file=sys.stderr, flush=True)
 
         def step_progress(s):
             status.update(f"slimming: step {s.step}, {s.action} (stage {s.stage}), {s.latency_after_ms:.3f} ms")
+            if plain:
+                print(f"slimming step {s.step}: {s.action} (stage {s.stage}), {s.latency_before_ms:.3f} -> "
+                      f"{s.latency_after_ms:.3f} ms", file=sys.stderr, flush=True)
         result = run_slim(space, args.latency_ms, lambda spec: latency(spec, args.target).ms, cfg,
                           progress=progress, step_progress=step_progress)
     spec_path = out / f"{result.spec.name}.yaml"
