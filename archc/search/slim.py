@@ -258,8 +258,8 @@ def slim(space: SearchSpace, choices: List[StageChoices], imp: Dict[str, Any], b
     """Greedy slimming from the widest point: repeatedly apply the action with the least importance given up
     per millisecond saved (latency from ``latency(spec)``) until the budget holds.
 
-    The saving of an action in a stage the last step did not touch (nor its predecessor) is taken from
-    the step that last evaluated it: latency is close to additive over stages, and re-predicting every
+    The saving of an action in a stage the last step did not touch (a width change also touches the next
+    stage's downsample) is taken from the step that last evaluated it: latency is close to additive over stages, and re-predicting every
     neighbour of every point made a slimming of the shipped space take tens of minutes. The chosen action
     is always confirmed with the new point's real latency, so the budget check is exact."""
     state = initial_state(choices, imp)
@@ -310,7 +310,8 @@ def slim(space: SearchSpace, choices: List[StageChoices], imp: Dict[str, Any], b
         if progress:
             progress(steps[-1])
         current = after
-        fresh = {i, i + 1}  # a stage's change reaches the next stage's input width; other savings are reused
+        # dropping or converting a block changes only its stage; a width also the next stage's downsample
+        fresh = {i, i + 1} if action.startswith("width") else {i}
     values = state.values(choices)
     return spec_from_values(space, values, f"{space.name}_slim"), current, steps, start_values, start
 
