@@ -12,7 +12,7 @@ from typing import Dict, Mapping, Tuple
 import torch
 import torch.nn as nn
 
-from .nn.layers import LayerScale2d
+from .nn.layers import LayerScale2d, Scale
 
 
 @torch.no_grad()
@@ -35,6 +35,11 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
             m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.2)
         elif isinstance(m, LayerScale2d):
             m.gamma.copy_(rand(m.gamma.shape, 0.2, 1.0) * torch.sign(torch.randn(m.gamma.shape, generator=gen)))
+        elif isinstance(m, Scale):
+            m.scale.copy_(rand(m.scale.shape, 0.2, 1.0) * torch.sign(torch.randn(m.scale.shape, generator=gen)))
+        elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
+            m.weight.copy_(rand(m.weight.shape, 0.5, 1.5))
+            m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.2)
         elif isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
             m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
     return model

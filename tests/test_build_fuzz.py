@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import archc
+from archc.blocks import HEADS, MIXERS
 from archc.errors import SpecError
 from archc.spec import load_spec, stage_resolutions
 
@@ -31,16 +32,23 @@ def small_specs(draw):
         widths.append(w)
     stages = []
     for i, w in enumerate(widths):
-        s = {"depth": draw(st.integers(1, 2)), "width": w,
-             "mixer": draw(st.sampled_from(["repmixer", "attention", "pool"])),
+        s = {"depth": draw(st.integers(1, 2)), "width": w, "mixer": draw(st.sampled_from(list(MIXERS))),
              "mlp_ratio": draw(st.sampled_from([0.5, 1, 2, 3])),
              "mixer_kernel": draw(odd), "pool_size": draw(odd), "ffn": draw(st.sampled_from(["convffn", "mlp"])),
              "ffn_kernel": draw(odd), "head_dim": draw(st.sampled_from([4, 8, 16])),
              "conv_branches": draw(st.integers(0, 2)), "scale_branch": draw(st.booleans())}
+        if s["mixer"] == "mobileone":  # a plain MobileOne stage: strides itself, no downsample / pos_enc
+            s["mixer"] = {"type": "mobileone", "kernel": draw(odd), "stride": draw(st.integers(1, 2)),
+                          "se_blocks": draw(st.integers(0, s["depth"]))}
+            stages.append(s)
+            continue
         if i or draw(st.booleans()):
-            s["downsample"] = draw(st.one_of(st.none(), st.fixed_dictionaries({
-                "type": st.sampled_from(["replk", "conv"]), "kernel": odd,
-                "small_kernel": st.one_of(st.none(), odd), "stride": st.integers(1, 3)})))
+            s["downsample"] = draw(st.one_of(
+                st.none(),
+                st.fixed_dictionaries({"type": st.just("replk"), "kernel": odd, "small_kernel": st.one_of(st.none(), odd),
+                                       "stride": st.integers(1, 3), "se_ratio": st.sampled_from([None, 0.25]),
+                                       "act": st.booleans()}),
+                st.fixed_dictionaries({"type": st.just("conv"), "kernel": odd, "stride": st.integers(1, 3)})))
         if draw(st.booleans()):
             s["pos_enc"] = {"kernel": draw(odd)}
         stages.append(s)
@@ -48,13 +56,15 @@ def small_specs(draw):
         st.fixed_dictionaries({"type": st.just("mobileone"), "kernel": odd, "conv_branches": st.integers(1, 2),
                                "scale_branch": st.booleans()}),
         st.fixed_dictionaries({"type": st.just("conv"), "kernel": odd, "stride": st.integers(1, 4),
-                               "padding": st.one_of(st.none(), st.integers(0, 3))})))
+                               "padding": st.one_of(st.none(), st.integers(0, 3))}),
+        st.fixed_dictionaries({"type": st.just("mobileone_block"), "kernel": odd, "stride": st.integers(1, 2),
+                               "conv_branches": st.integers(1, 2)})))
     if draw(st.booleans()):
         stem["width"] = widths[0]
     head = draw(st.one_of(
         st.fixed_dictionaries({"type": st.just("mobileone_se"), "expansion": st.sampled_from([1, 2, 3]),
                                "kernel": odd, "conv_branches": st.integers(1, 2)}),
-        st.just({"type": "norm_linear"})))
+        st.sampled_from([{"type": t} for t in HEADS if t != "mobileone_se"])))
     return {"name": "fuzz", "num_classes": draw(st.integers(1, 12)), "in_chans": draw(st.sampled_from([1, 3])),
             "input_size": [draw(st.integers(8, 40)), draw(st.integers(8, 40))],
             "activation": draw(st.sampled_from(["gelu", "relu", "silu", "hardswish"])),

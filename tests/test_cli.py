@@ -222,3 +222,21 @@ def test_a_multi_line_error_is_printed_as_one_line(capsys, monkeypatch):
         raise archc.WeightsError("first line\nsecond line")
     monkeypatch.setattr(build_command, "run", fail)
     assert_one_error_line(*run(capsys, "build", SA12), "archc: error: first line second line")
+
+
+def test_a_command_whose_dependency_is_missing_says_so_and_the_others_work(tmp_path):
+    """An environment without Optuna (seen on a CUDA image): `archc bench` still runs and `archc search`
+    gives one line naming the package, not a traceback."""
+    blocker = tmp_path / "sitecustomize.py"
+    blocker.write_text("import sys\nclass _Block:\n    def find_spec(self, name, path=None, target=None):\n"
+                       "        if name == 'optuna' or name.startswith('optuna.'):\n"
+                       "            raise ModuleNotFoundError(\"No module named 'optuna'\", name='optuna')\n"
+                       "sys.meta_path.insert(0, _Block())\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+    ok = subprocess.run([sys.executable, "-m", "archc", "build", str(ROOT / "specs" / "t8.yaml"), "--json"],
+                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "archc", "search", "--latency-ms", "1.5"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "needs the Python package 'optuna'" in bad.stderr

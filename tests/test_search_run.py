@@ -33,7 +33,7 @@ BUDGET = 0.3
 
 def fake_ms(spec) -> float:
     """A deterministic stand-in for a device: wider and deeper is slower."""
-    return sum(s.depth * s.width ** 2 * (2 if s.mixer == "attention" else 1) for s in spec.stages) / 2e5
+    return sum(s.depth * s.width ** 2 * (2 if s.mixer.type == "attention" else 1) for s in spec.stages) / 2e5
 
 
 def fake_latency(spec, target, **kw):

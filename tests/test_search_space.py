@@ -192,3 +192,32 @@ def test_default_space_resolves_from_any_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     space = _load("search/fastvit.yaml")
     assert space.start_from  # its start points (specs/...) resolve relative to the space file too
+
+
+def test_a_space_varies_the_keys_of_the_new_block_kinds(tmp_path):
+    """The mixer keys come from each kind's search keys: MobileOne's kernel and SE blocks vary in a MobileOne
+    space, and a mixer switch to repmixer in stage 2 takes RepMixer's kernel; the start point is a point."""
+    p = tmp_path / "mobileone.yaml"
+    p.write_text(textwrap.dedent(f"""
+        name: mo
+        base: {SPECS / "mobileone_s0.yaml"}
+        shared: {{conv_branches: [1, 4]}}
+        stage_defaults: {{depth: {{low: 1, high: 10}}, mobileone_kernel: [3, 5], se_blocks: [0, 1]}}
+        stages: [{{}}, {{}}, {{mixer: [mobileone, repmixer], mixer_kernel: [3, 5]}}, {{}}]
+        start_from: [{SPECS / "mobileone_s0.yaml"}]
+        """))
+    space = load_space(p)
+    assert {"stages[0].mobileone_kernel", "stages[3].se_blocks", "stages[2].mixer", "stages[2].mixer_kernel",
+            "conv_branches"} <= {q.name for q in space.params}
+    values = {q.name: q.distribution.choices[-1] if isinstance(q.distribution, CategoricalDistribution)
+              else q.distribution.low for q in space.params}
+    values["stages[2].mixer"] = "mobileone"
+    spec = spec_from_trial(FixedTrial(values), space)
+    assert spec.stages[0].mixer.kernel == 5 and spec.stages[3].mixer.se_blocks == 1
+    assert spec.stages[0].conv_branches == 4 and spec.stages[2].mixer.type == "mobileone"
+    values["stages[2].mixer"] = "repmixer"
+    with pytest.raises(InfeasiblePoint, match="downsample"):  # RepMixer cannot change width without a downsample
+        spec_from_trial(FixedTrial(values), space)
+    match = point_from_spec(load_spec(SPECS / "mobileone_s0.yaml"), space)
+    assert spec_to_dict(spec_from_values(space, match.values, "mobileone_s0")) == spec_to_dict(
+        load_spec(SPECS / "mobileone_s0.yaml"))

@@ -11,7 +11,7 @@ import yaml
 
 from archc.errors import SpecError
 from archc.blocks.downsamples import ConvDownsample, RepCPEPosEnc as PosEncSpec, ReplkDownsample as DownsampleSpec
-from archc.blocks.metaformer import PoolParams, RepMixerParams
+from archc.blocks.metaformer import AttentionParams, PoolParams, RepMixerParams
 from archc.spec import (Spec, StageSpec, load_spec, parse_key_path, parse_override,
                         save_spec, spec_to_dict, spec_to_yaml, stage_resolutions)
 
@@ -233,3 +233,44 @@ def test_parse_key_path_and_override():
                 "a.0", "stages[-1]"):
         with pytest.raises(SpecError, match="malformed key path"):
             parse_key_path(bad)
+
+
+# ------------------------------------------------------------------------- plug-in kinds: nested and flat
+def _stage(**kw):
+    return {"name": "k", "stages": [{"depth": 1, "width": 32, **kw}]}
+
+
+def test_nested_mixer_mapping_equals_todays_flat_keys():
+    nested = load_spec(_stage(mixer={"type": "attention", "head_dim": 16}))
+    flat = load_spec(_stage(mixer="attention", head_dim=16))
+    assert nested == flat and nested.stages[0].mixer.head_dim == 16
+    # a flat key the stage's mixer kind lacks is still checked, then ignored (as before the redesign)
+    assert load_spec(_stage(mixer="attention", mixer_kernel=5)) == load_spec(_stage(mixer="attention"))
+    with pytest.raises(SpecError, match=r"stages\[0\]\.pool_size: kernel size 4 must be odd"):
+        load_spec(_stage(mixer="attention", pool_size=4))
+    # the mixer mapping's own value wins over a flat key (e.g. one from stage_defaults)
+    spec = load_spec({"name": "k", "stage_defaults": {"mixer_kernel": 3},
+                      "stages": [{"depth": 1, "width": 32, "mixer": {"type": "repmixer", "kernel": 5}}]})
+    assert spec.stages[0].mixer.kernel == 5
+
+
+def test_override_into_a_mixer_given_by_name():
+    spec = load_spec(SPECS / "sa12.yaml", ["stages[3].mixer.head_dim=64"])
+    assert spec.stages[3].mixer == AttentionParams(head_dim=64) and spec.stages[2].mixer == RepMixerParams()
+
+
+def test_a_default_for_another_kind_does_not_merge():
+    spec = load_spec({"name": "k", "stage_defaults": {"downsample": {"type": "replk", "kernel": 7, "small_kernel": 3}},
+                      "stages": [{"depth": 1, "width": 16, "mixer": "pool"},
+                                 {"depth": 1, "width": 24, "mixer": "pool", "downsample": {"type": "conv"}},
+                                 {"depth": 1, "width": 48, "mixer": "pool", "downsample": {"kernel": 5}}]})
+    assert spec.stages[1].downsample == ConvDownsample()
+    assert spec.stages[2].downsample == DownsampleSpec("replk", 5, 3, 2)
+
+
+def test_an_unknown_kind_names_the_family_choices():
+    with pytest.raises(SpecError, match=r"stages\[0\]\.mixer\.type: invalid value 'mobilone' \(did you mean "
+                                        r"'mobileone'\?\); valid: repmixer, attention, pool, mobileone"):
+        load_spec(_stage(mixer={"type": "mobilone"}))
+    with pytest.raises(SpecError, match=r"stages\[0\]\.mixer: missing required key 'type'"):
+        load_spec(_stage(mixer={"kernel": 3}))

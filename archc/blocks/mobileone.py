@@ -28,7 +28,8 @@ class MobileOneParams:
 def _mobileone_stage(ctx: BuildContext) -> nn.Module:
     p, s = ctx.params, ctx.stage
     mods, prev = [], ctx.in_chs
-    kw = dict(conv_branches=s.conv_branches, scale_branch=s.scale_branch)
+    kw = dict(conv_branches=s.conv_branches, scale_branch=s.scale_branch, se_name="attn",
+              identity_last=True)  # timm ByobNet's names and branch order
     for j in range(s.depth):
         se = p.se_ratio if j >= s.depth - p.se_blocks else None
         mods.append(MobileOneBlock(prev, prev, p.kernel, p.stride if j == 0 else 1, groups=prev, act=ctx.act(),

@@ -23,8 +23,25 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
-        importlib.import_module(f"{__name__}.{name}").register(sub)
+        try:
+            importlib.import_module(f"{__name__}.{name}").register(sub)
+        except ModuleNotFoundError as exc:  # a dependency missing from this environment: say so when used
+            _register_missing(sub, name, exc)
     return parser
+
+
+def _register_missing(sub, name: str, exc: ModuleNotFoundError) -> None:
+    """A placeholder for a command whose module cannot import, so the other commands still work and this
+    one explains itself in one line instead of a traceback."""
+    msg = (f"'archc {name}' needs the Python package '{exc.name}', which is not installed here; install "
+           f"archc with its dependencies (python3 -m pip install archc) or `python3 -m pip install {exc.name}`")
+    # no option prefix, so every argument (``--latency-ms`` too) is taken as given and the error is ours
+    p = sub.add_parser(name, help=f"(unavailable: needs {exc.name})", add_help=False, prefix_chars="\x01")
+    p.add_argument("rest", nargs="*")
+
+    def unavailable(args) -> int:
+        raise ArchcError(msg)
+    p.set_defaults(func=unavailable)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

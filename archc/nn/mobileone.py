@@ -12,18 +12,25 @@ from .layers import ConvBN, SqueezeExcite
 class MobileOneBlock(nn.Module):
     """MobileOne block: ``act(se(sum of kxk conv+BN branches, 1x1 scale branch, identity BN)))``.
 
-    The identity BN exists only where input and output shapes agree (same width, stride 1).
+    The identity BN exists only where input and output shapes agree (same width, stride 1). The
+    squeeze-excite is ``se`` (timm FastViT) or, with ``se_name="attn"``, ``attn`` (timm ByobNet/MobileOne).
     """
 
     def __init__(self, in_chs: int, out_chs: int, kernel: int, stride: int = 1, groups: int = 1,
                  conv_branches: int = 1, scale_branch: bool = True, act: Optional[nn.Module] = None,
-                 se_ratio: Optional[float] = None):
+                 se_ratio: Optional[float] = None, se_name: str = "se", identity_last: bool = False):
         super().__init__()
-        self.se = SqueezeExcite(out_chs, se_ratio) if se_ratio else None
+        self.se_name = se_name
+        self.identity_last = identity_last  # timm ByobNet sums scale, kxk..., identity (FastViT: scale, identity, kxk)
+        se = SqueezeExcite(out_chs, se_ratio) if se_ratio else None
+        if se_name == "se":
+            self.se = se
         self.identity = nn.BatchNorm2d(in_chs) if in_chs == out_chs and stride == 1 else None
         self.conv_kxk = (nn.ModuleList(ConvBN(in_chs, out_chs, kernel, stride, groups) for _ in range(conv_branches))
                          if conv_branches > 0 else None)
         self.conv_scale = ConvBN(in_chs, out_chs, 1, stride, groups) if kernel > 1 and scale_branch else None
+        if se_name != "se":
+            setattr(self, se_name, se)
         self.act = act
         if self.identity is None and self.conv_kxk is None and self.conv_scale is None:
             raise ValueError("MobileOneBlock needs at least one branch")  # guarded by spec rules
@@ -32,16 +39,19 @@ class MobileOneBlock(nn.Module):
         branches: List[torch.Tensor] = []
         if self.conv_scale is not None:
             branches.append(self.conv_scale(x))
-        if self.identity is not None:
+        if self.identity is not None and not self.identity_last:
             branches.append(self.identity(x))
         if self.conv_kxk is not None:
             for branch in self.conv_kxk:
                 branches.append(branch(x))
+        if self.identity is not None and self.identity_last:
+            branches.append(self.identity(x))
         out = branches[0]
         for b in branches[1:]:
             out = out + b
-        if self.se is not None:
-            out = self.se(out)
+        se = getattr(self, self.se_name)
+        if se is not None:
+            out = se(out)
         if self.act is not None:
             out = self.act(out)
         return out
