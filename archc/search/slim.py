@@ -258,10 +258,12 @@ def slim(space: SearchSpace, choices: List[StageChoices], imp: Dict[str, Any], b
     """Greedy slimming from the widest point: repeatedly apply the action with the least importance given up
     per millisecond saved (latency from ``latency(spec)``) until the budget holds.
 
-    The saving of an action in a stage the last step did not touch (a width change also touches the next
-    stage's downsample) is taken from the step that last evaluated it: latency is close to additive over stages, and re-predicting every
-    neighbour of every point made a slimming of the shipped space take tens of minutes. The chosen action
-    is always confirmed with the new point's real latency, so the budget check is exact."""
+    An action's saving is re-predicted only when the last step can have changed it (a block dropped or
+    converted: the stage's width action; a width change: its stage's actions and the next stage's width);
+    otherwise the saving from the step that last predicted it is reused: latency is close to additive over
+    stages and blocks of one shape, and re-predicting every neighbour of every point is slow (measured on the
+    shared 2-core VM at load average 11: the 16 predictions of the first step on the shipped space, 9 min). The chosen action is always confirmed with the new
+    point's real latency, so the budget check is exact; only the ranking uses reused savings."""
     state = initial_state(choices, imp)
     cache: Dict[str, float] = {}
 
@@ -281,12 +283,13 @@ def slim(space: SearchSpace, choices: List[StageChoices], imp: Dict[str, Any], b
     start = current
     steps: List[Step] = []
     saved: Dict[Tuple[str, int, Any], float] = {}  # action -> ms it saved when last evaluated
-    fresh = set(range(len(choices)))  # stages whose actions are re-evaluated at this step
+    everything = {(i, kind) for i in range(len(choices)) for kind in ("drop", "meta3d", "width")}
+    fresh = set(everything)  # (stage, action kind) whose savings are re-evaluated at this step
     while current > budget_ms:
         options = []
         for action, i, j, cost, new in _actions(state, choices, imp, space.rules):
-            key = (action, i, j)
-            if i in fresh or key not in saved:
+            key = (action, i)  # "drop a Meta4D block of stage i" saves the same whichever block it is
+            if (i, action.split()[0]) in fresh or key not in saved:
                 after = lat(new.values(choices))
                 saved[key] = -math.inf if after is None else current - after
             if saved[key] > 0:
@@ -298,10 +301,10 @@ def slim(space: SearchSpace, choices: List[StageChoices], imp: Dict[str, Any], b
             if after is not None and after < current:
                 chosen = (action, i, j, cost, new, after)
                 break
-            saved[(action, i, j)] = -math.inf
+            saved[(action, i)] = -math.inf
         if chosen is None:
-            if fresh != set(range(len(choices))):
-                fresh = set(range(len(choices)))
+            if fresh != everything:
+                fresh = set(everything)
                 continue
             raise SearchError(f"{space.file}: cannot reach {budget_ms:g} ms: the smallest point slimming reaches "
                               f"takes {current:.3f} ms ({json.dumps(state.values(choices))})")
@@ -310,8 +313,11 @@ def slim(space: SearchSpace, choices: List[StageChoices], imp: Dict[str, Any], b
         if progress:
             progress(steps[-1])
         current = after
-        # dropping or converting a block changes only its stage; a width also the next stage's downsample
-        fresh = {i, i + 1} if action.startswith("width") else {i}
+        # what this step can have changed: a dropped or converted block changes only what its stage's width
+        # costs (one more block of the same shape saves what the last one did); a width change changes
+        # every saving of its stage and the next stage's width (its downsample's input)
+        fresh = ({(i, k) for k in ("drop", "meta3d", "width")} | {(i + 1, "width")} if action.startswith("width")
+                 else {(i, "width")})
     values = state.values(choices)
     return spec_from_values(space, values, f"{space.name}_slim"), current, steps, start_values, start
 
