@@ -5,6 +5,8 @@ The small public API::
     spec = archc.load_spec("specs/sa12.yaml")     # YAML -> checked, frozen Spec
     model = archc.build(spec)                      # train-time nn.Module (timm-compatible names)
     archc.load_weights(model, "fastvit_sa12.pt")   # timm, Apple ml-fastvit or archc checkpoints
+    archc.list_models("fastvit*")                  # shipped models by name (timm's names)
+    model = archc.create_model("fastvit_sa12", weights="fastvit_sa12.pt", deploy=True)
 """
 from .builder import ArchNet, build
 from .errors import (ArchcError, DataError, DeviceError, ExportError, LoweringError, SearchError, SpecError,
@@ -23,4 +25,6 @@ from .deploy import deploy_model  # noqa: E402  (imports the pass, which needs t
 from .passes import reparameterize  # noqa: E402
 from .passes.kernels import lower_for_kernels  # noqa: E402
 
-__all__ += ["deploy_model", "lower_for_kernels", "reparameterize"]
+from .models import create_model, list_models  # noqa: E402
+
+__all__ += ["create_model", "deploy_model", "list_models", "lower_for_kernels", "reparameterize"]

@@ -65,5 +65,12 @@ def _init_weights(m: nn.Module) -> None:
 
 
 def build(spec: SpecSource) -> ArchNet:
-    """Build the train-time model for a spec (a path, a mapping or a ``Spec``)."""
-    return ArchNet(load_spec(spec))
+    """Build the train-time model for a spec (a path, a mapping or a ``Spec``).
+
+    A ``Spec`` is checked again (one made with ``dataclasses.replace`` skipped the loader), and the
+    resource guards (``archc.guards``) count its parameters and its batch-1 memory on the meta device
+    first, so an absurd spec is refused before anything is allocated."""
+    from .guards import check_memory
+    spec = load_spec(spec)
+    check_memory(spec)
+    return ArchNet(spec)

@@ -14,8 +14,8 @@ import torch.fx as fx
 from .builder import build
 from .passes import reparameterize
 from .spec import Spec
-from .weights import (ARCHC_FORMAT, check_and_load, is_reparameterized, read_checkpoint, to_model_keys,
-                      unwrap_state_dict)
+from .weights import (ARCHC_FORMAT, check_and_load, checkpoint_bound, is_reparameterized, read_checkpoint,
+                      to_model_keys, unwrap_state_dict)
 
 
 def deploy_model(spec: Spec, weights: Union[str, Path, Mapping[str, Any], None] = None, *,
@@ -25,7 +25,7 @@ def deploy_model(spec: Spec, weights: Union[str, Path, Mapping[str, Any], None] 
     if weights is None:
         return reparameterize(model, verify=verify)
     name = str(weights) if not isinstance(weights, Mapping) else "state dict"
-    obj = read_checkpoint(weights) if not isinstance(weights, Mapping) else weights
+    obj = read_checkpoint(weights, checkpoint_bound(model)) if not isinstance(weights, Mapping) else weights
     sd, fmt = unwrap_state_dict(obj, name)
     sd = to_model_keys(sd, fmt)
     if fmt == ARCHC_FORMAT and isinstance(obj, Mapping) and obj.get("deploy"):

@@ -38,11 +38,56 @@ _APPLE_RENAMES: Tuple[Tuple[str, str], ...] = (
 )
 
 
-def read_checkpoint(path: Union[str, Path]) -> Any:
-    """``torch.load(..., weights_only=True)``: a checkpoint can never run code."""
+def show_key(key: Any) -> str:
+    """A checkpoint key fit to print: control characters and other non-printables escaped."""
+    text = str(key)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def checkpoint_bound(model: nn.Module) -> int:
+    """The most bytes a checkpoint for ``model`` may unpack to: its tensors in float64, twice, plus 64 MiB
+    (optimizer state, EMA copies and metadata fit; a 4 MB archive inflating to gigabytes does not)."""
+    return 2 * 8 * sum(t.numel() for t in model.state_dict().values()) + (64 << 20)
+
+
+def _check_archive(p: Path, max_bytes: Optional[int]) -> None:
+    """Verify a zip checkpoint's CRCs and bound its unpacked size before torch reads it."""
+    import stat
+    import zipfile
+    st = p.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise WeightsError(f"{p}: not a regular file")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise WeightsError(f"{p}: {st.st_size:,} bytes, more than a checkpoint of this model can hold "
+                           f"({max_bytes:,} bytes)")
+    if not zipfile.is_zipfile(p):
+        return  # torch's legacy format: its size on disk is its size, bounded above
+    try:
+        with zipfile.ZipFile(p) as zf:
+            infos = zf.infolist()
+            unpacked = sum(i.file_size for i in infos)
+            if max_bytes is not None and unpacked > max_bytes:
+                raise WeightsError(f"{p}: the archive unpacks to {unpacked:,} bytes, more than a checkpoint of this "
+                                   f"model can hold ({max_bytes:,} bytes)")
+            bad = zf.testzip()  # reads every entry and checks its CRC-32
+    except WeightsError:
+        raise
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise WeightsError(f"{p}: corrupt checkpoint archive: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+    if bad is not None:
+        raise WeightsError(f"{p}: corrupt checkpoint archive: CRC check failed for {show_key(bad)}")
+
+
+def read_checkpoint(path: Union[str, Path], max_bytes: Optional[int] = None) -> Any:
+    """``torch.load(..., weights_only=True)``: a checkpoint can never run code. The archive is verified
+    first (CRCs, and at most ``max_bytes`` unpacked, see ``checkpoint_bound``)."""
     p = Path(path)
     if not p.is_file():
-        raise WeightsError(f"{path}: checkpoint file not found")
+        raise WeightsError(f"{path}: checkpoint file not found" if not p.exists() else
+                           f"{path}: not a regular file")
+    _check_archive(p, max_bytes)
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt/unsafe files
@@ -55,6 +100,10 @@ def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> Tuple[StateDict, 
     fmt = None
     if isinstance(obj, Mapping) and obj.get("format") == ARCHC_FORMAT:
         fmt = ARCHC_FORMAT
+        version = obj.get("version", ARCHC_FORMAT_VERSION)  # absent: a hand-made dict, read as the current one
+        if version != ARCHC_FORMAT_VERSION or isinstance(version, bool):
+            raise WeightsError(f"{source}: archc checkpoint version {show_key(repr(version))[:40]} is not one this "
+                               f"archc reads (valid: {ARCHC_FORMAT_VERSION})")
     for key in ("state_dict", "model", "model_state_dict", "model_ema"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
@@ -64,7 +113,7 @@ def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> Tuple[StateDict, 
     sd = {}
     for k, v in obj.items():
         if not isinstance(k, str) or not isinstance(v, torch.Tensor):
-            raise WeightsError(f"{source}: entry {k!r} is not a named tensor; not a state dict")
+            raise WeightsError(f"{source}: entry {show_key(repr(k))[:80]} is not a named tensor; not a state dict")
         sd[k[len("module."):] if k.startswith("module.") else k] = v
     if fmt is None:
         fmt = "apple" if any(k.startswith(("network.", "patch_embed.")) for k in sd) else "timm"
@@ -113,7 +162,7 @@ def to_model_keys(sd: StateDict, fmt: str) -> StateDict:
 
 
 def _summarise(keys: List[str], limit: int = 8) -> str:
-    shown = ", ".join(keys[:limit])
+    shown = ", ".join(show_key(k) for k in keys[:limit])
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
@@ -122,7 +171,7 @@ def check_and_load(model: nn.Module, sd: Mapping[str, torch.Tensor], strict: boo
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
-    misshaped = [f"{k} (checkpoint {tuple(sd[k].shape)}, model {tuple(own[k].shape)})"
+    misshaped = [f"{show_key(k)} (checkpoint {tuple(sd[k].shape)}, model {tuple(own[k].shape)})"
                  for k in sd if k in own and tuple(sd[k].shape) != tuple(own[k].shape)]
     if misshaped or (strict and (missing or unexpected)):
         parts = []
@@ -134,8 +183,33 @@ def check_and_load(model: nn.Module, sd: Mapping[str, torch.Tensor], strict: boo
             parts.append(f"{len(misshaped)} wrongly shaped: {_summarise(misshaped)}")
         raise WeightsError(f"{source}: checkpoint does not fit the model; " + "; ".join(parts))
     filtered = {k: v for k, v in sd.items() if k in own}
+    bad = [p for p in (_unsound(k, v, own[k]) for k, v in filtered.items()) if p]
+    if bad:  # all checked before the first parameter is copied: the model is left untouched
+        raise WeightsError(f"{source}: checkpoint refused, {len(bad)} unsound tensor(s): " + "; ".join(bad[:5])
+                           + (f"; ... ({len(bad) - 5} more)" if len(bad) > 5 else ""))
     model.load_state_dict(filtered, strict=False)
     return {"missing": missing, "unexpected": unexpected}
+
+
+def _unsound(key: str, value: torch.Tensor, own: torch.Tensor) -> Optional[str]:
+    """Why ``value`` must not be loaded where the model has ``own`` (None if it may)."""
+    name = show_key(key)
+    if value.layout != torch.strided:
+        return f"{name} is a {str(value.layout).replace('torch.', '')} tensor (dense tensors only)"
+    if value.is_quantized:
+        return f"{name} is quantized ({value.dtype}); dense float tensors only"
+    if value.device.type == "meta":
+        return f"{name} is a meta tensor (it holds no values)"
+    if own.is_floating_point():
+        if not value.is_floating_point():
+            return f"{name} has dtype {str(value.dtype).replace('torch.', '')}, expected a float tensor"
+        if not bool(torch.isfinite(value).all()):
+            return f"{name} holds non-finite values (NaN or inf)"
+        if key.endswith("running_var") and bool((value < 0).any()):
+            return f"{name} has negative variances (min {float(value.min()):.3g})"
+    elif value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+        return f"{name} has dtype {str(value.dtype).replace('torch.', '')}, expected {str(own.dtype).replace('torch.', '')}"
+    return None
 
 
 def load_weights(model: nn.Module, source: Union[str, Path, Mapping[str, Any]], strict: bool = True) -> str:
@@ -145,7 +219,7 @@ def load_weights(model: nn.Module, source: Union[str, Path, Mapping[str, Any]], 
     (``archc.reparameterize``); loading one into a train-time model says so.
     """
     name = str(source) if not isinstance(source, Mapping) else "state dict"
-    obj = read_checkpoint(source) if not isinstance(source, Mapping) else source
+    obj = read_checkpoint(source, checkpoint_bound(model)) if not isinstance(source, Mapping) else source
     sd, fmt = unwrap_state_dict(obj, name)
     sd = to_model_keys(sd, fmt)
     target_is_deploy = any(".reparam_conv." in f".{k}" for k in model.state_dict())

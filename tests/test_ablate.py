@@ -63,7 +63,7 @@ def test_evaluate_fills_params_macs_latency_and_score(tmp_path):
     assert seen == [{"runs": 7, "warmup": 10}] * 2               # measured targets get the runs asked for
     assert v1.score == pytest.approx(v1.params / 1e6)
     md = markdown(rows, "cpu", "params")
-    assert md.splitlines()[0] == "| variant | params (M) | MACs (G) | latency cpu (ms, measured) | score (params) |"
+    assert md.splitlines()[0] == "| variant | params (M) | MACs (G) | latency cpu (ms, measured) | score (params, M) |"
     assert f"| ablation_v1 | {v1.params / 1e6:.2f} | {v1.macs / 1e9:.3f} | 0.300 |" in md
     out = write_csv(rows, tmp_path / "t4.csv", "cpu", "params")
     got = list(csv.DictReader(out.open()))
@@ -99,6 +99,11 @@ def test_table4_with_predicted_latency_and_published_reference(tmp_path, capsys,
                        "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "latency iphone12pro (ms, predicted)" in text and "published top-1" in text
+    # 64x64 is below every calibration point: each prediction states the widened (family-out) error, marked *
+    from archc.latency.predict import load_profile
+    outside = load_profile("iphone12pro")["error"]["outside_pct"]
+    assert "± held-out" in text and text.count(f"±{outside:.1f}%*") == 2
     rows = list(csv.DictReader((tmp_path / "ablation.csv").open()))
+    assert all(float(r["latency_error_pct"]) == pytest.approx(outside) for r in rows)
     assert [r["published_top1"] for r in rows] == ["78.9", "79.8"]
     assert all(float(r["latency_ms"]) > 0 for r in rows)

@@ -72,3 +72,24 @@ def test_bench_profile_target_is_a_prediction(specs, capsys):
     assert r["expected_error_pct"] is not None and r["runs"] is None
     assert main(["bench", str(a), "--target", "iphone12pro"]) == 0
     assert "predicted" in capsys.readouterr().out
+
+
+def test_bench_prediction_outside_the_data_shows_why_in_table_json_and_plot(specs, tmp_path, capsys):
+    """A 32x32 toy is far below every calibration point: the stated error widens, and the table, --json
+    and the plot say so; predicted figures are never labelled a median."""
+    from archc.latency.predict import available_profiles, load_profile
+    if "iphone12pro" not in available_profiles():
+        pytest.skip("no iphone12pro profile in this checkout")
+    a, _ = specs
+    err = load_profile("iphone12pro")["error"]
+    assert main(["bench", str(a), "--target", "iphone12pro", "--resolutions", "32,48", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    for r in results:
+        assert r["caveats"] and "extrapolates" in r["caveats"][0]
+        assert r["expected_error_pct"] == pytest.approx(err["outside_pct"])
+        assert r["error_bound_pct"] == pytest.approx(err["outside_bound_pct"])
+    png = tmp_path / "p.png"
+    assert main(["bench", str(a), "--target", "iphone12pro", "--resolutions", "32,48", "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "predicted ms" in out and "median" not in out and "outside the calibration data: extrapolates" in out
+    assert png.stat().st_size > 0

@@ -60,10 +60,12 @@ def test_calibrate_round_trip(tmp_path, profiles_dir, capsys):
     for name, res in ROWS:
         lines.append(f"{name}.yaml,{true_ms(tmp_path / f'{name}.yaml', res):.6f},{res or ''}")
     (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
-    assert main(["calibrate", str(tmp_path / "m.csv"), "--device", "toyphone", "--json"]) == 0
+    assert main(["calibrate", str(tmp_path / "m.csv"), "--device", "toyphone", "--json",
+                 "--features", "const,macs_dense,macs_dw,attn_elems"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["profile"] == str(profiles_dir / "toyphone.yaml")
-    assert out["loo"]["mape_pct"] < 0.1 and out["loo"]["inversions"] == 0 and out["loo"]["architectures"] == 7
+    k = out["heldout"]["kfold"]
+    assert k["mape_pct"] < 0.1 and k["inversions"] == 0 and out["heldout"]["architectures"] == 5 and k["points"] == 7
     for k, v in TRUTH.items():
         assert out["coefficients"][k] == pytest.approx(v, rel=1e-3)
     doc = yaml.safe_load((profiles_dir / "toyphone.yaml").read_text())
@@ -71,7 +73,7 @@ def test_calibrate_round_trip(tmp_path, profiles_dir, capsys):
     # the stored profile predicts a new point (another resolution) it was not fitted on
     r = predict_latency(load_spec(tmp_path / "e.yaml"), "toyphone", resolution=96)
     assert r.kind == "predicted" and r.ms == pytest.approx(true_ms(tmp_path / "e.yaml", 96), rel=1e-3)
-    assert r.expected_error_pct == pytest.approx(doc["loo"]["mape_pct"])
+    assert r.expected_error_pct == pytest.approx(doc["error"]["inside_pct"])
     info = available_profiles()["toyphone"]
     assert info.source == "user" and info.points == 7
     assert main(["devices", "--json"]) == 0
@@ -83,20 +85,21 @@ def test_calibrate_too_few_architectures(tmp_path, profiles_dir, capsys):
     write_specs(tmp_path)
     (tmp_path / "m.csv").write_text("spec,latency_ms\na.yaml,1.0\nb.yaml,2.0\na.yaml,1.1\n")
     assert main(["calibrate", str(tmp_path / "m.csv"), "--device", "x"]) == 2
-    assert "at least 5 distinct architectures for a 4-term model with a leave-one-out check; got 2" in capsys.readouterr().err
+    assert "at least 5 distinct architectures for a 4-term model with a held-out check; got 2" in capsys.readouterr().err
     assert not (profiles_dir / "x.yaml").exists()
 
 
 @pytest.mark.parametrize("text, message", [
     ("", r"m.csv: no rows"),
     ("spec,latency\na.yaml,1\n", r"m.csv:1: header has no 'latency_ms' column; found spec, latency"),
-    ("spec,latency_ms,res\na.yaml,1,64\n", r"m.csv:1: unknown column 'res'; valid: spec, latency_ms, resolution, label"),
+    ("spec,latency_ms,res\na.yaml,1,64\n", r"m.csv:1: unknown column 'res'; valid: spec, latency_ms, resolution, label, family, uncertainty_ms"),
     ("spec,latency_ms\na.yaml,fast\n", r"m.csv:2 column 'latency_ms': 'fast' is not a number"),
     ("spec,latency_ms\n# comment\na.yaml,-1\n", r"m.csv:3 column 'latency_ms': '-1' must be a positive number"),
     ("spec,latency_ms\nnope.yaml,1\n", r"m.csv:2 column 'spec': spec file 'nope.yaml' not found"),
     ("spec,latency_ms,resolution\na.yaml,1,big\n", r"m.csv:2 column 'resolution': 'big' is not an integer"),
     ("spec,latency_ms\na.yaml\n", r"m.csv:2: 1 fields, the header has 2"),
     ("spec,latency_ms\n", r"m.csv: header but no measurement rows"),
+    ("spec,latency_ms,uncertainty_ms\na.yaml,1,-0.1\n", r"m.csv:2 column 'uncertainty_ms': '-0.1' must be a non-negative"),
 ])
 def test_bad_csv_errors_name_file_line_and_column(tmp_path, text, message):
     write_specs(tmp_path)
@@ -115,3 +118,52 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, profiles_dir, capsys):
     (tmp_path / "m.csv").write_text("spec,latency_ms\na.yaml,1\n")
     assert main(["calibrate", str(tmp_path / "m.csv"), "--device", "x", "--features", "const,macs_dens"]) == 2
     assert "did you mean 'macs_dense'" in capsys.readouterr().err
+
+
+def test_measure_samples_spaces_and_resumes_from_its_cache(tmp_path):
+    """--measure's pipeline with a stand-in for the timer: every (architecture, resolution) is measured once,
+    a second run reads the cache, and each space is one family of the fit."""
+    from archc.latency import LatencyResult
+    from archc.latency.calibrate import measure_all, points_of, read_cache, sample_spaces
+    from archc.latency.fit import make_profile
+
+    calls = []
+
+    def fake_measure(spec, target, *, model, runs, warmup, resolution, threads, runtime):
+        calls.append((spec.name, resolution))
+        f, _ = spec_features(spec, resolution)
+        ms = 0.2 + 30 * (f["macs_conv"] + f["macs_pointwise"]) + 100 * f["macs_dw"] + 0.01 * f["mbytes"]
+        return LatencyResult(target=target, ms=ms, kind="measured", batch=1, resolution=(resolution, resolution),
+                             iqr_ms=0.0, cv=0.0, runs=runs, detail={"device": "stub"})
+
+    samples = sample_spaces(["search/tiny.yaml"], 6, seed=1)
+    assert len({s.arch for s in samples}) == 6 and {s.family for s in samples} == {"tiny"}
+    assert [s.arch for s in sample_spaces(["search/tiny.yaml"], 6, seed=1)] == [s.arch for s in samples]
+    cache = tmp_path / "c.jsonl"
+    recs = measure_all(samples, [64, 96], target="onnxruntime", cache=cache, runs=2, warmup=0, measure=fake_measure)
+    assert len(calls) == 12 and len(read_cache(cache)) == 12
+    with cache.open("a") as f:
+        f.write('{"key": "torn')  # an interrupted write
+    again = measure_all(samples, [64, 96], target="onnxruntime", cache=cache, runs=2, warmup=0, measure=fake_measure)
+    assert len(calls) == 12 and [r["ms"] for r in again] == [r["ms"] for r in recs]
+    pts = points_of(recs)
+    for p in pts[:6]:
+        p.family = "other"  # two families: the leave-one-family-out check runs
+    prof = make_profile(pts, name="stub", device="stub", folds=3, generated_by="test", data_source=str(cache))
+    assert prof["heldout"]["kfold"]["mape_pct"] < 2.0 and set(prof["heldout"]["lofo"]["families"]) == {"other", "tiny"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "give MEASUREMENTS.csv, or --measure"),
+    (["m.csv", "--measure"], "give either MEASUREMENTS.csv or --measure, not both"),
+    (["--measure", "--resolutions", "224,big"], "--resolutions '224,big': expected comma-separated integers"),
+    (["--measure", "--resolutions", "8"], "every resolution must be in 32..4096"),
+    (["--measure", "--runs", "0"], "--runs and --threads must be >= 1"),
+    (["--measure", "--check-pair", "a.yaml", "--n", "0"], "--n must be >= 1"),
+    (["--folds", "-1", "m.csv"], "--folds must be >= 0"),
+])
+def test_measure_option_errors_are_one_line(tmp_path, profiles_dir, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["calibrate", "--device", "x", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

@@ -243,3 +243,35 @@ def test_cli_export_cpu_kernels(tmp_path, capsys):
         assert main(["export", str(spec_file), "--cpu-kernels", "--out", str(tmp_path)] + bad) == 2
         err = capsys.readouterr().err
         assert err.startswith("archc: error: --cpu-kernels") and "Traceback" not in err
+
+
+def test_onnx_uses_opset_20_gelu_and_carries_preprocessing_and_program_input_is_image(tmp_path):
+    import onnx
+    import onnxruntime as ort
+    spec, _, gm = _deploy("tiny")
+    norm = ImageNormalization(mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.4))
+    onnx_res, prog_res = export_model(gm, _example(spec), ["onnx", "exported-program"], tmp_path, normalization=norm,
+                                      metadata={"author": "me", "archc.model": spec.name})
+    ops = {n.op_type for n in onnx.load(str(onnx_res.path)).graph.node}
+    assert "Gelu" in ops and "Erf" not in ops and onnx_res.detail["opset"] == 20
+    meta = ort.InferenceSession(str(onnx_res.path)).get_modelmeta().custom_metadata_map
+    assert meta["archc.mean"] == "0.5,0.4,0.3" and meta["archc.std"] == "0.2,0.3,0.4" and meta["author"] == "me"
+    assert "(pixel/255 - mean) / std" in meta["archc.preprocessing"] and meta["archc.model"] == spec.name
+    (old,) = export_model(gm, _example(spec), ["onnx"], tmp_path / "17", onnx_opset=17)
+    assert "Erf" in {n.op_type for n in onnx.load(str(old.path)).graph.node}
+    ep = torch.export.load(str(prog_res.path))
+    assert [n.name for n in ep.graph.nodes if n.op == "placeholder"][-1] == "image"
+
+
+@needs_coremltools
+def test_coreml_classifier_with_labels_and_author_version(tmp_path):
+    spec, _, gm = _deploy("tiny")
+    labels = [f"class_{i}" for i in range(spec.num_classes)]
+    (res,) = export_model(gm, _example(spec), ["coreml"], tmp_path, class_labels=labels,
+                          metadata={"author": "A. Author", "version": "2.1"})
+    import coremltools as ct
+    desc = ct.models.MLModel(str(res.path), skip_model_load=True).get_spec().description
+    assert desc.metadata.author == "A. Author" and desc.metadata.versionString == "2.1"
+    assert desc.predictedFeatureName == "classLabel" and res.detail["classifier"] is True
+    with pytest.raises(ExportError, match="3 class labels for a model with 10 outputs"):
+        export_model(gm, _example(spec), ["coreml"], tmp_path / "bad", class_labels=["a", "b", "c"])

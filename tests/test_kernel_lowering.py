@@ -34,12 +34,13 @@ def test_repeat_channels_is_repeat_interleave_and_keeps_the_layout(fmt, repeats)
 
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, CL])
 def test_gelu_nhwc_is_gelu(fmt):
-    x = torch.randn(1, 6, 5, 4).contiguous(memory_format=fmt) * 3
+    x = torch.randn(1, 6, 5, 4, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=fmt) * 3
     y = K.gelu_nhwc(x)
     # the same (vectorised) kernel as GELU on a contiguous tensor; torch's strided channels_last GELU
     # differs from it by float rounding in the tails, so the reference is the contiguous call
     assert torch.equal(y, F.gelu(x.contiguous()))
-    assert (y.double() - F.gelu(x.double())).abs().max() < 1e-6
+    # float32 GELU against float64: a few ulps of the output (|y| <= ~10 here)
+    assert (y.double() - F.gelu(x.double())).abs().max() < 4 * torch.finfo(torch.float32).eps * 10
     assert y.is_contiguous(memory_format=fmt)
     v = torch.randn(3, 10)
     assert torch.equal(K.gelu_nhwc(v), F.gelu(v))

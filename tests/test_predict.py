@@ -11,7 +11,7 @@ import yaml
 from archc.errors import ArchcError, DeviceError
 from archc.latency import LatencyResult, latency
 from archc.latency.features import spec_features
-from archc.latency.fit import Point, expand, fit, merge_duplicates, nnls_relative
+from archc.latency.fit import Point, expand, merge_duplicates, nnls_relative
 from archc.latency.predict import (BUILTIN_DIR, available_profiles, load_profile, predict_from_features,
                                    predict_latency, validate_profile)
 from archc.proxies.rank import inversions, kendall_tau_b
@@ -27,53 +27,46 @@ def shipped() -> dict:
 
 
 def published_rows():
-    path = reference_file("published_fastvit.csv")
+    path = ROOT / "archc" / "data" / "published_latency.csv"
     lines = [l for l in path.read_text().splitlines() if l.strip() and not l.startswith("#")]
     return list(csv.DictReader(lines))
 
 
-def test_shipped_profile_loo_recomputed_from_published_csv():
+def test_shipped_profile_is_fitted_on_the_published_rows_only():
     prof = shipped()
     rows = published_rows()
-    by_spec = {p["spec"]: p for p in prof["points"]}
-    points = []
-    for r in rows:
-        stem = r["name"][len("fastvit_"):] if r["name"].startswith("fastvit_") else r["name"]
-        spec = f"specs/{stem}.yaml"
-        stored = next(p for p in prof["points"] if r["name"] in p["label"].split("="))
-        ms = r["iphone12pro_ms"]
-        points.append(Point(label=r["name"], spec_path=spec, latency_ms=float(ms),
-                            decimals=len(ms.split(".")[1]) if "." in ms else 0,
-                            features=stored["features"], arch_key=stored["spec"]))
-    assert len(points) == 12 and len(by_spec) == 10
-    result = fit(points, tuple(prof["coefficients"]))
-    assert result["loo"]["mape_pct"] <= 10.0
-    assert result["loo"]["mape_pct"] == pytest.approx(prof["loo"]["mape_pct"], abs=1e-2)
-    assert result["loo"]["rows_mape_pct"] <= 10.0
-    # the fitted model and its leave-one-out predictions order the distinct published latencies correctly
-    assert result["loo"]["inversions"] == 0 and result["loo"]["kendall_tau"] == pytest.approx(1.0)
-    assert result["loo"]["fit_inversions"] == 0
-    for name, c in result["coefficients"].items():
-        assert c >= 0 and c == pytest.approx(prof["coefficients"][name], rel=1e-4)  # stored features: 6 decimals
+    assert sorted(r["label"] for r in prof["rows"]) == sorted(r["model"] for r in rows)
+    assert {r["latency_ms"] for r in prof["rows"]} == {float(r["iphone12pro_ms"]) for r in rows}
+    assert prof["version"] == 2 and all(c >= 0 for c in prof["coefficients"].values())
+    assert set(prof["families"]) == {"fastvit_repmixer", "fastvit_attention", "poolformer"}
 
 
-@pytest.mark.parametrize("spec", ["specs/t8.yaml", "specs/ablation_v3.yaml"])
+def test_shipped_profile_held_out_figures_match_its_points():
+    """The stored summary is what the stored held-out predictions give (no figure without its data)."""
+    prof = shipped()
+    pts = prof["points"]
+    y = np.array([p["latency_ms"] for p in pts])
+    k = np.array([p["heldout_ms"] for p in pts])
+    l = np.array([p["lofo_ms"] for p in pts])
+    assert prof["heldout"]["kfold"]["mape_pct"] == pytest.approx(np.mean(np.abs(k - y) / y) * 100, abs=0.01)
+    assert prof["heldout"]["lofo"]["mape_pct"] == pytest.approx(np.mean(np.abs(l - y) / y) * 100, abs=0.01)
+    assert prof["heldout"]["kfold"]["kendall_tau"] == pytest.approx(kendall_tau_b(k, y), abs=1e-3)
+    assert prof["error"]["inside_pct"] == prof["heldout"]["kfold"]["mape_pct"]
+    assert prof["error"]["outside_bound_pct"] >= prof["heldout"]["lofo"]["max_ape_pct"]
+    chosen = [c for c in prof["candidates"] if c["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["model"].startswith(prof["combine"] + ":")
+
+
+@pytest.mark.parametrize("spec", ["specs/t8.yaml", "specs/poolformer_s24.yaml"])
 def test_shipped_profile_features_are_current(spec):
-    """The features stored in the profile are what the code computes today (else: regenerate it)."""
+    """The stored fitted values are what the code predicts today (else: regenerate the profile)."""
     stored = next(p for p in shipped()["points"] if p["spec"] == spec)
-    feats, graph = spec_features(load_spec(ROOT / spec))
+    feats, graph = spec_features(load_spec(ROOT / spec), stored["resolution"])
     assert graph == shipped()["graph"]
     for k, v in stored["features"].items():
         assert feats[k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
-
-
-def test_shipped_profile_orders_published_points():
-    prof = shipped()
-    pred = [predict_from_features(prof, p["features"]) for p in prof["points"]]
-    truth = [p["latency_ms"] for p in prof["points"]]
-    assert inversions(pred, truth) == 0
-    assert kendall_tau_b(pred, truth) == pytest.approx(1.0)
-    assert all(c >= 0 for c in prof["coefficients"].values())
+    r = predict_latency(load_spec(ROOT / spec), "iphone12pro", resolution=stored["resolution"])
+    assert r.ms == pytest.approx(stored["fitted_ms"], abs=2e-4)
 
 
 def test_predict_latency_says_it_is_a_prediction():
@@ -81,7 +74,8 @@ def test_predict_latency_says_it_is_a_prediction():
     r = predict_latency(spec, "iphone12pro")
     prof = shipped()
     assert isinstance(r, LatencyResult) and r.kind == "predicted" and r.batch == 1
-    assert r.expected_error_pct == pytest.approx(prof["loo"]["mape_pct"])
+    assert r.expected_error_pct == pytest.approx(prof["error"]["inside_pct"]) and not r.caveats
+    assert r.error_bound_pct == pytest.approx(prof["error"]["inside_bound_pct"])
     assert r.resolution == (256, 256)
     point = next(p for p in prof["points"] if p["spec"] == "specs/t8.yaml")
     assert r.ms == pytest.approx(point["fitted_ms"], abs=1e-3)
@@ -92,10 +86,18 @@ def test_predict_latency_says_it_is_a_prediction():
 
 
 def test_prediction_grows_with_resolution_and_flags_extrapolation(tmp_path):
-    spec = load_spec(ROOT / "specs/t8.yaml")
-    small, full = predict_latency(spec, "iphone12pro", resolution=128), predict_latency(spec, "iphone12pro")
-    assert small.resolution == (128, 128) and full.resolution == (256, 256) and small.ms < full.ms
+    spec = load_spec(ROOT / "specs/s12.yaml")
+    small, full = predict_latency(spec, "iphone12pro", resolution=224), predict_latency(spec, "iphone12pro")
+    assert small.resolution == (224, 224) and full.resolution == (256, 256) and small.ms < full.ms
     assert "extrapolation" not in small.detail and "extrapolation" not in full.detail
+    # 1024x1024: 16x the pixels of any calibration point; the stated error widens to the family-out error
+    big = predict_latency(spec, "iphone12pro", resolution=1024)
+    assert "pixels" in big.detail["extrapolation"] and big.caveats
+    assert big.expected_error_pct == pytest.approx(shipped()["error"]["outside_pct"])
+    assert big.error_bound_pct == pytest.approx(shipped()["error"]["outside_bound_pct"])
+    assert big.error_bound_pct > full.error_bound_pct
+    # below the data too: T8 at 192 has fewer MACs than any calibration point
+    assert "macs_dense" in predict_latency(load_spec(ROOT / "specs/t8.yaml"), "iphone12pro", 192).detail["extrapolation"]
     doc = shipped()
     doc["feature_ranges"]["macs_dw"] = [0.0, 0.01]  # as if fitted on nets with far less depthwise work
     (tmp_path / "narrow.yaml").write_text(yaml.safe_dump(doc))
@@ -106,7 +108,7 @@ def test_prediction_grows_with_resolution_and_flags_extrapolation(tmp_path):
 def test_available_profiles_builtin_and_user(tmp_path, monkeypatch):
     monkeypatch.setenv("ARCHC_PROFILES", str(tmp_path))
     profs = available_profiles()
-    assert profs["iphone12pro"].source == "built-in" and profs["iphone12pro"].points == 10
+    assert profs["iphone12pro"].source == "built-in" and profs["iphone12pro"].points == 14
     doc = shipped()
     doc["name"] = "myphone"
     doc["coefficients"] = {"const": 1.0, "macs_dense": 2.0}
@@ -129,7 +131,8 @@ def test_unknown_profile_suggests_a_name():
     (lambda d: d.update(kind="other"), "not an archc latency profile"),
     (lambda d: d["coefficients"].update(macs_dens=1.0), r"coefficients.macs_dens: unknown feature .*did you mean 'macs_dense'"),
     (lambda d: d["coefficients"].update(const=-0.1), r"coefficients.const: -0.1 must be a finite non-negative"),
-    (lambda d: d.pop("loo"), "loo.mape_pct: missing"),
+    (lambda d: d.pop("heldout"), "heldout.kfold.mape_pct: missing"),
+    (lambda d: d.update(combine="min"), "combine: 'min' is not a valid choice; valid: sum, max"),
 ])
 def test_malformed_profiles_are_rejected(mutate, message):
     doc = shipped()
@@ -167,15 +170,16 @@ def test_expand_derived_features():
     assert expand({"macs_conv": 1.0, "macs_pointwise": 2.0, "attn_elems": 3.0}, ["const", "macs_dense", "attn_elems"]) == [1.0, 3.0, 3.0]
 
 
-def test_op_kinds_outside_the_calibration_data_are_flagged():
-    tiny = {"name": "tinypool", "num_classes": 10, "input_size": 64, "stem": {"type": "mobileone", "kernel": 3},
-            "stage_defaults": {"mlp_ratio": 2, "ffn": "convffn", "ffn_kernel": 3,
-                               "downsample": {"type": "replk", "kernel": 5, "small_kernel": 3, "stride": 2}},
-            "stages": [{"depth": 1, "width": 16, "mixer": "pool"}, {"depth": 1, "width": 32, "mixer": "repmixer"}],
-            "head": {"type": "mobileone_se", "expansion": 2, "se_ratio": 0.0625}}
-    r = predict_latency(load_spec(tiny), "iphone12pro")
-    assert "pool" in r.detail["unseen_op_kinds"] and "likely low" in r.detail["note"]
-    assert "unseen_op_kinds" not in predict_latency(load_spec(ROOT / "specs/t8.yaml"), "iphone12pro").detail
+def test_op_kinds_outside_the_calibration_data_are_flagged(tmp_path):
+    doc = shipped()
+    doc["op_kinds"] = [k for k in doc["op_kinds"] if k not in ("pool", "groupnorm")]  # as if fitted on FastViT only
+    (tmp_path / "fastvit_only.yaml").write_text(yaml.safe_dump(doc))
+    r = predict_latency(load_spec(ROOT / "specs/poolformer_s12.yaml"), str(tmp_path / "fastvit_only.yaml"))
+    assert r.detail["unseen_op_kinds"] == ["groupnorm", "pool"] and "likely low" in r.detail["note"]
+    assert any("never saw (groupnorm, pool)" in c for c in r.caveats)
+    assert r.expected_error_pct == pytest.approx(doc["error"]["outside_pct"])
+    inside = predict_latency(load_spec(ROOT / "specs/poolformer_s12.yaml"), "iphone12pro")
+    assert "unseen_op_kinds" not in inside.detail
 
 
 def test_a_broken_user_profile_is_skipped_not_fatal(tmp_path, monkeypatch, capsys):

@@ -7,6 +7,7 @@ server: ``.ci/run`` starts one and sets ``ARCHC_TEST_POSTGRES_URL``; without it 
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -156,3 +157,23 @@ def test_two_commands_share_a_postgresql_study(tmp_path, space):
             optuna.delete_study(study_name=study, storage=open_storage(url))
         except Exception:  # noqa: BLE001 - cleanup only
             pass
+
+
+def test_json_summary_metric_names_and_fastest_seen_when_nothing_fits(tmp_path, space):
+    """--json: stdout is the summary only (progress lines go to stderr, one per trial when piped);
+    optuna-dashboard's metric names are set; with no candidate the summary names the fastest trial."""
+    storage = f"sqlite:///{tmp_path / 'j.db'}"
+    cmd = cli(space, storage, "j", 3, "--json", "--seed", "0")
+    cmd[cmd.index("--latency-ms") + 1] = "0.001"  # nothing fits
+    r = run(cmd, tmp_path)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["trials"]["finished"] == 3 and data["candidates"] == []
+    fast = data["fastest_seen"]
+    lat = [t.user_attrs.get("latency_ms") for t in load(storage, "j").trials]
+    assert fast is not None and fast["latency_ms"] == pytest.approx(min(v for v in lat if v is not None))
+    assert "search 3/3 (100%)" in r.stderr
+    assert load(storage, "j").metric_names == ["score: params (M params; default proxy, higher = bigger model)",
+                                                "latency_ms on iphone12pro"]
+    r = run([c for c in cmd if c != "--json"], tmp_path)
+    assert f"took {fast['latency_ms']:.4g} ms" in r.stdout and "no candidate within 0.001 ms" in r.stdout

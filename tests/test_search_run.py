@@ -301,3 +301,78 @@ def test_a_study_not_made_by_archc_is_refused(cfg):
     study.add_trial(optuna.trial.create_trial(values=[1.0, 1.0]))
     with pytest.raises(SearchError, match="was not made by archc search; use --study NAME"):
         run_search(cfg, latency_fn=fake_latency)
+
+
+def test_predicted_candidates_carry_the_profiles_held_out_error(cfg, tmp_path, capsys):
+    from archc.cli.search import print_report
+    cfg.trials = 6
+    run = run_search(cfg, latency_fn=fake_latency)
+
+    def predicted(spec, target, **kw):
+        return LatencyResult(target=target, ms=fake_ms(spec), kind="predicted", batch=1, resolution=spec.input_size,
+                             expected_error_pct=4.6, error_bound_pct=10.4)
+
+    objective = Objective(space=run.space, objective="params", target="cpu", budget_ms=BUDGET, n_trials=cfg.trials,
+                          lock_dir=Path(cfg.lock_dir), latency_fn=predicted)
+    objective.measured = False
+    report = finalize(run.study, run.space, objective, tmp_path / "out", metrics=False)
+    assert report.candidates and all(c.final_error_pct == 4.6 for c in report.candidates)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert all(c["final_error_pct"] == 4.6 for c in summary["candidates"])
+    print_report(report)
+    out = capsys.readouterr().out
+    assert "± held-out" in out and "±4.6%" in out
+
+
+def test_pareto_plot_numbers_candidates_greys_infeasible_and_labels_the_score(tmp_path, monkeypatch):
+    """The plot's NN labels are the candidates' file numbers, over-budget trials are drawn as Optuna's
+    'Infeasible Trial' series, and the x axis says what the default score is (M params)."""
+    import matplotlib.figure
+    from archc.search.report import plot_pareto
+    study = optuna.create_study(directions=["maximize", "minimize"])
+
+    def objective(trial):
+        x = trial.suggest_float("x", 1.0, 10.0)
+        trial.set_constraint("latency", x - 5.0)  # feasible below 5 ms
+        return x, x
+
+    study.enqueue_trial({"x": 2.0})
+    study.enqueue_trial({"x": 4.0})
+    study.enqueue_trial({"x": 8.0})
+    study.optimize(objective, n_trials=3)
+    saved = []
+    original = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda self, *a, **k: (saved.append(self), original(self, *a, **k)))
+    assert plot_pareto(study, tmp_path, "params", "iphone12pro", 5.0, numbers={1: 1, 0: 2}) == tmp_path / "pareto.png"
+    ax = saved[0].axes[0]
+    labels = {t.get_text(): t.xy for t in ax.texts}
+    assert labels["01"] == (4.0, 4.0) and labels["02"] == (2.0, 2.0) and len(labels) == 2
+    assert "Infeasible Trial" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "M params" in ax.get_xlabel()
+
+
+def test_pareto_plot_draws_pruned_over_budget_trials_grey_at_their_params(tmp_path, monkeypatch):
+    import matplotlib.figure
+    from archc.search.report import plot_pareto
+    study = optuna.create_study(directions=["maximize", "minimize"])
+
+    def objective(trial):
+        x = trial.suggest_float("x", 1.0, 10.0)
+        trial.set_user_attr("latency_ms", x)
+        trial.set_user_attr("params_m", 2 * x)
+        if x > 5.0:
+            raise optuna.TrialPruned("over budget")
+        trial.set_constraint("latency", x - 5.0)
+        return 2 * x, x
+
+    for x in (2.0, 8.0, 9.0):
+        study.enqueue_trial({"x": x})
+    study.optimize(objective, n_trials=3)
+    saved = []
+    original = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda self, *a, **k: (saved.append(self), original(self, *a, **k)))
+    plot_pareto(study, tmp_path, "params", "iphone12pro", 5.0)
+    ax = saved[0].axes[0]
+    assert "over budget, pruned (2)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    pruned = next(c for c in ax.collections if c.get_label() == "over budget, pruned (2)")
+    assert sorted(map(tuple, pruned.get_offsets().tolist())) == [(16.0, 8.0), (18.0, 9.0)]

@@ -97,7 +97,7 @@ def key_reference() -> str:
                 out.append(f"| `stages[i].{key}` | | | | today's flat form of `mixer.{fname}` ({kind.name}): "
                            "used where the stage's mixer has it, unless the mixer mapping sets it |")
         if cls is Spec:
-            out.append("| `base` | string | — | | a spec file to inherit from, relative to this file |")
+            out.append("| `base` | string | — | | a spec file to inherit from, relative to this file, or a shipped model name |")
             out.append("| `stage_defaults` | mapping | — | | keys of `stages[i]` every stage gets unless it sets "
                        "them (`downsample`: not stage 0 unless it sets one) |")
         out.append("")
@@ -118,7 +118,7 @@ def compact_reference() -> str:
                 valid = _type(tp, meta)
             out.append(f"| `{prefix}{f.name}`{suffix} | {_default(f)} | {valid} |")
         if cls is Spec:
-            out.append("| `base` | — | a spec file to inherit from |")
+            out.append("| `base` | — | a spec file to inherit from, or a shipped model name |")
             out.append("| `stage_defaults` | — | keys of `stages[i]` for every stage |")
     return "\n".join(out) + "\n"
 

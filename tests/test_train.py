@@ -293,7 +293,7 @@ def test_cli_search_with_the_train_objective(tmp_path, monkeypatch, capsys):
     assert archc_main(args) == 0
     out = capsys.readouterr().out
     assert "objective train: val top-1 % after 3 steps x batch 8 at 32 px on synthetic textures" in out
-    assert "train up, latency down" in out
+    assert "score: train (val top-1 %, brief training); latency down" in out
     rows = list(csv.DictReader((tmp_path / "out" / "trials.csv").open()))
     assert len(rows) == 3
     done = [r for r in rows if r["status"] == "complete"]

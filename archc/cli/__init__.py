@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import List, Optional
 
 from ..errors import ArchcError
 
 #: subcommand modules, in the order ``archc --help`` lists them
-COMMANDS = ["build", "schema", "export", "bench", "devices", "calibrate", "proxies", "search", "slim", "ablate"]
+COMMANDS = ["build", "models", "schema", "export", "bench", "devices", "calibrate", "proxies", "search", "slim", "ablate"]
+
+
+#: top-level modules of optional dependencies -> the extra that installs them (pyproject.toml)
+OPTIONAL_EXTRAS = {"onnx": "export", "onnxruntime": "export", "onnxscript": "export", "coremltools": "export",
+                   "PIL": "export", "psycopg2": "postgres"}
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -20,6 +26,11 @@ def make_parser() -> argparse.ArgumentParser:
                                      "constrained search for FastViT-style hybrid vision transformers.")
     from .. import __version__
     parser.add_argument("--version", action="version", version=f"archc {__version__}")
+    parser.add_argument("--max-params", type=float, default=None, metavar="N",
+                        help="refuse models with more parameters (default 2e9, or ARCHC_MAX_PARAMS)")
+    parser.add_argument("--max-memory", type=float, default=None, metavar="GB",
+                        help="refuse runs needing more memory for weights + peak activations (default: half "
+                             "the RAM, at most 32 GB, or ARCHC_MAX_MEMORY_GB)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
@@ -47,13 +58,39 @@ def _register_missing(sub, name: str, exc: ModuleNotFoundError) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    saved = {k: os.environ.get(k) for k in _LIMIT_ENV.values()}
     try:
+        for opt, var in _LIMIT_ENV.items():  # the environment carries the limits to spawned search workers
+            if getattr(args, opt) is not None:
+                os.environ[var] = repr(getattr(args, opt))
+        from ..guards import limits
+        limits()  # a bad limit is one line before any work
         return int(args.func(args) or 0)
     except ArchcError as exc:
         print("archc: error: " + " ".join(str(exc).splitlines()), file=sys.stderr)  # always one line
         return 2
+    except OSError as exc:  # read-only folder, full disk, a file where a folder is expected, ...
+        if isinstance(exc, BrokenPipeError):
+            return 0
+        print("archc: error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("archc: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. `archc build ... | head`
-        return 0
+    except ModuleNotFoundError as exc:  # an optional dependency: say which extra brings it
+        extra = OPTIONAL_EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"archc: error: this needs the optional package '{exc.name}': pip install 'archc[{extra}]'",
+              file=sys.stderr)
+        return 2
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+
+
+#: global limit options -> the environment variables ``archc.guards`` reads
+_LIMIT_ENV = {"max_params": "ARCHC_MAX_PARAMS", "max_memory": "ARCHC_MAX_MEMORY_GB"}

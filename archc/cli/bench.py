@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..errors import DeviceError
+from ..errors import DeviceError, SpecError
 from .common import add_spec_args, console, load_from_args, print_json, table
 
 
@@ -48,9 +48,30 @@ def _resolutions(args) -> List[Optional[int]]:
         res = [int(t) for t in args.resolutions.split(",") if t.strip()]
     except ValueError:
         raise DeviceError(f"--resolutions '{args.resolutions}': expected comma-separated integers, e.g. 224,384,512") from None
-    if not res or any(r < 8 for r in res):
-        raise DeviceError(f"--resolutions '{args.resolutions}': every resolution must be >= 8")
+    if not res:
+        raise DeviceError(f"--resolutions '{args.resolutions}': expected comma-separated integers, e.g. 224,384,512")
     return res
+
+
+def _sized(spec, res: Optional[int], batch: int, flag: str):
+    """The spec at resolution ``res``, checked like ``input_size`` (bounds, every stage has tokens) and
+    against the memory guard at ``batch``, before anything is built."""
+    from ..guards import check_memory
+    from ..spec import load_spec
+    if res is not None:
+        try:
+            spec = load_spec(spec, {"input_size": res})
+        except SpecError as exc:
+            raise SpecError(f"{flag} {res}: {exc.message}", file=exc.file, path=exc.path) from None
+    check_memory(spec, batch, key="--batch" if batch > 1 else flag if res is not None else "input_size")
+    return spec
+
+
+def _check_threads(threads: Optional[int]) -> None:
+    import os
+    cores = os.cpu_count() or 1
+    if threads is not None and not 1 <= threads <= cores:
+        raise DeviceError(f"--threads {threads}: must be 1 to {cores} (this machine's logical cores)")
 
 
 def run(args) -> int:
@@ -58,8 +79,23 @@ def run(args) -> int:
 
     if args.runs < 1 or args.warmup < 0:
         raise DeviceError(f"--runs must be >= 1 and --warmup >= 0 (got {args.runs}, {args.warmup})")
+    if args.batch is not None and args.batch < 1:
+        raise DeviceError(f"--batch must be >= 1, got {args.batch}")
+    _check_threads(args.threads)
+    plot = None
+    if args.plot:
+        from ..outputs import writable_file
+        plot = Path(args.plot)
+        if plot.is_dir() or args.plot.endswith(("/", "\\")):
+            plot = plot / f"bench-{args.target}.png"  # a folder: the plot goes inside it, under this name
+        writable_file(plot, "--plot")
     resolutions = _resolutions(args)
     specs = [(path, load_from_args(path, args)) for path in args.specs]
+    batch = args.batch or (8 if args.target == "cuda" else 1)
+    flag = "--resolutions" if args.resolutions else "--resolution"
+    for path, spec in specs:
+        for res in resolutions:
+            _sized(spec, res, batch, flag)
     measured = args.target in MEASURED_TARGETS
     graphs = ["deploy", "train"] if (args.train and measured) else ["deploy"]
     jobs = [(path, spec, res, g) for path, spec in specs for res in resolutions for g in graphs]
@@ -89,22 +125,22 @@ def run(args) -> int:
         results.append({"spec": path, "name": spec.name, "graph": graph if measured else "deploy",
                         **r.to_dict()})
 
-    if len(jobs) > 1 and not args.json:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TimeElapsedColumn(), console=con, transient=True) as prog:
-            task = prog.add_task("benchmarking", total=len(jobs))
+    if len(jobs) > 1:
+        from .progress import Progress
+        with Progress("bench", total=len(jobs)) as prog:
             for path, spec, res, graph in jobs:
-                prog.update(task, description=f"{spec.name} {graph} @ {res or spec.input_size[0]}")
+                label = f"{spec.name} {graph} @ {res or spec.input_size[0]}"
+                prog.update(status=label)
                 one(path, spec, res, graph)
-                prog.advance(task)
+                r = results[-1]
+                prog.advance(f"{label}: {r['ms']:.3f} ms")
     else:
         for job in jobs:
             one(*job)
 
     plot_path = None
-    if args.plot:
-        plot_path = write_plot(results, Path(args.plot), args.target)
+    if plot is not None:
+        plot_path = write_plot(results, plot, args.target)
     if args.json:
         print_json({"target": args.target, "results": results, "plot": str(plot_path) if plot_path else None})
         return 0
@@ -116,14 +152,13 @@ def run(args) -> int:
 
 def print_results(results: List[Dict[str, Any]], target: str) -> None:
     con = console()
+    if results and all(r["kind"] == "predicted" for r in results):
+        print_predictions(results, target)
+        return
     deploy_ms = {(r["spec"], tuple(r["resolution"])): r["ms"] for r in results if r["graph"] == "deploy"}
     rows = []
     for r in results:
         res = "x".join(str(v) for v in r["resolution"])
-        if r["kind"] == "predicted":
-            err = f"±{r['expected_error_pct']:.1f}%" if r.get("expected_error_pct") else ""
-            rows.append((r["name"], "deploy (predicted)", res, r["batch"], f"{r['ms']:.3f}", err, "", "", ""))
-            continue
         speed = ""
         if r["graph"] == "train":
             d = deploy_ms.get((r["spec"], tuple(r["resolution"])))
@@ -133,17 +168,36 @@ def print_results(results: List[Dict[str, Any]], target: str) -> None:
     first = results[0] if results else {}
     det = first.get("detail", {})
     title = f"latency on {target}"
-    if first.get("kind") == "predicted":
-        title += f" ({det.get('device', 'device profile')}): predicted"
-    elif det.get("device"):
+    if det.get("device"):
         title += f" ({det['device']}, runtime {det.get('runtime')}, threads {det.get('threads', '-')})"
     con.print(table(title, ["spec", "graph", "input", "batch", "median ms", "IQR ms", "CV", "runs", "train/deploy"],
                     rows, right=("batch", "median ms", "IQR ms", "CV", "runs", "train/deploy")))
-    if any(r["kind"] == "predicted" for r in results):
-        con.print("predicted from a calibrated device profile, not measured; ± is the profile's leave-one-out error")
     noisy = [r for r in results if r.get("cv") is not None and r["cv"] > 0.05]
     if noisy:
         con.print(f"note: {len(noisy)} figure(s) have CV > 5%: the machine was busy or the run count is low")
+
+
+def print_predictions(results: List[Dict[str, Any]], target: str) -> None:
+    """Predicted latencies with their stated error and, where the error was widened, why."""
+    con = console()
+    rows, notes = [], {}
+    for r in results:
+        res = "x".join(str(v) for v in r["resolution"])
+        caveat = ""
+        if r.get("caveats"):
+            text = "; ".join(r["caveats"])
+            caveat = notes.setdefault(text, f"[{len(notes) + 1}]")
+        exp, bound = r.get("expected_error_pct"), r.get("error_bound_pct")
+        rows.append((r["name"], res, r["batch"], f"{r['ms']:.3f}", f"±{exp:.1f}%" if exp else "",
+                     f"±{bound:.1f}%" if bound else "", "outside" if r.get("caveats") else "inside", caveat))
+    det = results[0].get("detail", {})
+    con.print(table(f"latency on {target} ({det.get('device', 'device profile')}): predicted, not measured",
+                    ["spec", "input", "batch", "predicted ms", "expected error", "worst held-out", "calibration data",
+                     "caveat"], rows, right=("batch", "predicted ms", "expected error", "worst held-out")))
+    con.print("expected error: the profile's held-out MAPE (k-fold over architectures inside its data, "
+              "leave-one-family-out outside it); worst held-out: the largest such miss (the plot's band)")
+    for text, mark in notes.items():
+        con.print(f"{mark} outside the calibration data: {text}", highlight=False)
 
 
 def write_plot(results: List[Dict[str, Any]], path: Path, target: str) -> Path:
@@ -164,6 +218,17 @@ def write_plot(results: List[Dict[str, Any]], path: Path, target: str) -> Path:
         rs = sorted(rs, key=lambda r: r["resolution"][0])
         xs = [r["resolution"][0] for r in rs]
         ys = [r["ms"] for r in rs]
+        if rs[0]["kind"] == "predicted":  # the worst held-out miss that applies, as a band
+            lo = [r["ms"] * (1 - (r.get("error_bound_pct") or 0) / 100) for r in rs]
+            hi = [r["ms"] * (1 + (r.get("error_bound_pct") or 0) / 100) for r in rs]
+            ax.fill_between(xs, lo, hi, color=colors[name], alpha=0.15, linewidth=0)
+            ax.plot(xs, ys, "-", color=colors[name], label=f"{name} (predicted)")
+            out = [r for r in rs if r.get("caveats")]
+            ax.plot(xs, ys, "o", color=colors[name], markerfacecolor=colors[name])
+            if out:  # hollow markers: outside the calibration data (op kinds or feature ranges it never had)
+                ax.plot([r["resolution"][0] for r in out], [r["ms"] for r in out], "o", color=colors[name],
+                        markerfacecolor="white")
+            continue
         errs = [(r.get("iqr_ms") or 0.0) / 2 for r in rs]
         label = name if graph == "deploy" else f"{name} (train-time graph)"
         ax.errorbar(xs, ys, yerr=errs, fmt=("--" if graph == "train" else "-") + "o", capsize=3, label=label,
@@ -171,17 +236,30 @@ def write_plot(results: List[Dict[str, Any]], path: Path, target: str) -> Path:
     ticks = sorted({r["resolution"][0] for r in results})
     ax.set_xticks(ticks)
     ax.set_xlabel("input resolution (pixels, square)")
-    ax.set_ylabel("latency, median (ms)")
     first = results[0] if results else {}
     kind = "predicted" if first.get("kind") == "predicted" else "measured"
-    ax.set_title(f"{kind} latency on {target}, batch {first.get('batch', '?')}")
+    ax.set_ylabel("latency, predicted (ms)" if kind == "predicted" else "latency, median (ms)")
+    title = f"{kind} latency on {target}, batch {first.get('batch', '?')}"
+    footnote = ""
+    if kind == "predicted":
+        title += "\nband: worst held-out miss; hollow: outside the calibration data"
+        kinds = sorted({k for r in results for k in (r.get("detail") or {}).get("unseen_op_kinds", [])})
+        ext = sorted({k for r in results for k in (r.get("detail") or {}).get("extrapolation", {})})
+        why = ([f"op kinds never calibrated: {', '.join(kinds)}"] if kinds else []) + \
+            ([f"extrapolates {', '.join(ext)}"] if ext else [])
+        if why:
+            import textwrap
+            footnote = textwrap.fill("outside the calibration data: " + "; ".join(why), 110)
+    ax.set_title(title, fontsize=9)
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(ScalarFormatter())
     ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax.tick_params(axis="y", which="minor", labelsize=7)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    if footnote:
+        fig.text(0.01, 0.01, footnote, fontsize=7, va="bottom")
+    fig.tight_layout(rect=(0, 0.05 if footnote else 0, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)

@@ -13,8 +13,10 @@ from .common import add_input_size_arg, add_spec_args, console, human, load_from
 
 
 def register(sub) -> None:
-    p = sub.add_parser("build", help="compile a spec to a PyTorch model and print its cost per stage")
-    add_spec_args(p)
+    p = sub.add_parser("build", help="compile a spec to a PyTorch model and print its cost per stage",
+                       description="Compile a spec (a YAML file, a shipped model name such as fastvit_sa12, or an "
+                                   "archc checkpoint FILE.pt, which stores its spec) and print its cost per stage.")
+    add_spec_args(p, checkpoints=True)
     add_input_size_arg(p)
     p.add_argument("--weights", metavar="FILE", help="load a timm, Apple ml-fastvit or archc checkpoint (strict); "
                    "reparameterized checkpoints need --deploy")
@@ -26,7 +28,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    spec = load_from_args(args.spec, args)
+    if args.save:
+        from ..outputs import writable_file
+        writable_file(args.save, "--save")
+    if is_checkpoint_path(args.spec):
+        _from_checkpoint(args)
+    spec = load_from_args(args.spec if not isinstance(getattr(args, "stored_spec", None), dict) else
+                          args.stored_spec, args)
     x = example_input(spec.input_size, spec.in_chans)
     train = build(spec).eval()
     fmt: Optional[str] = None
@@ -67,6 +75,29 @@ def run(args) -> int:
     if args.save:
         con.print(f"saved {args.save} (archc format, {'deploy' if deploy is not None else 'train'} graph)")
     return 0
+
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+
+
+def is_checkpoint_path(text: str) -> bool:
+    return str(text).lower().endswith(CHECKPOINT_SUFFIXES)
+
+
+def _from_checkpoint(args) -> None:
+    """``archc build FILE.pt``: the spec stored in an archc checkpoint, and its weights (deploy if saved so)."""
+    from ..errors import ArchcError
+    from ..weights import ARCHC_FORMAT, read_checkpoint, unwrap_state_dict
+    obj = read_checkpoint(args.spec)
+    if args.weights:
+        raise ArchcError(f"{args.spec}: give a checkpoint either as SPEC or with --weights, not both")
+    if not (isinstance(obj, dict) and obj.get("format") == ARCHC_FORMAT and isinstance(obj.get("spec"), dict)):
+        _, fmt = unwrap_state_dict(obj, args.spec)
+        raise ArchcError(f"{args.spec}: a {fmt} checkpoint stores no spec; name the model and pass the file as "
+                         f"weights, e.g. archc build fastvit_sa12 --weights {args.spec} (models: archc models)")
+    args.stored_spec = obj["spec"]
+    args.weights = args.spec
+    args.deploy = bool(args.deploy or obj.get("deploy"))
 
 
 def _with_memory(report: CostReport, traffic: MemoryTraffic) -> dict:

@@ -1,4 +1,9 @@
-"""``archc calibrate MEASUREMENTS.csv --device NAME``: fit a latency profile to your own measurements."""
+"""``archc calibrate``: fit a latency profile to your measurements, or measure ground truth here first.
+
+    archc calibrate MEASUREMENTS.csv --device NAME
+    archc calibrate --measure --target onnxruntime --space search/fastvit.yaml --space search/metaformer.yaml \
+        --n 40 --resolutions 160,224,288 --device ort-1t --plot runs/calibrate/ort.png
+"""
 from __future__ import annotations
 
 import re
@@ -8,64 +13,187 @@ from ..errors import ArchcError
 from .common import console, print_json, table
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: --measure defaults: 40 architectures x 3 resolutions, 10 timed runs after 3 warm-up (see docs/LATENCY_MODEL.md)
+MEASURE_DEFAULTS = dict(n=40, resolutions="160,256,384", runs=10, warmup=3)
 
 
 def register(sub) -> None:
     p = sub.add_parser("calibrate", help="fit a device latency profile to measured (spec, latency) points",
-                       description="Fit a latency profile (non-negative costs per MAC by op kind, per attention "
-                       "score element and per inference) to a CSV with a header 'spec,latency_ms[,resolution]' "
-                       "(optional 'label' column; '#' comments allowed; relative spec paths resolve against the "
-                       "CSV's folder, then the current directory). Reports the leave-one-out error and stores the "
-                       "profile in $ARCHC_PROFILES or ~/.config/archc/profiles.")
-    p.add_argument("measurements", metavar="MEASUREMENTS.csv")
+                       description="Fit a latency profile (non-negative prices of compute, memory traffic and per-op "
+                       "overhead; the model is chosen by held-out error) to a CSV with a header "
+                       "'spec,latency_ms[,resolution][,label][,family][,uncertainty_ms]' ('#' comments allowed; relative "
+                       "spec paths resolve against the CSV's folder, then the current directory), or with --measure to "
+                       "architectures sampled from search spaces and measured here. Reports k-fold (over architectures) "
+                       "and leave-one-family-out error and stores the profile in $ARCHC_PROFILES or "
+                       "~/.config/archc/profiles.")
+    p.add_argument("measurements", metavar="MEASUREMENTS.csv", nargs="?")
     p.add_argument("--device", required=True, metavar="NAME", help="profile name, used as --target NAME")
     p.add_argument("--description", default="", help="free text stored in the profile (device, runtime, batch)")
     p.add_argument("--features", default=None, metavar="F1,F2,...",
-                   help="feature set (default: const,macs_dense,macs_dw,attn_elems; see `archc devices --features`)")
+                   help="fix the model's terms instead of choosing among the candidates (see `archc devices --features`)")
+    p.add_argument("--combine", default="sum", choices=("sum", "max"),
+                   help="with --features: add compute and traffic per op (sum) or take the larger (max, roofline)")
+    p.add_argument("--folds", type=int, default=5, help="k of the k-fold check over architectures (0: one per architecture)")
     p.add_argument("--out", metavar="FILE", help="write the profile here instead of the user profile folder")
+    p.add_argument("--plot", metavar="FILE", help="PNG: held-out predicted vs measured latency")
     p.add_argument("--json", action="store_true", help="print the fitted profile as JSON")
+    m = p.add_argument_group("measure ground truth here (--measure)")
+    m.add_argument("--measure", action="store_true", help="sample architectures from --space files and measure them")
+    m.add_argument("--target", default="onnxruntime", choices=("onnxruntime", "cpu"), help="measured target")
+    m.add_argument("--space", action="append", default=[], metavar="SPACE.yaml",
+                   help="search space to sample (repeatable; each is a family). Default: search/fastvit.yaml and "
+                        "search/metaformer.yaml")
+    m.add_argument("--spec", action="append", default=[], metavar="SPEC.yaml",
+                   help="also measure this spec file (repeatable; together one family, named by --spec-family)")
+    m.add_argument("--spec-family", default="specs", metavar="NAME", help="family of the --spec files (default %(default)s)")
+    m.add_argument("--n", type=int, default=MEASURE_DEFAULTS["n"], help="architectures in all (default %(default)s)")
+    m.add_argument("--resolutions", default=MEASURE_DEFAULTS["resolutions"], help="default %(default)s")
+    m.add_argument("--runs", type=int, default=MEASURE_DEFAULTS["runs"], help="timed runs per point (default %(default)s)")
+    m.add_argument("--warmup", type=int, default=MEASURE_DEFAULTS["warmup"], help="default %(default)s")
+    m.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    m.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    m.add_argument("--cache", metavar="FILE.jsonl", default=None,
+                   help="measurement cache, resumable (default runs/calibrate/DEVICE.jsonl)")
+    m.add_argument("--check-pair", action="append", default=[], metavar="A.yaml,B.yaml",
+                   help="also measure and predict B's reduction against A (not fitted), e.g. "
+                        "specs/poolformer_s12.yaml,specs/poolformer_s12_repmixer.yaml")
+    m.add_argument("--check-resolutions", default="224,384,512,1024", help="resolutions of --check-pair (default %(default)s)")
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from ..latency.features import FEATURES
-    from ..latency.fit import DEFAULT_MODEL, DERIVED, make_profile, read_measurements, save_profile
-    from ..latency.predict import BUILTIN_DIR, user_profile_dir
+def _ints(text: str, flag: str):
+    try:
+        vals = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ArchcError(f"{flag} {text!r}: expected comma-separated integers, e.g. 160,224,288") from None
+    if not vals or any(v < 32 or v > 4096 for v in vals):
+        raise ArchcError(f"{flag} {text!r}: every resolution must be in 32..4096")
+    return vals
+
+
+def _model(args):
+    from ..latency.costmodel import TERMS, CostModel
     from ..errors import did_you_mean
+    if not args.features:
+        return None
+    terms = tuple(f.strip() for f in args.features.split(",") if f.strip())
+    for f in terms:
+        if f not in TERMS:
+            raise ArchcError(f"--features: unknown feature '{f}'{did_you_mean(f, list(TERMS))}; valid: {', '.join(TERMS)}")
+    if len(terms) > 10:
+        raise ArchcError(f"--features: {len(terms)} features; use at most 10 (a profile has few points)")
+    return CostModel(args.combine, terms)
+
+
+def run(args) -> int:
+    from ..latency.fit import make_profile, read_measurements, save_profile
+    from ..latency.predict import BUILTIN_DIR, user_profile_dir
     if not NAME_RE.match(args.device):
         raise ArchcError(f"--device: {args.device!r} is not a valid profile name (letters, digits, '_', '-', '.')")
-    model = tuple(DEFAULT_MODEL)
-    if args.features:
-        model = tuple(f.strip() for f in args.features.split(",") if f.strip())
-        valid = ["const"] + list(FEATURES) + list(DERIVED)
-        for f in model:
-            if f not in valid:
-                raise ArchcError(f"--features: unknown feature '{f}'{did_you_mean(f, valid)}; valid: {', '.join(valid)}")
-        if len(model) > 8:
-            raise ArchcError(f"--features: {len(model)} features; use at most 8 (a profile has few points)")
-    points = read_measurements(args.measurements)
-    profile = make_profile(points, name=args.device, device=args.description or args.device, model=model,
-                           generated_by=f"archc calibrate {args.measurements} --device {args.device}",
-                           data_source=str(Path(args.measurements).resolve()))
+    if args.folds < 0:
+        raise ArchcError(f"--folds must be >= 0 (got {args.folds})")
+    model = _model(args)
+    from ..outputs import writable_file
+    for flag, value in (("--out", args.out), ("--plot", args.plot)):
+        if value:
+            writable_file(value, flag)
     out = Path(args.out) if args.out else user_profile_dir() / f"{args.device}.yaml"
-    save_profile(profile, out, header=f"Generated by `archc calibrate` from {args.measurements}.")
-    if args.json:
-        print_json({"profile": str(out), **profile})
-        return 0
     con = console()
-    rows = [(p["label"], p["spec"], p["resolution"] or "spec", f"{p['latency_ms']:.3f}", f"{p['fitted_ms']:.3f}",
-             f"{p['loo_ms']:.3f}", f"{p['loo_error_pct']:+.1f}%") for p in profile["points"]]
-    con.print(table(f"calibration of '{args.device}' ({profile['graph']} graph)",
-                    ["point", "spec", "resolution", "measured ms", "fitted ms", "LOO ms", "LOO error"], rows,
-                    right=("measured ms", "fitted ms", "LOO ms", "LOO error")))
-    loo = profile["loo"]
-    con.print("coefficients (ms per unit): " + ", ".join(f"{k} {v:.4g}" for k, v in profile["coefficients"].items()))
-    con.print(f"leave-one-out MAPE {loo['mape_pct']:.2f}% over {loo['architectures']} architectures "
-              f"(max {loo['max_ape_pct']:.1f}%), Kendall tau {loo['kendall_tau']:.3f}, {loo['inversions']} inversions; "
-              f"in-sample MAPE {profile['fit_mape_pct']:.2f}%")
-    for note in profile["duplicates"]:
-        con.print(f"note: {note}")
+    checks = []
+    if args.measure:
+        if args.measurements:
+            raise ArchcError("give either MEASUREMENTS.csv or --measure, not both")
+        from ..latency.calibrate import measure_all, points_of, sample_spaces
+        if args.runs < 1 or args.warmup < 0 or args.threads < 1:
+            raise ArchcError(f"--runs and --threads must be >= 1 and --warmup >= 0 (got {args.runs}, {args.threads}, {args.warmup})")
+        resolutions = _ints(args.resolutions, "--resolutions")
+        spaces = args.space or ([] if args.spec else ["search/fastvit.yaml", "search/metaformer.yaml"])
+        cache = Path(args.cache or f"runs/calibrate/{args.device}.jsonl")
+        samples = sample_spaces(spaces, args.n, args.seed) if spaces else []
+        if args.spec:
+            from ..latency.calibrate import Sampled, arch_hash
+            from ..spec import load_spec
+            known = {s.arch for s in samples}
+            for f in args.spec:
+                spec = load_spec(f)
+                if arch_hash(spec) not in known:
+                    known.add(arch_hash(spec))
+                    samples.append(Sampled(spec, args.spec_family, arch_hash(spec)))
+        from .progress import Progress  # stderr: a bar with count and ETA on a terminal, a line per point piped
+        with Progress("calibrate --measure", total=len(samples) * len(resolutions)) as prog:
+            def progress(what, i, total):  # called before point i (1-based; cached points are skipped)
+                prog.update(i - 1, f"measuring {what}")
+            records = measure_all(samples, resolutions, target=args.target, cache=cache, runs=args.runs,
+                                  warmup=args.warmup, threads=args.threads, progress=progress)
+            prog.update(len(samples) * len(resolutions), "done")
+        points = points_of(records)
+        source = f"{cache} ({args.target}, {args.threads} thread(s), median of {args.runs} runs after {args.warmup} warm-up)"
+        gen = (f"archc calibrate --measure --target {args.target} " + " ".join(f"--space {s}" for s in spaces)
+               + "".join(f" --spec {f}" for f in args.spec) + (f" --spec-family {args.spec_family}" if args.spec else "")
+               + f" --n {args.n} --resolutions {args.resolutions} --runs {args.runs} --warmup {args.warmup}"
+               + f" --threads {args.threads} --seed {args.seed} --device {args.device}")
+        device = args.description or f"{records[0].get('device') if records else ''}: {args.target}, {args.threads} thread(s)"
+    else:
+        if not args.measurements:
+            raise ArchcError("give MEASUREMENTS.csv, or --measure to measure ground truth on this machine")
+        points = read_measurements(args.measurements)
+        source, gen = str(Path(args.measurements).resolve()), f"archc calibrate {args.measurements} --device {args.device}"
+        device = args.description or args.device
+    kw = {"model": model} if model else {}
+    profile = make_profile(points, name=args.device, device=device, folds=args.folds, generated_by=gen,
+                           data_source=source, **kw)
+    save_profile(profile, out, header=f"Generated by `{gen}`.")
+    if args.measure and args.check_pair:
+        from ..latency.calibrate import ratio_check
+        pairs = []
+        for text in args.check_pair:
+            parts = [t.strip() for t in text.split(",")]
+            if len(parts) != 2 or not all(parts):
+                raise ArchcError(f"--check-pair {text!r}: expected A.yaml,B.yaml")
+            pairs.append((parts[0], parts[1]))
+        checks = ratio_check(str(out), pairs, _ints(args.check_resolutions, "--check-resolutions"), target=args.target,
+                             cache=cache, runs=args.runs, warmup=args.warmup, threads=args.threads)
+        profile["ratio_check"] = checks
+        save_profile(profile, out, header=f"Generated by `{gen}`.")
+    plot = None
+    if args.plot:
+        from ..latency.calibrate import plot_heldout
+        plot = plot_heldout(profile, Path(args.plot))
+    if args.json:
+        print_json({"profile": str(out), "plot": str(plot) if plot else None, **profile})
+        return 0
+    print_report(profile, con)
     if not args.out and (BUILTIN_DIR / f"{args.device}.yaml").is_file():
         con.print(f"note: this user profile shadows the built-in profile '{args.device}'")
+    if plot:
+        con.print(f"plot written to {plot}")
     con.print(f"wrote {out}; use it with --target {args.device}" if not args.out else f"wrote {out}")
     return 0
+
+
+def print_report(profile, con) -> None:
+    has_lofo = any("lofo_ms" in p for p in profile["points"])
+    rows = [(p["label"], p["family"], p["resolution"] or "spec", f"{p['latency_ms']:.3f}", f"{p['fitted_ms']:.3f}",
+             f"{p['heldout_ms']:.3f}", f"{p['heldout_error_pct']:+.1f}%")
+            + ((f"{p['lofo_ms']:.3f}", f"{p['lofo_error_pct']:+.1f}%") if has_lofo else ()) for p in profile["points"]]
+    cols = ["point", "family", "resolution", "measured ms", "fitted ms", "held-out ms", "error"]
+    cols += ["family-out ms", "error "] if has_lofo else []
+    con.print(table(f"calibration of '{profile['name']}' ({profile['graph']} graph)", cols, rows,
+                    right=tuple(cols[3:])))
+    h = profile["heldout"]
+    k = h["kfold"]
+    con.print(f"model ({profile['combine']}): " + ", ".join(f"{n} {v:.4g}" for n, v in profile["coefficients"].items()))
+    con.print(f"k-fold over architectures ({k['folds']} folds): MAPE {k['mape_pct']:.2f}% (max {k['max_ape_pct']:.1f}%), "
+              f"Kendall tau {k['kendall_tau']:.3f}, {k['inversions']} inversions; in-sample MAPE {h['fit_mape_pct']:.2f}%")
+    if "lofo" in h:
+        l = h["lofo"]
+        con.print(f"leave-one-family-out: MAPE {l['mape_pct']:.2f}% (max {l['max_ape_pct']:.1f}%); "
+                  + ", ".join(f"{f} {v['mape_pct']:.1f}%" for f, v in l["families"].items()))
+    con.print("candidates: " + "; ".join(f"{'*' if c['chosen'] else ''}{c['model']} k-fold {c['kfold_mape_pct']:.1f}%"
+                                         + (f", family-out {c['lofo_mape_pct']:.1f}%" if "lofo_mape_pct" in c else "")
+                                         for c in profile["candidates"]))
+    for c in profile.get("ratio_check", []):
+        con.print(f"check {c['b']} vs {c['a']} @ {c['resolution']}: measured reduction {c['measured_reduction_pct']:.1f}%, "
+                  f"predicted {c['predicted_reduction_pct']:.1f}%")
+    for note in profile["duplicates"]:
+        con.print(f"note: {note}")

@@ -11,11 +11,13 @@ from rich.table import Table
 from ..spec import Spec, load_spec
 
 
-def add_spec_args(p, many: bool = False) -> None:
+def add_spec_args(p, many: bool = False, checkpoints: bool = False) -> None:
     if many:
-        p.add_argument("specs", nargs="+", metavar="SPEC", help="spec YAML files")
+        p.add_argument("specs", nargs="+", metavar="SPEC", help="spec YAML files or shipped model names "
+                       "(fastvit_sa12; see archc models)")
     else:
-        p.add_argument("spec", metavar="SPEC", help="spec YAML file, e.g. specs/sa12.yaml")
+        p.add_argument("spec", metavar="SPEC", help="spec YAML file (specs/sa12.yaml) or shipped model name "
+                       "(fastvit_sa12; see archc models)" + (", or an archc checkpoint FILE.pt" if checkpoints else ""))
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec key, e.g. --set stages[2].mixer=attention (repeatable)")
 
@@ -25,10 +27,10 @@ def add_input_size_arg(p) -> None:
                    help="input resolution N x N (default: the spec's input_size)")
 
 
-def load_from_args(path: str, args) -> Spec:
+def load_from_args(path, args) -> Spec:
     """Load a spec with the command's ``--set`` overrides and ``--input-size``."""
     overrides = list(getattr(args, "overrides", None) or [])
-    if getattr(args, "input_size", None):
+    if getattr(args, "input_size", None) is not None:
         overrides.append(f"input_size={args.input_size}")
     return load_spec(path, overrides=overrides or None)
 
@@ -84,8 +86,11 @@ def human(n: float, unit: str = "") -> str:
     return f"{n:.0f}{unit}"
 
 
-def console() -> Console:
-    return Console(highlight=False, soft_wrap=False, width=max(120, Console().width))
+def console(stderr: bool = False) -> Console:
+    """Tables and messages; ``stderr=True`` keeps stdout for a command's ``--json`` output. No markup: names,
+    paths and keys come from users (``name: '[/x]'`` must print as it is). No wrapping of printed lines
+    (``soft_wrap``): a message stays one line at any width; tables still fit it."""
+    return Console(highlight=False, soft_wrap=True, markup=False, width=max(120, Console().width), stderr=stderr)
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], right: Sequence[str] = ()) -> Table:

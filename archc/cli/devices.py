@@ -29,10 +29,10 @@ def run(args) -> int:
                     **({"features": {**FEATURES, **{k: " + ".join(v) for k, v in DERIVED.items()}}} if args.features else {})})
         return 0
     con = console()
-    rows = [(p.name, p.source, p.device, p.points, f"{p.loo_mape_pct:.1f}%", p.created, p.path) for p in profiles.values()]
-    con.print(table("latency profiles (predicted; the error is leave-one-out MAPE)",
-                    ["name", "source", "device", "points", "LOO MAPE", "created", "path"], rows,
-                    right=("points", "LOO MAPE")))
+    rows = [(p.name, p.source, p.device, p.points, f"{p.heldout_mape_pct:.1f}%", p.created, p.path) for p in profiles.values()]
+    con.print(table("latency profiles (predicted; the error is held-out MAPE, k-fold over architectures)",
+                    ["name", "source", "device", "points", "held-out MAPE", "created", "path"], rows,
+                    right=("points", "held-out MAPE")))
     con.print(f"measured targets: {', '.join(MEASURED_TARGETS)}; user profiles: {user_profile_dir()}")
     for path, why in invalid.items():
         con.print(f"not loaded: {why}")

@@ -32,6 +32,14 @@ def register(sub) -> None:
                    help="apply the CPU kernel lowerings ONNX Runtime's runner uses (channel-multiplier convs as "
                         "repeat + depthwise; docs/REPARAM.md) before exporting: faster in ONNX Runtime and "
                         "torch on CPU, one more copy op elsewhere")
+    p.add_argument("--class-labels", metavar="FILE", default=None,
+                   help="Core ML: a classifier (outputs classLabel and probabilities) with these labels, one per "
+                        "line, as many as the model's classes")
+    p.add_argument("--author", default=None, help="author stored in the Core ML and ONNX metadata")
+    p.add_argument("--model-version", default=None, metavar="TEXT", help="version stored in the metadata")
+    p.add_argument("--license", default=None, metavar="TEXT", help="license stored in the metadata")
+    p.add_argument("--onnx-opset", type=int, default=None, metavar="N",
+                   help="ONNX opset (default 20: a single Gelu op; 17 for runtimes without opset 20)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=run)
 
@@ -50,6 +58,17 @@ def _floats(text: Optional[str], default: Tuple[float, ...], what: str, chans: i
     return vals
 
 
+def _class_labels(path: str, num_classes: int) -> List[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise ExportError(f"--class-labels {path}: file not found")
+    labels = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if len(labels) != num_classes:
+        raise ExportError(f"--class-labels {path}: {len(labels)} labels, but the model has {num_classes} classes "
+                          f"(one non-empty line per class)")
+    return labels
+
+
 def run(args) -> int:
     import torch
 
@@ -60,7 +79,14 @@ def run(args) -> int:
     formats: List[str] = parse_formats(args.formats)
     if args.batch < 1:
         raise ExportError(f"--batch must be >= 1, got {args.batch}")
+    from ..guards import check_memory
+    from ..outputs import check_name, file_stem, writable_dir
+    if args.name is not None:
+        check_name(args.name)
     spec = load_from_args(args.spec, args)
+    name = args.name if args.name is not None else file_stem(spec.name)  # a spec's name is never a path
+    check_memory(spec, args.batch, key="--batch" if args.batch > 1 else "input_size")
+    writable_dir(args.out, "--out")
     norm: Optional[ImageNormalization] = None
     if not args.no_normalize:
         norm = ImageNormalization(mean=_floats(args.mean, IMAGENET_MEAN, "mean", spec.in_chans),
@@ -82,13 +108,26 @@ def run(args) -> int:
     con = console()
     graph = "train-time" if args.train else "deploy"
 
-    def progress(r) -> None:
-        if not args.json:
-            err = f", max |error| {r.max_abs_error:.2e}" if r.max_abs_error is not None else ""
-            con.print(f"wrote {r.path} ({r.verified}{err})")
+    from .. import __version__
+    from ..export.onnx_export import OPSET
+    opset = args.onnx_opset or OPSET
+    if not 17 <= opset <= 23:
+        raise ExportError(f"--onnx-opset {opset}: archc exports opsets 17 to 23 (attention needs >= 14, Gelu 20)")
+    labels = _class_labels(args.class_labels, spec.num_classes) if args.class_labels else None
+    meta = {"archc.model": spec.name, "archc.version": __version__, "archc.graph": "train" if args.train else "deploy"}
+    meta.update({k: v for k, v in (("author", args.author), ("version", args.model_version),
+                                   ("license", args.license)) if v})
+    from .progress import Progress
+    with Progress("export", total=len(formats)) as prog:
+        prog.update(status=formats[0])
 
-    results = export_model(model, example, formats, Path(args.out), name=args.name or spec.name,
-                           fp32=args.fp32, normalization=norm, on_done=progress)
+        def progress(r) -> None:
+            err = f", max |error| {r.max_abs_error:.2e}" if r.max_abs_error is not None else ""
+            prog.advance(f"wrote {r.path} ({r.verified}{err})")
+
+        results = export_model(model, example, formats, Path(args.out), name=name,
+                               fp32=args.fp32, normalization=norm, on_done=progress, metadata=meta,
+                               onnx_opset=opset, class_labels=labels)
     if args.json:
         print_json({"spec": args.spec, "name": spec.name, "graph": graph, "input_shape": list(example.shape),
                     "residual_adds": residual, "batchnorm_layers": bns, "exports": [r.to_dict() for r in results]})

@@ -4,7 +4,6 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
-import sys
 from pathlib import Path
 
 from ..errors import ArchcError
@@ -12,6 +11,7 @@ from .common import add_input_size_arg, console, load_from_args, print_json, tab
 
 
 def register(sub) -> None:
+    from ..proxies import DEFAULT, PROXIES
     p = sub.add_parser("proxies", help="score specs with zero-cost proxies, or --eval them against published top-1",
                        description="Zero-cost proxies (synflow, naswot, zico, grad_norm, jacob_cov, params) computed "
                        "on the seeded, untrained train-time model. --eval ranks the published FastViT points "
@@ -22,11 +22,14 @@ def register(sub) -> None:
                    help="override a spec key (repeatable)")
     add_input_size_arg(p)
     p.add_argument("--proxy", action="append", default=None, metavar="NAME",
-                   help="proxy to compute (repeatable; default: the default proxy, or all with --eval)")
+                   help=f"proxy to compute (repeatable): {', '.join(PROXIES)} (default: {DEFAULT}, the parameter "
+                        "count in M, or all with --eval)")
     p.add_argument("--all", action="store_true", help="compute every proxy")
     p.add_argument("--eval", action="store_true", help="rank-correlate proxies with the published top-1")
-    p.add_argument("--csv", metavar="FILE", help="published figures (default: shared/reference/published_fastvit.csv)")
-    p.add_argument("--specs-dir", metavar="DIR", help="where the published points' specs are (default: ./specs)")
+    p.add_argument("--csv", metavar="FILE", help="published figures (default: the copy of published_fastvit.csv "
+                   "shipped in archc/data/reference)")
+    p.add_argument("--specs-dir", metavar="DIR", help="where the published points' specs are (default: the shipped "
+                   "spec of each row's model name)")
     p.add_argument("--batch", type=int, default=None, metavar="N",
                    help="batch size for every proxy (default: each proxy's own, see docs/PROXIES.md)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights and inputs (default 0)")
@@ -45,6 +48,8 @@ def _names(args):
 
 def run(args) -> int:
     names = _names(args)
+    if args.batch is not None and args.batch < 1:
+        raise ArchcError(f"--batch must be >= 1, got {args.batch}")
     if args.eval:
         if args.specs:
             raise ArchcError("--eval scores the published points; do not pass SPEC files with it")
@@ -52,12 +57,22 @@ def run(args) -> int:
     if not args.specs:
         raise ArchcError("give SPEC files to score, or --eval")
     from ..proxies import score
+    from .progress import Progress
     rows, out = [], []
-    for path in args.specs:
-        spec = load_from_args(path, args)
-        vals = {n: score(spec, n, seed=args.seed, batch=args.batch, resolution=args.input_size) for n in names}
-        out.append({"spec": path, "name": spec.name, "scores": vals})
-        rows.append([path, spec.name] + [f"{vals[n]:.4f}" for n in names])
+    specs = [(path, load_from_args(path, args)) for path in args.specs]  # every spec error before any work
+    if args.batch:
+        from ..guards import check_memory
+        for _, spec in specs:
+            check_memory(spec, args.batch, key="--batch")
+    with Progress("proxies", total=len(specs) * len(names), mode=None if len(specs) * len(names) > 1 else "off") as prog:
+        for path, spec in specs:
+            vals = {}
+            for n in names:
+                prog.update(status=f"{n}: {spec.name}")
+                vals[n] = score(spec, n, seed=args.seed, batch=args.batch, resolution=args.input_size)
+                prog.advance()
+            out.append({"spec": path, "name": spec.name, "scores": vals})
+            rows.append([path, spec.name] + [f"{vals[n]:.4f}" for n in names])
     if args.json:
         print_json({"seed": args.seed, "results": out})
     else:
@@ -69,21 +84,23 @@ def run(args) -> int:
 def run_eval(args, names) -> int:
     import torch
     from ..proxies import DEFAULT, PROXY_SETTINGS
-    from ..proxies.evaluate import default_csv, default_specs_dir, evaluate, read_published
+    from ..proxies.evaluate import default_csv, evaluate, read_published
     csv_path = Path(args.csv) if args.csv else default_csv()
-    if csv_path is None:
-        raise ArchcError("published_fastvit.csv not found: pass --csv FILE or set ARCHC_SHARED to the shared/ folder")
-    points = read_published(csv_path, Path(args.specs_dir) if args.specs_dir else default_specs_dir())
+    points = read_published(csv_path, Path(args.specs_dir) if args.specs_dir else None)
     con = console()
-    stderr = sys.stderr.isatty()
+    from .progress import Progress
+    with Progress("proxies --eval", total=len(names) * len(points)) as prog:
+        step = {"n": 0}
 
-    def progress(proxy: str, name: str) -> None:
-        if stderr and not args.json:
-            print(f"\r{proxy}: {name}".ljust(60), end="", file=sys.stderr, flush=True)
+        def progress(proxy: str, name: str) -> None:  # called before each point: the previous one is done
+            if step["n"]:
+                prog.advance()
+            step["n"] += 1
+            prog.update(status=f"{proxy}: {name}")
 
-    results = evaluate(points, names, seed=args.seed, batch=args.batch, resolution=args.input_size, progress=progress)
-    if stderr and not args.json:
-        print("\r".ljust(61) + "\r", end="", file=sys.stderr)
+        results = evaluate(points, names, seed=args.seed, batch=args.batch, resolution=args.input_size,
+                           progress=progress)
+        prog.advance()
     meta = {"csv": str(csv_path), "points": len(points), "seed": args.seed, "batch": args.batch or "per proxy",
             "resolution": args.input_size or "per proxy",
             "date": _dt.date.today().isoformat(), "machine": f"{platform.machine()} {platform.system()}",

@@ -7,30 +7,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from ..blocks import MIXERS
+from ..proxies import objective_label
 from ..search.census import ERROR_ATTR, Census
 from ..search.metrics import torch_threads
 from ..search.objective import Objective
-from ..search.report import SearchReport, finalize, fmt
-from ..search.runner import SAMPLERS, SearchConfig, run_search, validate
+from ..search.report import SearchReport, finalize, fmt, held_out
+from ..search.runner import SAMPLERS, SearchConfig, run_search, storage_errors, validate
 from ..search.storage import DEFAULT_STORAGE, mask_url
-from .common import add_train_args, console, human, table, train_settings
+from .common import add_train_args, console, human, print_json, table, train_settings
+from .progress import Progress
 
 
 def register(sub) -> None:
+    from ..proxies import DEFAULT, PROXIES
     p = sub.add_parser("search", help="search stage layouts under a latency budget (Optuna; resumable)",
                        description="Search a space of architectures for the best proxy score within a latency "
-                                   "budget. Rerun the same command to continue an interrupted search.")
+                                   f"budget. By default it maximises the '{DEFAULT}' proxy, the parameter count in "
+                                   "millions (M params): the biggest model that fits the budget; it ranked the "
+                                   "published FastViT points best of the zero-cost proxies (docs/PROXIES.md). "
+                                   "Rerun the same command to continue an interrupted search.")
     p.add_argument("--latency-ms", type=float, required=True, metavar="MS", help="latency budget in milliseconds")
-    p.add_argument("--space", default="search/fastvit.yaml", help="search space YAML (default: %(default)s)")
+    p.add_argument("--space", default="fastvit", help="search space: a YAML file or a shipped space by name "
+                   "(fastvit, tiny) (default: %(default)s, FastViT's four-stage layout)")
     p.add_argument("--target", default="iphone12pro",
                    help="latency target: a device profile (predicted) or cpu/cuda/onnxruntime/coreml/iphone "
                         "(measured) (default: %(default)s, predicted)")
     p.add_argument("--objective", default=None, metavar="NAME",
-                   help="score to maximise: a zero-cost proxy (params, synflow, naswot, zico, grad_norm, jacob_cov; "
-                        "default: archc.proxies.DEFAULT) or 'train': train each candidate briefly on --data "
+                   help=f"score to maximise: a zero-cost proxy ({', '.join(PROXIES)}; default: {DEFAULT}, "
+                        "i.e. M params) or 'train': train each candidate briefly on --data "
                         "or synthetic images and score its validation top-1 (see the train options below)")
     p.add_argument("--trials", type=int, default=40, metavar="N",
                    help="finished trials in total for the study, across reruns and workers (default: %(default)s)")
@@ -54,20 +59,18 @@ def register(sub) -> None:
                    help="also score candidates over the budget (slower; fills the Pareto plot)")
     p.add_argument("--no-macs", action="store_true",
                    help="skip the MACs column of the summary (profiling each candidate's deploy graph takes seconds)")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary (summary.json's content) as JSON on stdout; progress stays on stderr")
     add_train_args(p)
     p.set_defaults(func=run)
 
 
 class SearchProgress:
-    """A rich progress bar fed by the study's census: trials, feasible count, best so far."""
+    """The shared progress display fed by the study's census: trials, feasible count, best so far."""
 
     def __init__(self, total: int):
         self.total = total
-        self.con = console()
-        self.progress = Progress(TextColumn("search"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-                                 TimeElapsedColumn(), console=self.con)
-        self.task = self.progress.add_task("search", total=total, status="starting")
-
+        self.bar = Progress("search", total=total)
         self.started = False
 
     def __enter__(self) -> "SearchProgress":
@@ -75,17 +78,17 @@ class SearchProgress:
 
     def __exit__(self, *exc) -> None:
         if self.started:
-            self.progress.__exit__(*exc)
+            self.bar.__exit__(*exc)
 
     def __call__(self, c: Census, trial) -> None:
         if not self.started:
-            self.progress.__enter__()
+            self.bar.__enter__()
             self.started = True
         best = "-" if c.best is None else f"{c.best.values[0]:.4g} @ {c.best.values[1]:.3g} ms (#{c.best.number})"
         status = f"feasible {c.feasible} · pruned {c.pruned} · failed {c.failed} · running {len(c.running)} · best {best}"
-        self.progress.update(self.task, completed=min(c.n_finished, self.total), status=status)
+        self.bar.update(min(c.n_finished, self.total), status)
         if trial is not None and trial.user_attrs.get(ERROR_ATTR) and trial.state.name == "FAIL":
-            self.progress.console.print(f"trial {trial.number} failed: {trial.user_attrs[ERROR_ATTR][:200]}")
+            self.bar.note(f"trial {trial.number} failed: {trial.user_attrs[ERROR_ATTR][:200]}")
 
 
 def run(args) -> int:
@@ -95,7 +98,7 @@ def run(args) -> int:
                        heartbeat=args.heartbeat, score_infeasible=args.score_infeasible,
                        latency_runs=args.latency_runs)
     cfg.train = train_settings(args, cfg.resolved_objective())
-    con = console()
+    con = console(stderr=args.json)  # with --json, stdout holds the JSON only
     if cfg.resolved_objective() == "train":
         validate(cfg)  # bad settings or data: one error line, not a description of them first
         from ..train import TrainConfig
@@ -105,14 +108,21 @@ def run(args) -> int:
     study, space = result.study, result.space
     out = cfg.out_dir(space)
     con.print(f"study {study.study_name} in {mask_url(cfg.storage)}: {result.census.n_finished} of {cfg.trials} "
-              f"trials finished ({result.seconds:.0f} s this run)")
+              f"trials finished ({result.seconds:.0f} s this run)", soft_wrap=True)  # one line, however long the URL
+    if result.workers < cfg.workers:
+        con.print(f"note: ran {result.workers} worker(s), not {cfg.workers}: capped by the trials left and this "
+                  "machine's cores")
     for i, code in enumerate(result.worker_exit_codes, 1):
         if code:
             con.print(f"warning: worker {i} exited with code {code}")
     objective = Objective(space=space, objective=cfg.resolved_objective(), target=cfg.target, budget_ms=cfg.latency_ms,
                           n_trials=cfg.trials, lock_dir=Path(cfg.lock_dir), latency_runs=cfg.latency_runs)
-    with torch_threads(1):
+    with torch_threads(1), storage_errors(cfg.storage):
         report = finalize(study, space, objective, out, metrics=not args.no_macs)
+    if args.json:
+        print_json({**report.to_dict(), "storage": mask_url(cfg.storage), "seconds_this_run": round(result.seconds, 1),
+                    "worker_exit_codes": result.worker_exit_codes})
+        return 0
     print_report(report, con)
     return 0
 
@@ -130,14 +140,14 @@ def print_report(report: SearchReport, con=None) -> None:
     for rank, cand in enumerate(report.candidates, 1):
         m = cand.metrics
         row = [rank, cand.trial.number, cand.variant or "", fmt(cand.score)]
-        row += [fmt(cand.search_ms), fmt(cand.final_ms)] if measured else [fmt(cand.final_ms)]
+        row += [fmt(cand.search_ms), fmt(cand.final_ms)] if measured else [fmt(cand.final_ms), held_out(cand)]
         row += [human(m.params) if m else human(cand.trial.user_attrs.get("params_m", 0) * 1e6),
                 human(m.macs) if m else "-", ",".join(map(str, cand.spec.depths)),
                 ",".join(map(str, cand.spec.widths)), "-".join(MIXERS.abbrev(x) for x in cand.spec.mixers)]
         rows.append(row)
-    ms_cols = ["search ms", "final ms"] if measured else ["ms"]
+    ms_cols = ["search ms", "final ms"] if measured else ["predicted ms", "± held-out"]
     how = "re-measured" if measured else "re-predicted"
-    con.print(table(f"feasible Pareto front ({report.objective} up, latency down; {how})",
+    con.print(table(f"feasible Pareto front (score: {objective_label(report.objective)}; latency down; {how})",
                     ["#", "trial", "start point", "score"] + ms_cols + ["params", "MACs", "depths", "widths", "mixers"],
                     rows, right=["#", "trial", "score", "params", "MACs"] + ms_cols))
     for cand in report.dropped:
@@ -147,7 +157,11 @@ def print_report(report: SearchReport, con=None) -> None:
     if best is not None:
         con.print(f"best: trial {best.trial.number}, score {best.score:.6g}, {best.final_detail} -> {best.path}")
     else:
-        con.print(f"no candidate within {report.budget_ms:g} ms; raise --latency-ms or --trials")
+        fast = report.fastest
+        seen = "" if fast is None else (f"; the fastest trial seen, {fast['trial']}"
+                                        + (f" ({fast['variant']})" if fast.get("variant") else "")
+                                        + f", took {fast['latency_ms']:.4g} ms")
+        con.print(f"no candidate within {report.budget_ms:g} ms{seen}; raise --latency-ms or --trials")
     if bv is not None:
         msg = f"best start point within budget: {bv.user_attrs['variant']} (trial {bv.number}), score {bv.values[0]:.6g}, {bv.values[1]:.4g} ms"
         if best is not None:

@@ -20,7 +20,7 @@ from ..errors import ExportError, did_you_mean
 from .coreml_export import (IMAGENET_MEAN, IMAGENET_STD, CoreMLExpectation, CoreMLReport, ImageNormalization,
                             check_coreml,
                             convert_coreml, inspect_coreml, predict_coreml, torch_reference_from_image)
-from .onnx_export import export_onnx, run_onnx
+from .onnx_export import OPSET, export_onnx, run_onnx
 from .program_export import export_program, run_program
 from .torchscript_export import export_torchscript, run_torchscript
 
@@ -76,15 +76,20 @@ def export_model(model: nn.Module, example: torch.Tensor, formats: Sequence[str]
                  name: str = "model", fp32: bool = False,
                  normalization: Optional[ImageNormalization] = ImageNormalization(),
                  coreml_expect: Optional[CoreMLExpectation] = None, atol: float = ATOL,
-                 on_done: Optional[Callable[[ExportResult], None]] = None) -> List[ExportResult]:
+                 on_done: Optional[Callable[[ExportResult], None]] = None, metadata: Optional[Dict[str, str]] = None,
+                 onnx_opset: int = OPSET, class_labels: Optional[Sequence[str]] = None) -> List[ExportResult]:
     """Write ``model`` in each of ``formats`` to ``out_dir/name.<suffix>`` and verify each file.
 
     ``example`` fixes the input shape (batch, channels, H, W); the check input is a different random
     tensor of that shape. ``coreml_expect`` bounds the Core ML package's batch_norm ops and residual adds
     (default: derived from ``model`` itself, so a deploy graph's package must have none of either that
-    the deploy graph lacks).
+    the deploy graph lacks). ``metadata`` (e.g. author, version, model name) goes into the ONNX and Core ML
+    files beside the input's preprocessing, which the ONNX file states in ``archc.preprocessing``;
+    ``class_labels`` makes the Core ML package a classifier.
     """
     formats = parse_formats(formats)
+    from ..outputs import check_name
+    check_name(name, "export name")  # never a path: files stay inside out_dir
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = model.eval()
@@ -95,9 +100,9 @@ def export_model(model: nn.Module, example: torch.Tensor, formats: Sequence[str]
     for fmt in formats:
         path = out / f"{name}{SUFFIX[fmt]}"
         if fmt == "onnx":
-            export_onnx(model, example, path)
+            export_onnx(model, example, path, opset=onnx_opset, metadata=onnx_metadata(normalization, metadata))
             r = ExportResult(fmt, path, "compared", **_compare(fmt, ref, run_onnx(path, check_x), atol),
-                             detail={"runtime": "onnxruntime CPUExecutionProvider"})
+                             detail={"runtime": "onnxruntime CPUExecutionProvider", "opset": onnx_opset})
         elif fmt == "torchscript":
             export_torchscript(model, example, path)
             r = ExportResult(fmt, path, "compared", **_compare(fmt, ref, run_torchscript(path, check_x), atol),
@@ -107,24 +112,38 @@ def export_model(model: nn.Module, example: torch.Tensor, formats: Sequence[str]
             r = ExportResult(fmt, path, "compared", **_compare(fmt, ref, run_program(path, check_x), atol),
                              detail={"runtime": "torch.export.load"})
         else:
-            r = _export_coreml(model, example, path, fp32, normalization, coreml_expect)
+            r = _export_coreml(model, example, path, fp32, normalization, coreml_expect, metadata, class_labels)
         results.append(r)
         if on_done is not None:
             on_done(r)
     return results
 
 
+def onnx_metadata(normalization: Optional[ImageNormalization], metadata: Optional[Dict[str, str]]) -> Dict[str, str]:
+    """The ONNX file takes the normalised tensor (no image type as in Core ML): say how to make it."""
+    pre = ("input 'image': float32 NCHW RGB, " + normalization.describe() if normalization else
+           "input 'image': float32 NCHW, pixel/255, no mean/std")
+    meta = {"archc.preprocessing": pre, "archc.output": "logits: class logits (no softmax)"}
+    if normalization:
+        meta.update({"archc.mean": ",".join(f"{v:g}" for v in normalization.mean),
+                     "archc.std": ",".join(f"{v:g}" for v in normalization.std)})
+    meta.update(metadata or {})
+    return meta
+
+
 def _export_coreml(model: nn.Module, example: torch.Tensor, path: Path, fp32: bool,
                    normalization: Optional[ImageNormalization],
-                   expect: Optional[CoreMLExpectation]) -> ExportResult:
+                   expect: Optional[CoreMLExpectation], metadata: Optional[Dict[str, str]] = None,
+                   class_labels: Optional[Sequence[str]] = None) -> ExportResult:
     import shutil
     if path.exists():
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-    convert_coreml(model, example, path, fp32=fp32, normalization=normalization)
+    convert_coreml(model, example, path, fp32=fp32, normalization=normalization, metadata=metadata,
+                   class_labels=class_labels)
     expect = expect or CoreMLExpectation.from_graph(model, example)
     report = inspect_coreml(path)
     check_coreml(report, expect)
-    detail: Dict[str, Any] = {"precision": report.precision, "spec_version": report.spec_version,
+    detail: Dict[str, Any] = {"classifier": class_labels is not None, "precision": report.precision, "spec_version": report.spec_version,
                               "op_histogram": report.op_histogram, "residual_adds": report.residual_adds,
                               "allowed": {"batch_norm": expect.batch_norms, "residual_adds": expect.residual_adds,
                                           "norm_layers": expect.norms},

@@ -66,13 +66,16 @@ class _InvStd(nn.Module):
 
 def convert_coreml(model: nn.Module, example: torch.Tensor, path: Union[str, Path], *, fp32: bool = False,
                    normalization: Optional[ImageNormalization] = ImageNormalization(),
-                   description: str = "", metadata: Optional[Dict[str, str]] = None) -> Path:
+                   description: str = "", metadata: Optional[Dict[str, str]] = None,
+                   class_labels: Optional[Sequence[str]] = None) -> Path:
     """Convert the eval-mode ``model`` to ``path`` (``.mlpackage``): ML program, iOS 16, FP16 unless ``fp32``,
-    image input ``image`` (RGB, the example's batch and size), tensor output ``logits``."""
-    try:
-        import coremltools as ct
-    except ImportError as exc:
-        raise ExportError("Core ML export needs coremltools >= 8.3 (pip install 'archc[export]')") from exc
+    image input ``image`` (RGB, the example's batch and size), tensor output ``logits``.
+
+    With ``class_labels`` the package is a Core ML classifier (Vision's ``VNClassificationObservation``):
+    outputs ``classLabel`` and ``probabilities`` (a softmax is added). ``metadata`` keys ``author``,
+    ``version`` and ``license`` fill Core ML's own fields; the rest go to the user-defined metadata."""
+    from .ct_import import import_coremltools
+    ct = import_coremltools(ExportError, "Core ML export")
     from .torchscript_export import trace
 
     norm = normalization or NO_NORMALIZATION
@@ -83,6 +86,15 @@ def convert_coreml(model: nn.Module, example: torch.Tensor, path: Union[str, Pat
         raise ExportError(f"a Core ML image input needs 1 (grayscale) or 3 (RGB) channels; the model takes "
                           f"{example.shape[1]}")
     wrapped = _InvStd(model.eval(), norm.std) if any(s != 1.0 for s in norm.std) else model.eval()
+    classifier = None
+    if class_labels is not None:
+        labels = [str(c) for c in class_labels]
+        with torch.no_grad():
+            n_out = int(model.eval()(example).shape[-1])
+        if len(labels) != n_out:
+            raise ExportError(f"{len(labels)} class labels for a model with {n_out} outputs")
+        wrapped = nn.Sequential(wrapped, nn.Softmax(dim=-1)).eval()
+        classifier = ct.ClassifierConfig(labels, predicted_feature_name="classLabel")
     traced = trace(wrapped, example)
     layout = ct.colorlayout.RGB if example.shape[1] == 3 else ct.colorlayout.GRAYSCALE
     bias = [-m for m in norm.mean] if example.shape[1] == 3 else -norm.mean[0]
@@ -91,16 +103,24 @@ def convert_coreml(model: nn.Module, example: torch.Tensor, path: Union[str, Pat
         # coremltools prints progress bars (tqdm, to stderr) for every pass; the caller reports progress
         with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
-            mlmodel = ct.convert(traced, source="pytorch", inputs=[image], outputs=[ct.TensorType(name="logits")],
+            mlmodel = ct.convert(traced, source="pytorch", inputs=[image],
+                                 outputs=[ct.TensorType(name="probabilities" if classifier else "logits")],
+                                 classifier_config=classifier,
                                  convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16,
                                  compute_precision=ct.precision.FLOAT32 if fp32 else ct.precision.FLOAT16)
     except Exception as exc:
         raise ExportError(f"Core ML conversion failed: {type(exc).__name__}: {exc}") from exc
     mlmodel.short_description = description or "archc deploy graph"
     mlmodel.input_description["image"] = norm.describe()
-    mlmodel.output_description["logits"] = "class logits"
+    for out in mlmodel.get_spec().description.output:
+        kind = out.type.WhichOneof("Type")
+        mlmodel.output_description[out.name] = ("class logits" if not classifier else "the most probable class label"
+                                                if kind == "stringType" else "class probabilities (softmax of the logits)")
     meta = {"archc.normalization": norm.describe(), "archc.precision": "fp32" if fp32 else "fp16"}
-    meta.update(metadata or {})
+    meta.update({k: str(v) for k, v in (metadata or {}).items() if k not in ("author", "version", "license")})
+    for key in ("author", "version", "license"):
+        if (metadata or {}).get(key):
+            setattr(mlmodel, key, str(metadata[key]))
     mlmodel.user_defined_metadata.update(meta)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,6 +152,8 @@ def inspect_coreml(path: Union[str, Path]) -> CoreMLReport:
     Residual adds are ``add``/``sub`` ops whose two operands are both computed tensors (not constants):
     the skip connections and branch merges, counted the way ``GraphProfile.residual_adds`` counts them.
     """
+    from .ct_import import import_coremltools
+    import_coremltools(ExportError, "reading a Core ML package")
     import coremltools as ct
     from coremltools.converters.mil.frontend.milproto.load import load as load_mil
 

@@ -7,7 +7,7 @@ target name: profile names (``iphone12pro`` and user-calibrated ones) are predic
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import DeviceError
 
@@ -26,7 +26,9 @@ class LatencyResult:
     iqr_ms: Optional[float] = None  # measured: interquartile range of the runs
     cv: Optional[float] = None      # measured: coefficient of variation (std / mean)
     runs: Optional[int] = None
-    expected_error_pct: Optional[float] = None  # predicted: the profile's leave-one-out MAPE
+    expected_error_pct: Optional[float] = None  # predicted: the profile's held-out MAPE (widened outside its data)
+    error_bound_pct: Optional[float] = None     # predicted: the worst held-out miss that applies (the error band)
+    caveats: List[str] = field(default_factory=list)  # predicted: why the error was widened (unseen ops, ranges)
     detail: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -36,8 +38,14 @@ class LatencyResult:
 
     def describe(self) -> str:
         if self.kind == "predicted":
-            err = f" (prediction, expected error ±{self.expected_error_pct:.1f}%)" if self.expected_error_pct else " (prediction)"
-            return f"{self.ms:.3f} ms on {self.target}{err}"
+            err = " (prediction"
+            if self.expected_error_pct:
+                err += f", expected error ±{self.expected_error_pct:.1f}%"
+            if self.error_bound_pct:
+                err += f", worst held-out ±{self.error_bound_pct:.1f}%"
+            if self.caveats:
+                err += "; " + "; ".join(self.caveats)
+            return f"{self.ms:.3f} ms on {self.target}{err})"
         extra = f", IQR {self.iqr_ms:.3f} ms, CV {100 * self.cv:.1f}%" if self.cv is not None else ""
         return f"{self.ms:.3f} ms median on {self.target} (batch {self.batch}, {self.runs} runs{extra})"
 

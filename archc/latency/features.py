@@ -11,6 +11,7 @@ import dataclasses
 from functools import lru_cache
 from typing import Dict, FrozenSet, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -28,7 +29,37 @@ FEATURES: Dict[str, str] = {
     "weight_mbytes": "MB: parameter bytes (fp32)",
     "ops": "count: non-layout ops in the deploy graph (per-op dispatch overhead)",
     "pixels": "M: input pixels (H x W)",
+    "mbytes": "MB: memory traffic, activation bytes read + written plus weight bytes read, summed over ops",
+    "mbytes_per_gmac": "MB/GMAC: memory intensity, mbytes over all MACs (a family's signature; used for range checks)",
+    "mem_mbytes": "MB: activation bytes read + written by ops without MACs (elementwise, norms, pooling)",
+    **{f"ops_{g}": f"count: {g} ops ({', '.join(k) or 'reshapes, transposes, views'})" for g, k in {
+        "conv": ("conv", "dwconv", "linear", "matmul"), "elementwise": ("add", "sub", "mul", "div", "activation"),
+        "norm": ("batchnorm", "groupnorm", "layernorm"), "pool": ("pool", "reduce"),
+        "attention": ("attention", "softmax"), "layout": (), "other": ("concat", "anything else")}.items()},
 }
+
+#: op kind -> overhead group (``ops_<group>`` features); kinds not listed are ``other``
+OP_GROUPS: Dict[str, str] = {
+    "conv": "conv", "dwconv": "conv", "linear": "conv", "matmul": "conv",
+    "add": "elementwise", "sub": "elementwise", "mul": "elementwise", "div": "elementwise", "activation": "elementwise",
+    "batchnorm": "norm", "groupnorm": "norm", "layernorm": "norm", "pool": "pool", "reduce": "pool",
+    "attention": "attention", "softmax": "attention", "layout": "layout", "dropout": "layout",
+}
+GROUPS: Tuple[str, ...] = ("conv", "elementwise", "norm", "pool", "attention", "layout", "other")
+MAC_CLASSES: Tuple[str, ...] = ("dense", "dw", "attn")
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeTable:
+    """Per-op work of one graph, the unit a roofline-style model prices op by op.
+
+    ``macs[i, j]``: GMAC of op i in class ``MAC_CLASSES[j]``; ``mbytes[i]``: MB it moves (activations
+    in and out, weights in); ``group[i]``: index into ``GROUPS``. Layout ops move nothing here.
+    """
+
+    macs: "np.ndarray"
+    mbytes: "np.ndarray"
+    group: "np.ndarray"
 
 
 def deploy_graph(spec: Spec) -> Tuple[nn.Module, str]:
@@ -41,12 +72,43 @@ def deploy_graph(spec: Spec) -> Tuple[nn.Module, str]:
     return deploy_model(spec, verify=False), "deploy"
 
 
+def _mac_class(n) -> Tuple[int, float]:
+    """(index into MAC_CLASSES, GMAC) of one profiled node."""
+    if n.kind == "conv":
+        return (1 if n.detail.get("groups", 1) > 1 else 0), n.macs / 1e9
+    if n.kind == "dwconv":
+        return 1, n.macs / 1e9
+    if n.kind == "attention":
+        h, t, d = n.detail.get("heads", 0), n.detail.get("tokens", 0), n.detail.get("head_dim", 0)
+        batch = n.out_shape[0] if n.out_shape else 1
+        return 2, max(n.macs, 2 * batch * h * t * t * d) / 1e9
+    return 0, n.macs / 1e9
+
+
+def node_table(profile: GraphProfile) -> NodeTable:
+    """The per-op table of a profiled graph (see ``NodeTable``)."""
+    rows = len(profile.nodes)
+    macs, mbytes, group = np.zeros((rows, len(MAC_CLASSES))), np.zeros(rows), np.zeros(rows, dtype=np.int64)
+    for i, n in enumerate(profile.nodes):
+        group[i] = GROUPS.index(OP_GROUPS.get(n.kind, "other"))
+        if n.kind in LAYOUT_KINDS:
+            continue
+        j, gmac = _mac_class(n)
+        macs[i, j] = gmac
+        mbytes[i] = (n.bytes_read + n.bytes_written) / 1e6
+    return NodeTable(macs=macs, mbytes=mbytes, group=group)
+
+
 def profile_features(profile: GraphProfile) -> Dict[str, float]:
     """The latency-model features of one profiled graph (see ``FEATURES`` for units)."""
     f = {k: 0.0 for k in FEATURES}
     for n in profile.nodes:
+        f[f"ops_{OP_GROUPS.get(n.kind, 'other')}"] += 1
         if n.kind in LAYOUT_KINDS:
             continue
+        f["mbytes"] += (n.bytes_read + n.bytes_written) / 1e6
+        if n.macs == 0 and n.kind != "attention":
+            f["mem_mbytes"] += max(0, n.bytes_read + n.bytes_written - 4 * n.params) / 1e6
         f["ops"] += 1
         weight_bytes = 4 * n.params
         f["act_mbytes"] += max(0, n.bytes_read + n.bytes_written - weight_bytes) / 1e6
@@ -66,6 +128,8 @@ def profile_features(profile: GraphProfile) -> Dict[str, float]:
             f["macs_attn"] += max(n.macs, 2 * batch * h * t * t * d) / 1e9
             f["attn_elems"] += batch * h * t * t / 1e6
     f["weight_mbytes"] = 4 * profile.total_params / 1e6
+    gmac = f["macs_conv"] + f["macs_pointwise"] + f["macs_dw"] + f["macs_attn"]
+    f["mbytes_per_gmac"] = f["mbytes"] / gmac if gmac > 0 else 0.0
     h, w = profile.input_shape[-2:]
     f["pixels"] = h * w / 1e6
     return f
@@ -73,8 +137,13 @@ def profile_features(profile: GraphProfile) -> Dict[str, float]:
 
 def spec_features(spec: Spec, resolution: Optional[int] = None) -> Tuple[Dict[str, float], str]:
     """Features of ``spec`` (at ``resolution`` x ``resolution`` if given), and which graph they came from."""
-    feats, graph, _ = _cached_features(spec_to_yaml(_sized(spec, resolution)))
+    feats, graph, _, _ = _cached_features(spec_to_yaml(_sized(spec, resolution)))
     return dict(feats), graph
+
+
+def spec_node_table(spec: Spec, resolution: Optional[int] = None) -> NodeTable:
+    """The per-op table of ``spec``'s deploy graph (at ``resolution`` if given)."""
+    return _cached_features(spec_to_yaml(_sized(spec, resolution)))[3]
 
 
 def spec_op_kinds(spec: Spec, resolution: Optional[int] = None) -> FrozenSet[str]:
@@ -88,8 +157,8 @@ def _sized(spec: Spec, resolution: Optional[int]) -> Spec:
     return spec
 
 
-@lru_cache(maxsize=64)
-def _cached_features(spec_yaml: str) -> Tuple[Tuple[Tuple[str, float], ...], str, FrozenSet[str]]:
+@lru_cache(maxsize=512)
+def _cached_features(spec_yaml: str) -> Tuple[Tuple[Tuple[str, float], ...], str, FrozenSet[str], NodeTable]:
     import yaml
     from ..spec import load_spec
     spec = load_spec(yaml.safe_load(spec_yaml))
@@ -97,4 +166,4 @@ def _cached_features(spec_yaml: str) -> Tuple[Tuple[Tuple[str, float], ...], str
     with torch.no_grad():
         prof = profile_graph(model, example_input(spec.input_size, spec.in_chans))
     kinds = frozenset(k for k in prof.op_histogram())
-    return tuple(profile_features(prof).items()), graph, kinds
+    return tuple(profile_features(prof).items()), graph, kinds, node_table(prof)

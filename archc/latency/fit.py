@@ -1,39 +1,45 @@
-"""Fit a device latency profile to (spec, measured latency) points.
+"""Fit a device latency profile to (spec, measured latency) points, and say how wrong it is.
 
-The model is deliberately small and physical: ``latency = sum_i c_i * feature_i`` over a handful of
-work counts of the deploy graph (a constant, MACs by op kind, attention score elements, ...), with
-every ``c_i >= 0`` (a unit of work never saves time), fitted by non-negative least squares on the
-*relative* error (a 0.1 ms miss matters more at 0.8 ms than at 4.5 ms). With ten-odd points, more
-freedom than that fits the noise and extrapolates badly to new resolutions and layouts.
+The model (``costmodel.py``) prices compute, memory traffic and per-op overhead, all prices >= 0,
+fitted on the *relative* error weighted by each point's stated uncertainty (a 0.1 ms miss matters
+more at 0.8 ms than at 4.5 ms; a chart reading of +-0.15 ms weighs less than a +-0.005 ms ModelBench
+figure) plus ``ERROR_FLOOR`` (the model's own error: no point is trusted beyond it). Linear models
+are solved by ``scipy.optimize.nnls``; the roofline ``max`` model by ``scipy.optimize.least_squares``
+with bounds at zero. Which model is used is chosen by *held-out* error, never in-sample fit:
+k-fold over architectures (every resolution of an architecture sits in the same fold, so no point
+predicts itself or its twin) and leave-one-family-out (a whole family predicted by the others).
 
 Rows that describe the same architecture at the same resolution (the paper's Table 4 V4 is S12) are
 one point: its latency is the mean of the most precisely reported values, the others are checked
-for agreement within their rounding. Leave-one-out drops a whole architecture at a time, so a
-duplicate never predicts itself.
+for agreement within their rounding.
 """
 from __future__ import annotations
 
 import csv
 import datetime as _dt
-import itertools
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from scipy.optimize import least_squares, nnls
 
 from ..errors import ArchcError, SpecError
 from ..proxies.rank import inversions, kendall_tau_b
+from .costmodel import CANDIDATES, CostModel, Stack, aggregate, predict
 
-#: the feature set of a profile unless asked otherwise: a per-inference constant, MACs of
-#: convolution/linear work, depthwise MACs (memory-bound, far costlier per MAC), and attention score
-#: elements (softmax over heads x tokens^2, quadratic in resolution)
+#: the v1 feature set (compute only), kept for ``archc calibrate --features``
 DEFAULT_MODEL: Tuple[str, ...] = ("const", "macs_dense", "macs_dw", "attn_elems")
 
 #: features that are sums of others (defined here so profiles stay views of ``FEATURES``)
 DERIVED = {"macs_dense": ("macs_conv", "macs_pointwise")}
+
+#: relative error no point is trusted beyond, whatever its stated uncertainty (the model's own error)
+ERROR_FLOOR = 0.02
+#: folds of the k-fold check unless asked otherwise (0: one fold per architecture)
+DEFAULT_FOLDS = 5
 
 
 @dataclass
@@ -47,7 +53,11 @@ class Point:
     decimals: int = 3
     source: str = ""          # "file.csv:row" for error messages and the profile's record
     features: Dict[str, float] = field(default_factory=dict)
-    arch_key: str = ""
+    arch_key: str = ""        # architecture + resolution: rows with one key are one measurement
+    uncertainty_ms: Optional[float] = None
+    family: str = ""
+    arch_id: str = ""         # architecture without resolution: the unit of the k-fold split
+    table: Any = None         # features.NodeTable of the deploy graph
 
 
 def decimals_of(text: str) -> int:
@@ -65,34 +75,121 @@ def expand(features: Dict[str, float], names: Sequence[str]) -> List[float]:
         elif n in DERIVED:
             row.append(sum(features[k] for k in DERIVED[n]))
         else:
-            row.append(features[n])
+            row.append(features.get(n, 0.0))
     return row
 
 
-def nnls_relative(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Non-negative least squares on relative error, exactly, by trying every active set.
+def nnls_relative(X: np.ndarray, y: np.ndarray, w: Optional[np.ndarray] = None) -> np.ndarray:
+    """Non-negative least squares on the (weighted) relative error: ``scipy.optimize.nnls``."""
+    w = np.ones(len(y)) if w is None else np.asarray(w, dtype=float)
+    A = X / y[:, None] * w[:, None]
+    scale = np.maximum(np.abs(A).max(axis=0), 1e-300)  # column scaling: GMAC and MB differ by 1e3
+    coef, _ = nnls(A / scale, w, maxiter=50 * max(1, X.shape[1]))
+    return coef / scale
 
-    The NNLS optimum is the unconstrained least-squares fit on its own active set, so the best
-    feasible fit over all subsets is the optimum; with <= 8 features that is <= 256 tiny solves.
+
+def fit_prices(model: CostModel, stack: Stack, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The model's prices (``model.terms`` order) minimising the weighted relative squared error.
+
+    A term whose feature is zero in every point (an op kind the data never had) is priced 0: the data
+    say nothing about it, and a free price would let the optimiser put anything there.
     """
-    A = X / y[:, None]
-    b = np.ones(len(y))
-    k = X.shape[1]
-    if k > 10:
-        raise ValueError("nnls_relative enumerates active sets: use at most 10 features")
-    best, best_coef = math.inf, np.zeros(k)
-    for r in range(1, k + 1):
-        for subset in itertools.combinations(range(k), r):
-            cols = list(subset)
-            coef, *_ = np.linalg.lstsq(A[:, cols], b, rcond=None)
-            if np.any(coef < -1e-12):
-                continue
-            full = np.zeros(k)
-            full[cols] = np.maximum(coef, 0.0)
-            err = float(np.sum((A @ full - b) ** 2))
-            if err < best - 1e-15:
-                best, best_coef = err, full
-    return best_coef
+    A = aggregate(stack, model.terms)
+    active = np.flatnonzero(np.abs(A).max(axis=0) > 0) if len(A) else np.arange(0)
+    coef = np.zeros(len(model.terms))
+    if not len(active):
+        return coef
+    coef[active] = nnls_relative(A[:, active], y, w)
+    if model.linear:
+        return coef
+
+    def full(c_active: np.ndarray) -> np.ndarray:
+        c = np.zeros(len(model.terms))
+        c[active] = c_active
+        return c
+
+    def resid(c_active: np.ndarray) -> np.ndarray:
+        return w * (predict(model, full(c_active), stack) / y - 1.0)
+
+    scale = np.maximum(np.abs(A[:, active]).mean(axis=0), 1e-12)
+    start = coef[active]
+    best, best_cost = start, float(np.sum(resid(start) ** 2))
+    for x0 in (start, np.maximum(start, 0.2 / scale / len(active))):
+        r = least_squares(resid, x0, bounds=(0.0, np.inf), x_scale=1.0 / scale, method="trf", max_nfev=2000)
+        cost = float(np.sum(r.fun ** 2))
+        if cost < best_cost:
+            best, best_cost = np.maximum(r.x, 0.0), cost
+    return full(best)
+
+
+def weights_of(points: Sequence[Point], floor: float = ERROR_FLOOR) -> np.ndarray:
+    """1 / relative standard error of each point: its stated uncertainty and the model floor combined."""
+    rel = np.array([(p.uncertainty_ms or 0.0) / p.latency_ms for p in points])
+    return 1.0 / np.sqrt(rel ** 2 + floor ** 2)
+
+
+def group_folds(groups: Sequence[str], k: int, seed: int = 0) -> List[np.ndarray]:
+    """Indices of ``k`` test folds that never split a group (``k`` <= 0 or >= groups: one group per fold)."""
+    names = sorted(set(groups))
+    rng = np.random.default_rng(seed)
+    rng.shuffle(names)
+    if k <= 0 or k >= len(names):
+        k = len(names)
+    fold_of = {g: i % k for i, g in enumerate(names)}
+    return [np.array([i for i, g in enumerate(groups) if fold_of[g] == f]) for f in range(k)]
+
+
+def _stack(points: Sequence[Point]) -> Stack:
+    return Stack.of([p.table for p in points], [p.features.get("attn_elems", 0.0) for p in points])
+
+
+def heldout_predictions(points: Sequence[Point], model: CostModel, folds: Sequence[np.ndarray],
+                        floor: float = ERROR_FLOOR) -> np.ndarray:
+    """Each point predicted by a fit that never saw its fold."""
+    stack, y, w = _stack(points), np.array([p.latency_ms for p in points]), weights_of(points, floor)
+    out = np.full(len(points), np.nan)
+    for test in folds:
+        train = np.setdiff1d(np.arange(len(points)), test)
+        if len(train) == 0:
+            continue
+        coef = fit_prices(model, stack.subset(train), y[train], w[train])
+        out[test] = predict(model, coef, stack.subset(test))
+    return out
+
+
+def error_stats(pred: np.ndarray, y: np.ndarray) -> Dict[str, Any]:
+    ok = np.isfinite(pred)
+    ape = np.abs(pred[ok] - y[ok]) / y[ok] * 100
+    if not len(ape):
+        return {}
+    return {"mape_pct": round(float(ape.mean()), 3), "max_ape_pct": round(float(ape.max()), 3),
+            "p90_ape_pct": round(float(np.percentile(ape, 90)), 3),
+            "kendall_tau": round(float(kendall_tau_b(pred[ok], y[ok])), 4), "inversions": inversions(pred[ok], y[ok]),
+            "points": int(ok.sum())}
+
+
+def evaluate_model(points: Sequence[Point], model: CostModel, folds: int = DEFAULT_FOLDS, seed: int = 0,
+                   floor: float = ERROR_FLOOR) -> Dict[str, Any]:
+    """Held-out figures of ``model``: k-fold over architectures and, with >= 2 families, leave-one-family-out."""
+    y = np.array([p.latency_ms for p in points])
+    kf = group_folds([p.arch_id or p.arch_key for p in points], folds, seed)
+    kpred = heldout_predictions(points, model, kf, floor)
+    out: Dict[str, Any] = {"model": model.name, "kfold": {**error_stats(kpred, y), "folds": len(kf)},
+                           "kfold_ms": kpred}
+    families = sorted({p.family for p in points})
+    if len(families) >= 2:
+        lf = [np.array([i for i, p in enumerate(points) if p.family == f]) for f in families]
+        lpred = heldout_predictions(points, model, lf, floor)
+        out["lofo"] = {**error_stats(lpred, y), "families": {
+            f: error_stats(lpred[idx], y[idx]) for f, idx in zip(families, lf)}}
+        out["lofo_ms"] = lpred
+    return out
+
+
+def selection_score(ev: Dict[str, Any]) -> float:
+    """Mean of the k-fold and leave-one-family-out MAPE (k-fold alone with one family)."""
+    k = ev["kfold"].get("mape_pct", math.inf)
+    return (k + ev["lofo"]["mape_pct"]) / 2 if "lofo" in ev and ev["lofo"] else k
 
 
 def merge_duplicates(points: Sequence[Point]) -> Tuple[List[Point], List[str]]:
@@ -115,50 +212,65 @@ def merge_duplicates(points: Sequence[Point]) -> Tuple[List[Point], List[str]]:
                      f"{'s' if len(precise) > 1 else ''}); {'consistent within rounding' if agree else 'DISAGREE beyond rounding'}")
         merged.append(Point(label="=".join(r.label for r in rows), spec_path=head.spec_path, latency_ms=value,
                             resolution=head.resolution, decimals=finest, source=head.source,
-                            features=head.features, arch_key=head.arch_key))
+                            features=head.features, arch_key=head.arch_key,
+                            uncertainty_ms=min((r.uncertainty_ms for r in precise if r.uncertainty_ms is not None),
+                                               default=None),
+                            family=head.family, arch_id=head.arch_id, table=head.table))
     return merged, notes
 
 
-def fit(points: Sequence[Point], model: Sequence[str] = DEFAULT_MODEL) -> Dict:
-    """Fit ``model`` to the points (features filled in); returns coefficients and leave-one-out figures."""
+def fit(points: Sequence[Point], model: Optional[CostModel] = None, *,
+        candidates: Sequence[CostModel] = CANDIDATES, folds: int = DEFAULT_FOLDS, seed: int = 0,
+        floor: float = ERROR_FLOOR) -> Dict[str, Any]:
+    """Choose a cost model by held-out error (or take ``model``), fit it to all points, report its errors.
+
+    Points need ``features``, ``table``, ``arch_key``/``arch_id`` and ``family`` (see ``featurize``).
+    """
     merged, notes = merge_duplicates(points)
-    if len(merged) < len(model) + 1:
-        raise ArchcError(f"calibration needs at least {len(model) + 1} distinct architectures for a "
-                         f"{len(model)}-term model with a leave-one-out check; got {len(merged)}")
-    X = np.array([expand(p.features, model) for p in merged])
+    archs = len({p.arch_id or p.arch_key for p in merged})
+    pool = [model] if model is not None else list(candidates)
+    need = max(len(m.terms) for m in pool) + 1
+    if archs < min(len(m.terms) for m in pool) + 1:
+        raise ArchcError(f"calibration needs at least {min(len(m.terms) for m in pool) + 1} distinct architectures "
+                         f"for a {min(len(m.terms) for m in pool)}-term model with a held-out check; got {archs}")
+    pool = [m for m in pool if archs >= len(m.terms) + 1] or pool[:1]
+    evals = [evaluate_model(merged, m, folds, seed, floor) for m in pool]
+    best = min(range(len(pool)), key=lambda i: selection_score(evals[i]))
+    chosen, ev = pool[best], evals[best]
     y = np.array([p.latency_ms for p in merged])
-    coef = nnls_relative(X, y)
-    fitted = X @ coef
-    loo = np.zeros(len(y))
-    for i in range(len(y)):
-        keep = np.arange(len(y)) != i
-        loo[i] = X[i] @ nnls_relative(X[keep], y[keep])
-    ape = np.abs(loo - y) / y * 100
-    # every published row (duplicates included) against the prediction made without its architecture
-    by_key = {p.arch_key: i for i, p in enumerate(merged)}
-    row_ape = [abs(loo[by_key[p.arch_key]] - p.latency_ms) / p.latency_ms * 100 for p in points]
+    stack = _stack(merged)
+    coef = fit_prices(chosen, stack, y, weights_of(merged, floor))
+    fitted = predict(chosen, coef, stack)
+    kpred, lpred = ev["kfold_ms"], ev.get("lofo_ms")
+    pts = []
+    for i, p in enumerate(merged):
+        row = {"label": p.label, "spec": p.spec_path, "resolution": p.resolution, "family": p.family,
+               "latency_ms": float(p.latency_ms), "uncertainty_ms": p.uncertainty_ms,
+               "fitted_ms": round(float(fitted[i]), 4), "heldout_ms": round(float(kpred[i]), 4),
+               "heldout_error_pct": round(float((kpred[i] - p.latency_ms) / p.latency_ms * 100), 2)}
+        if lpred is not None:
+            row["lofo_ms"] = round(float(lpred[i]), 4)
+            row["lofo_error_pct"] = round(float((lpred[i] - p.latency_ms) / p.latency_ms * 100), 2)
+        row["features"] = {k: round(v, 6) for k, v in p.features.items()}
+        pts.append(row)
+    heldout = {"kfold": ev["kfold"], **({"lofo": ev["lofo"]} if "lofo" in ev else {}),
+               "selection": "lowest mean of k-fold and leave-one-family-out MAPE" if "lofo" in ev
+               else "lowest k-fold MAPE (one family: no family left out)",
+               "fit_mape_pct": round(float(np.mean(np.abs(fitted - y) / y) * 100), 3),
+               "fit_kendall_tau": round(float(kendall_tau_b(fitted, y)), 4), "fit_inversions": inversions(fitted, y),
+               "architectures": archs, "points": len(merged), "rows": len(points), "error_floor": floor}
     return {
-        "coefficients": {n: float(c) for n, c in zip(model, coef)},
-        "points": [{"label": p.label, "spec": p.spec_path, "resolution": p.resolution,
-                    "latency_ms": float(p.latency_ms), "fitted_ms": round(float(f), 4),
-                    "loo_ms": round(float(l), 4), "loo_error_pct": round(float((l - p.latency_ms) / p.latency_ms * 100), 2),
-                    "features": {k: round(v, 6) for k, v in p.features.items()}}
-                   for p, f, l in zip(merged, fitted, loo)],
+        "combine": chosen.combine,
+        "coefficients": {n: float(c) for n, c in zip(chosen.terms, coef)},
+        "heldout": heldout,
+        "candidates": [{"model": e["model"], "kfold_mape_pct": e["kfold"].get("mape_pct"),
+                        "kfold_max_pct": e["kfold"].get("max_ape_pct"), "kfold_tau": e["kfold"].get("kendall_tau"),
+                        **({"lofo_mape_pct": e["lofo"].get("mape_pct"), "lofo_max_pct": e["lofo"].get("max_ape_pct")}
+                           if "lofo" in e else {}), "chosen": i == best} for i, e in enumerate(evals)],
+        "points": pts,
         "rows": [{"label": p.label, "spec": p.spec_path, "latency_ms": p.latency_ms, "source": p.source}
                  for p in points],
         "duplicates": notes,
-        "fit_mape_pct": round(float(np.mean(np.abs(fitted - y) / y) * 100), 3),
-        "loo": {
-            "mape_pct": round(float(np.mean(ape)), 3),
-            "max_ape_pct": round(float(np.max(ape)), 3),
-            "rows_mape_pct": round(float(np.mean(row_ape)), 3),
-            "kendall_tau": round(float(kendall_tau_b(loo, y)), 4),
-            "inversions": inversions(loo, y),
-            "fit_kendall_tau": round(float(kendall_tau_b(fitted, y)), 4),
-            "fit_inversions": inversions(fitted, y),
-            "architectures": len(merged),
-            "rows": len(points),
-        },
     }
 
 
@@ -174,9 +286,9 @@ def arch_key(spec, resolution: Optional[int]) -> str:
 
 
 def featurize(points: Sequence[Point]) -> str:
-    """Fill every point's features and architecture key from its spec; returns the graph kind used."""
+    """Fill every point's features, node table and keys from its spec; returns the graph kind used."""
     from ..spec import load_spec
-    from .features import spec_features
+    from .features import spec_features, spec_node_table
     graphs = set()
     for p in points:
         try:
@@ -184,7 +296,10 @@ def featurize(points: Sequence[Point]) -> str:
         except SpecError as exc:
             raise ArchcError(f"{p.source}: spec {p.spec_path!r}: {exc}") from None
         p.features, graph = spec_features(spec, p.resolution)
+        p.table = spec_node_table(spec, p.resolution)
         p.arch_key = arch_key(spec, p.resolution)
+        p.arch_id = arch_key(spec, None).replace(json.dumps(list(spec.input_size)), "")
+        p.family = p.family or "all"
         graphs.add(graph)
     return ",".join(sorted(graphs))
 
@@ -210,9 +325,10 @@ def read_measurements(path: str) -> List[Point]:
         if col not in header:
             raise ArchcError(f"{path}:{lines[0][0]}: header has no '{col}' column; found {', '.join(header) or 'nothing'}; "
                              f"expected spec,latency_ms[,resolution]")
-    unknown = [h for h in header if h not in ("spec", "latency_ms", "resolution", "label")]
+    valid = ("spec", "latency_ms", "resolution", "label", "family", "uncertainty_ms")
+    unknown = [h for h in header if h not in valid]
     if unknown:
-        raise ArchcError(f"{path}:{lines[0][0]}: unknown column '{unknown[0]}'; valid: spec, latency_ms, resolution, label")
+        raise ArchcError(f"{path}:{lines[0][0]}: unknown column '{unknown[0]}'; valid: {', '.join(valid)}")
     points: List[Point] = []
     for (lineno, _), row in zip(lines[1:], reader):
         where = f"{path}:{lineno}"
@@ -240,46 +356,80 @@ def read_measurements(path: str) -> List[Point]:
                 raise ArchcError(f"{where} column 'resolution': {rec['resolution']!r} is not an integer") from None
             if res < 32 or res > 4096:
                 raise ArchcError(f"{where} column 'resolution': {res} is outside 32..4096")
+        unc = None
+        if rec.get("uncertainty_ms"):
+            try:
+                unc = float(rec["uncertainty_ms"])
+            except ValueError:
+                unc = -1.0
+            if not (math.isfinite(unc) and unc >= 0):
+                raise ArchcError(f"{where} column 'uncertainty_ms': {rec['uncertainty_ms']!r} must be a non-negative number of milliseconds")
         points.append(Point(label=rec.get("label") or (f"{Path(spec).stem}@{res}" if res else Path(spec).stem), spec_path=spec_path, latency_ms=ms,
-                            resolution=res, decimals=decimals_of(rec["latency_ms"]), source=where))
+                            resolution=res, decimals=decimals_of(rec["latency_ms"]), source=where,
+                            uncertainty_ms=unc, family=rec.get("family", "")))
     if not points:
         raise ArchcError(f"{path}: header but no measurement rows")
     return points
 
 
-def make_profile(points: Sequence[Point], *, name: str, device: str, model: Sequence[str] = DEFAULT_MODEL,
-                 generated_by: str, data_source: str) -> Dict:
-    """Featurize, fit, and assemble the profile document that ``predict`` reads (YAML-ready)."""
-    from .features import FEATURES
-    from .features import spec_op_kinds
+def error_model(heldout: Dict[str, Any]) -> Dict[str, Any]:
+    """The error a prediction states: k-fold figures inside the calibration data, family-out figures outside.
+
+    ``*_pct`` is the typical (mean) miss, ``*_bound_pct`` the worst held-out miss, drawn as the band.
+    With one family nothing measured the cost of leaving the data, so outside is twice the k-fold error.
+    """
+    k = heldout["kfold"]
+    lofo = heldout.get("lofo")
+    inside = {"inside_pct": k["mape_pct"], "inside_bound_pct": k["max_ape_pct"]}
+    if lofo:
+        return {**inside, "outside_pct": max(lofo["mape_pct"], k["mape_pct"]),
+                "outside_bound_pct": max(lofo["max_ape_pct"], k["max_ape_pct"]),
+                "basis": "inside: k-fold over architectures; outside: leave-one-family-out"}
+    return {**inside, "outside_pct": 2 * k["mape_pct"], "outside_bound_pct": 2 * k["max_ape_pct"],
+            "basis": "inside: k-fold over architectures; outside: twice that (one family, none left out)"}
+
+
+def make_profile(points: Sequence[Point], *, name: str, device: str, model: Optional[CostModel] = None,
+                 candidates: Sequence[CostModel] = CANDIDATES, folds: int = DEFAULT_FOLDS,
+                 generated_by: str, data_source: str, floor: float = ERROR_FLOOR) -> Dict:
+    """Featurize, choose and fit the model, and assemble the profile document ``predict`` reads (YAML-ready)."""
+    from .features import FEATURES, spec_op_kinds
     from ..spec import load_spec
     graph = featurize(points)
-    result = fit(points, model)
+    result = fit(points, model, candidates=candidates, folds=folds, floor=floor)
     kinds = sorted(set().union(*(spec_op_kinds(load_spec(p.spec_path), p.resolution) for p in points)))
+    terms = list(result["coefficients"])
     units = {n: ("ms per inference" if n == "const" else
-                 f"ms per unit; feature = {' + '.join(DERIVED[n])}" if n in DERIVED else f"ms per unit; feature in {FEATURES[n]}")
-             for n in model}
+                 f"ms per unit; feature in {FEATURES.get(n, n)}") for n in terms}
+    stack = _stack(points)
+    agg = aggregate(stack, [t for t in terms if t != "const"] + ["attn_elems"])
     ranges = {}
-    for n in model:
-        if n != "const":
-            vals = [expand(p.features, [n])[0] for p in points]
-            ranges[n] = [round(min(vals), 6), round(max(vals), 6)]
+    for j, n in enumerate([t for t in terms if t != "const"] + ["attn_elems"]):
+        ranges[n] = [round(float(agg[:, j].min()), 6), round(float(agg[:, j].max()), 6)]
+    for extra in ("pixels", "mbytes_per_gmac"):
+        vals = [p.features.get(extra, 0.0) for p in points]
+        ranges[extra] = [round(min(vals), 6), round(max(vals), 6)]
     return {
         "name": name,
         "kind": "archc-latency-profile",
-        "version": 1,
+        "version": 2,
         "device": device,
-        "model": "latency_ms = sum(coefficients[f] * feature f); coefficients >= 0, NNLS on relative error",
+        "model": ("latency_ms = const + attn_elems term + sum over ops of "
+                  + ("max(compute, traffic)" if result["combine"] == "max" and "mbytes" in terms else "(compute + traffic)")
+                  + " + per-op overhead; prices >= 0, weighted relative least squares"),
+        "combine": result["combine"],
         "graph": graph,
         "created": _dt.date.today().isoformat(),
         "generated_by": generated_by,
         "data_source": data_source,
         "coefficients": result["coefficients"],
         "units": units,
+        "heldout": result["heldout"],
+        "error": error_model(result["heldout"]),
+        "candidates": result["candidates"],
         "feature_ranges": ranges,
         "op_kinds": kinds,
-        "loo": result["loo"],
-        "fit_mape_pct": result["fit_mape_pct"],
+        "families": sorted({p.family for p in points}),
         "duplicates": result["duplicates"],
         "points": result["points"],
         "rows": result["rows"],

@@ -215,10 +215,8 @@ def _check_macos(target: str, what: str) -> None:
 
 
 def _check_coremltools(target: str, minimum: Tuple[int, int] = (8, 0)) -> Any:
-    try:
-        import coremltools as ct
-    except ImportError as exc:
-        raise DeviceError(f"target '{target}' needs coremltools (pip install 'archc[export]')") from exc
+    from ..export.ct_import import import_coremltools
+    ct = import_coremltools(DeviceError, f"target '{target}'")
     if _version_tuple(ct.__version__) < minimum:
         raise DeviceError(f"target '{target}' needs coremltools >= {'.'.join(map(str, minimum))}; "
                           f"installed: {ct.__version__}")

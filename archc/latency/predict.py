@@ -1,11 +1,14 @@
 """Predicted latency from a calibrated device profile (no device needed).
 
-A profile is a YAML file: non-negative costs per unit of work (see ``fit.py``) over features of the
-deploy graph (``features.py``), the points it was fitted on and its leave-one-out error. Built-in
+A profile is a YAML file: non-negative prices of compute, memory traffic and per-op overhead (see
+``costmodel.py``, ``fit.py``) over the deploy graph (``features.py``), the points it was fitted on and
+its held-out error (k-fold over architectures, leave-one-family-out). Built-in
 profiles ship in ``archc/data/profiles/`` (``iphone12pro``: fitted to the published ModelBench figures);
 ``archc calibrate`` writes user profiles to ``$ARCHC_PROFILES`` or ``~/.config/archc/profiles``.
 A user profile with a built-in's name takes precedence (``archc devices`` shows which one is used).
-Every prediction carries the profile's leave-one-out MAPE as its expected error.
+Every prediction carries an expected error: the k-fold error inside the calibration data, widened to
+the leave-one-family-out error when the graph has op kinds or feature values the data never had
+(``caveats`` says which).
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ import yaml
 from ..errors import DeviceError, did_you_mean
 from ..spec import Spec, load_spec
 from . import LatencyResult
-from .features import FEATURES, spec_features, spec_op_kinds
+from .costmodel import TERMS, CostModel, Stack, breakdown, memory_bound_ops, predict
+from .features import FEATURES, spec_features, spec_node_table, spec_op_kinds
 from .fit import DERIVED, expand
 
 BUILTIN_DIR = Path(__file__).resolve().parents[1] / "data" / "profiles"
@@ -45,7 +49,7 @@ class ProfileInfo:
     path: str
     device: str
     points: int
-    loo_mape_pct: float
+    heldout_mape_pct: float
     created: str
 
 
@@ -66,17 +70,30 @@ def validate_profile(doc: Any, where: str) -> Dict[str, Any]:
     coefs = doc.get("coefficients")
     if not isinstance(coefs, dict) or not coefs:
         raise DeviceError(f"{where} coefficients: missing or empty mapping")
-    valid = ["const"] + list(FEATURES) + list(DERIVED)
+    version2 = doc.get("version", 1) >= 2
+    valid = list(TERMS) if version2 else ["const"] + list(FEATURES) + list(DERIVED)
+    if doc.get("combine", "sum") not in ("sum", "max"):
+        raise DeviceError(f"{where} combine: {doc.get('combine')!r} is not a valid choice; valid: sum, max")
     for k, v in coefs.items():
         if k not in valid:
             raise DeviceError(f"{where} coefficients.{k}: unknown feature '{k}'{did_you_mean(k, valid)}; "
                               f"valid: {', '.join(valid)}")
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
             raise DeviceError(f"{where} coefficients.{k}: {v!r} must be a finite non-negative number")
-    loo = doc.get("loo")
-    if not isinstance(loo, dict) or not isinstance(loo.get("mape_pct"), (int, float)):
-        raise DeviceError(f"{where} loo.mape_pct: missing leave-one-out error")
+    if heldout_mape(doc) is None:
+        raise DeviceError(f"{where} heldout.kfold.mape_pct: missing held-out error")
     return doc
+
+
+def heldout_mape(doc: Dict[str, Any]) -> Optional[float]:
+    """The profile's k-fold held-out MAPE (version 1 profiles: their leave-one-out MAPE)."""
+    k = (doc.get("heldout") or {}).get("kfold") if isinstance(doc.get("heldout"), dict) else None
+    if isinstance(k, dict) and isinstance(k.get("mape_pct"), (int, float)):
+        return float(k["mape_pct"])
+    loo = doc.get("loo")
+    if isinstance(loo, dict) and isinstance(loo.get("mape_pct"), (int, float)):
+        return float(loo["mape_pct"])
+    return None
 
 
 def _profile_files() -> Dict[str, tuple]:
@@ -102,8 +119,8 @@ def available_profiles() -> Dict[str, ProfileInfo]:
             warnings.warn(f"skipping latency profile: {exc}", stacklevel=2)
             continue
         out[name] = ProfileInfo(name=name, source=source, path=str(path), device=str(doc.get("device", "")),
-                                points=int(doc["loo"].get("architectures", len(doc.get("points", [])))),
-                                loo_mape_pct=float(doc["loo"]["mape_pct"]), created=str(doc.get("created", "")))
+                                points=len(doc.get("points", [])),
+                                heldout_mape_pct=heldout_mape(doc), created=str(doc.get("created", "")))
     return out
 
 
@@ -137,31 +154,60 @@ def predict_from_features(profile: Dict[str, Any], features: Dict[str, float]) -
     return float(sum(c * x for c, x in zip(coefs.values(), expand(features, names))))
 
 
+def _error(profile: Dict[str, Any], outside: bool) -> tuple:
+    """(expected %, bound %, basis) a prediction states, inside or outside the calibration data."""
+    err = profile.get("error")
+    if not isinstance(err, dict):  # version 1 profile: leave-one-out figures only
+        mape = heldout_mape(profile) or 0.0
+        bound = float((profile.get("loo") or {}).get("max_ape_pct", mape))
+        return (2 * mape, 2 * bound, "2x leave-one-out (outside the data)") if outside else (mape, bound, "leave-one-out")
+    if outside:
+        return float(err["outside_pct"]), float(err["outside_bound_pct"]), "outside the calibration data: " + \
+            err.get("basis", "").split("outside: ")[-1]
+    return float(err["inside_pct"]), float(err["inside_bound_pct"]), "k-fold over architectures"
+
+
 def predict_latency(spec: Union[Spec, str, Path], profile_name: str, resolution: Optional[int] = None) -> LatencyResult:
     """Predict batch-1 latency of ``spec``'s deploy graph on the device ``profile_name`` describes."""
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
     profile = load_profile(profile_name)
     feats, graph = spec_features(spec, resolution)
-    ms = predict_from_features(profile, feats)
+    coefs = profile["coefficients"]
     res = (int(resolution), int(resolution)) if resolution else tuple(spec.input_size)
+    detail: Dict[str, Any] = {"profile": profile["name"], "device": profile.get("device", ""), "graph": graph,
+                              "features": {k: round(v, 6) for k, v in feats.items()},
+                              "note": "predicted from a calibrated latency model, not measured"}
+    if profile.get("version", 1) >= 2:
+        model = CostModel(profile.get("combine", "sum"), tuple(coefs))
+        table = spec_node_table(spec, resolution)
+        ms = float(predict(model, list(coefs.values()), Stack.of([table], [feats["attn_elems"]]))[0])
+        detail["terms_ms"] = breakdown(model, coefs, table, feats["attn_elems"])
+        detail["combine"] = model.combine
+        if not model.linear:
+            detail["memory_bound_ops"] = f"{memory_bound_ops(coefs, table)} of {len(table.mbytes)}"
+    else:
+        ms = predict_from_features(profile, feats)
+        detail["terms_ms"] = {k: round(c * x, 4) for (k, c), x in zip(coefs.items(), expand(feats, list(coefs)))}
+    caveats = []
     beyond = {}
     for k, (lo, hi) in (profile.get("feature_ranges") or {}).items():
         v = expand(feats, [k])[0]
         if hi > 0 and v > EXTRAPOLATION_FACTOR * hi:
             beyond[k] = f"{v:.4g} vs at most {hi:.4g} in the fitted data"
-    terms = {k: round(c * x, 4) for (k, c), x in zip(profile["coefficients"].items(),
-                                                     expand(feats, list(profile["coefficients"])))}
-    detail: Dict[str, Any] = {"profile": profile["name"], "device": profile.get("device", ""), "graph": graph,
-                              "terms_ms": terms, "features": {k: round(v, 6) for k, v in feats.items()},
-                              "note": "predicted from a calibrated latency model, not measured"}
+        elif lo > 0 and v < lo / EXTRAPOLATION_FACTOR and not k.startswith("ops_"):  # fewer ops of a kind is no stretch
+            beyond[k] = f"{v:.4g} vs at least {lo:.4g} in the fitted data"
     if beyond:
         detail["extrapolation"] = beyond
+        caveats.append("extrapolates " + ", ".join(f"{k} ({v})" for k, v in beyond.items()))
     if profile.get("op_kinds"):
         unseen = sorted(spec_op_kinds(spec, resolution) - set(profile["op_kinds"]))
-        if unseen:  # e.g. GroupNorm or pooling when the profile saw only FastViT graphs: priced at zero
+        if unseen:  # e.g. GroupNorm or pooling when the profile saw only FastViT graphs
             detail["unseen_op_kinds"] = unseen
-            detail["note"] += (f"; op kinds absent from the calibration data ({', '.join(unseen)}) cost nothing "
-                               f"in this model beyond their MACs, so the prediction is likely low")
+            caveats.append(f"op kinds the calibration never saw ({', '.join(unseen)}) are priced only by their "
+                           f"MACs and bytes, so the prediction is likely low")
+            detail["note"] += f"; {caveats[-1]}"
+    expected, bound, basis = _error(profile, outside=bool(caveats))
+    detail["error_basis"] = basis
     return LatencyResult(target=profile["name"], ms=ms, kind="predicted", batch=1, resolution=res,
-                         expected_error_pct=float(profile["loo"]["mape_pct"]), detail=detail)
+                         expected_error_pct=expected, error_bound_pct=bound, caveats=caveats, detail=detail)

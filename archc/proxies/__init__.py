@@ -61,6 +61,15 @@ PROXY_SETTINGS: Dict[str, ProxySettings] = {
 DEFAULT = "params"
 
 
+def objective_label(name: str) -> str:
+    """What a search or ablation score means, for axes, tables and optuna-dashboard's metric names."""
+    if name == "params":
+        return "params (M params; default proxy, higher = bigger model)"
+    if name == "train":
+        return "train (val top-1 %, brief training)"
+    return f"{name} (zero-cost proxy score, higher = predicted better)"
+
+
 def check_name(name: str) -> str:
     from ..errors import ArchcError, did_you_mean
     if name not in PROXIES:
@@ -86,6 +95,9 @@ def score(spec_or_model, name: str = None, *, batch: int = None, resolution: int
     spec = getattr(model, "spec", None)
     res = resolution or settings.resolution
     size = (res, res) if res else (tuple(spec.input_size) if spec else (224, 224))
+    if spec is not None:  # the proxy's batch and size, not only the spec's batch-1 forward, must fit
+        from ..guards import check_memory
+        check_memory(spec, batch or settings.batch, size, key="--batch" if batch else "input_size")
     gen = torch.Generator().manual_seed(seed)
     inputs = torch.randn((batch or settings.batch, getattr(spec, "in_chans", 3)) + size, generator=gen)
     targets = torch.randint(0, getattr(spec, "num_classes", 1000), (inputs.shape[0],), generator=gen)

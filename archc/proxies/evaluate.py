@@ -7,7 +7,6 @@ proxy's ranking, which tau-b handles). Every proxy runs on the same seeded weigh
 from __future__ import annotations
 
 import csv
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,34 +35,26 @@ class ProxyEval:
     scores: Dict[str, float] = field(default_factory=dict)
 
 
-def default_csv() -> Optional[Path]:
-    """``$ARCHC_SHARED/reference``, else ``shared/reference`` beside the checkout or the current folder."""
-    roots = []
-    if os.environ.get("ARCHC_SHARED"):
-        roots.append(Path(os.environ["ARCHC_SHARED"]))
-    repo = Path(__file__).resolve().parents[2]
-    roots += [repo.parent / "shared", Path.cwd().parent / "shared", Path.cwd() / "shared"]
-    for r in roots:
-        if (r / "reference" / CSV_NAME).is_file():
-            return r / "reference" / CSV_NAME
-    return None
+def default_csv() -> Path:
+    """The table shipped in ``archc/data/reference`` (a copy of shared/reference's), so --eval works anywhere."""
+    from ..catalog import reference_csv
+    return reference_csv(CSV_NAME)
 
 
-def default_specs_dir() -> Path:
-    here = Path.cwd() / "specs"
-    return here if here.is_dir() else Path(__file__).resolve().parents[2] / "specs"
-
-
-def spec_for(name: str, specs_dir: Path) -> Path:
-    """``fastvit_t8`` -> ``specs/t8.yaml``; ``ablation_v1`` -> ``specs/ablation_v1.yaml``."""
+def spec_for(name: str, specs_dir: Optional[Path]) -> Path:
+    """A published point's spec: the shipped spec of that model name (``fastvit_t8``, ``ablation_v1``), or
+    with ``specs_dir`` the file there (``fastvit_t8`` -> ``DIR/t8.yaml``, ``ablation_v1`` -> ``DIR/ablation_v1.yaml``)."""
+    if specs_dir is None:
+        from ..catalog import model_index
+        return model_index().get(name, Path(f"<no shipped model '{name}'>"))
     stem = name[len("fastvit_"):] if name.startswith("fastvit_") else name
     return Path(specs_dir) / f"{stem}.yaml"
 
 
-def read_published(csv_path: Path, specs_dir: Path) -> List[PublishedPoint]:
+def read_published(csv_path: Path, specs_dir: Optional[Path] = None) -> List[PublishedPoint]:
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise ArchcError(f"{csv_path}: published figures not found (pass --csv FILE or set ARCHC_SHARED)")
+        raise ArchcError(f"{csv_path}: published figures not found (pass --csv FILE)")
     lines = [l for l in csv_path.read_text().splitlines() if l.strip() and not l.lstrip().startswith("#")]
     rows = list(csv.DictReader(lines))
     need = {"name", "top1", "iphone12pro_ms"}
@@ -73,7 +64,7 @@ def read_published(csv_path: Path, specs_dir: Path) -> List[PublishedPoint]:
     for r in rows:
         spec = spec_for(r["name"], specs_dir)
         if not spec.is_file():
-            raise ArchcError(f"{csv_path}: row '{r['name']}': no spec {spec} (pass --specs DIR)")
+            raise ArchcError(f"{csv_path}: row '{r['name']}': no spec {spec} (pass --specs-dir DIR)")
         out.append(PublishedPoint(r["name"], str(spec), float(r["top1"]), float(r["iphone12pro_ms"])))
     return out
 

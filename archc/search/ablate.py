@@ -32,6 +32,8 @@ class AblationRow:
     latency_ms: Optional[float] = None
     latency_kind: str = ""
     latency_detail: str = ""
+    latency_error_pct: Optional[float] = None  # predicted: the profile's held-out error for this row
+    latency_caveats: Tuple[str, ...] = ()
     score: Optional[float] = None
     reference: Dict[str, str] = field(default_factory=dict)
 
@@ -98,8 +100,17 @@ def read_reference(path: Optional[str]) -> Dict[str, Dict[str, str]]:
     p = Path(path)
     if not p.is_file():
         raise SpecError("reference file not found", file=str(path))
-    lines = [ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
-    return {r["name"]: r for r in csv.DictReader(lines)}
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read reference CSV: {exc}", file=str(path)) from None
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    reader = csv.DictReader(lines)
+    columns = list(reader.fieldnames or [])
+    if "name" not in columns:
+        raise SpecError(f"reference CSV has no 'name' column (it names each row's spec); columns: "
+                        f"{', '.join(map(repr, columns)) or 'none'}", file=str(path))
+    return {r["name"]: r for r in reader}
 
 
 def evaluate(rows: List[AblationRow], *, target: Optional[str], objective: Optional[str], lock_dir: Path,
@@ -118,6 +129,8 @@ def evaluate(rows: List[AblationRow], *, target: Optional[str], objective: Optio
                 lat = latency_of(row.spec, target, measured=measured, lock_dir=lock_dir, runs=runs, warmup=warmup,
                                  latency_fn=latency_fn)
             row.latency_ms, row.latency_kind, row.latency_detail = lat.ms, lat.kind, lat.describe()
+            if lat.kind == "predicted":
+                row.latency_error_pct, row.latency_caveats = lat.expected_error_pct, tuple(lat.caveats)
         if objective:
             with torch_threads(1):
                 row.score = float(score_fn(row.spec, objective))
@@ -133,8 +146,10 @@ def columns(rows: List[AblationRow], target: Optional[str], objective: Optional[
     if target:
         kind = rows[0].latency_kind if rows else ""
         cols.append(f"latency {target} (ms, {kind})")
+        if any(r.latency_error_pct is not None for r in rows):
+            cols.append("± held-out")
     if objective:
-        cols.append(f"score ({objective})")
+        cols.append("score (params, M)" if objective == "params" else f"score ({objective})")
     if any(r.reference for r in rows):
         cols += ["published ms", "published top-1"]
     return cols
@@ -147,6 +162,9 @@ def table_rows(rows: List[AblationRow], target: Optional[str], objective: Option
         line = [r.label, f"{r.params / 1e6:.2f}", f"{r.macs / 1e9:.3f}"]
         if target:
             line.append("-" if r.latency_ms is None else f"{r.latency_ms:.3f}")
+            if any(x.latency_error_pct is not None for x in rows):
+                line.append("-" if r.latency_error_pct is None else
+                            f"±{r.latency_error_pct:.1f}%" + ("*" if r.latency_caveats else ""))
         if objective:
             line.append("-" if r.score is None else f"{r.score:.5g}")
         if with_ref:
@@ -168,10 +186,11 @@ def write_csv(rows: List[AblationRow], path: Path, target: Optional[str], object
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["variant", "name", "overrides", "params", "macs", "macs_graph", "target", "latency_ms",
-                    "latency_kind", "objective", "score", "published_ms", "published_top1"])
+                    "latency_kind", "latency_error_pct", "objective", "score", "published_ms", "published_top1"])
         for r in rows:
             w.writerow([r.label, r.spec.name, " ".join(r.overrides), r.params, r.macs, r.macs_graph, target or "",
-                        "" if r.latency_ms is None else r.latency_ms, r.latency_kind, objective or "",
+                        "" if r.latency_ms is None else r.latency_ms, r.latency_kind,
+                        "" if r.latency_error_pct is None else r.latency_error_pct, objective or "",
                         "" if r.score is None else r.score, r.reference.get("iphone12pro_ms", ""),
                         r.reference.get("top1", "")])
     return path

@@ -17,11 +17,13 @@ from typing import Any, Dict, List, Optional
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ..outputs import file_stem
 from ..spec import Spec, save_spec
 from .census import (ERROR_ATTR, ERROR_TRIAL_ATTR, SURPLUS_ATTR, Census, is_feasible, own, retried_numbers,
                      take_census)
 from .metrics import SpecMetrics, spec_metrics
 from .objective import Objective
+from ..proxies import objective_label
 from .space import SearchSpace, spec_from_values
 
 
@@ -36,6 +38,7 @@ class Candidate:
     final_detail: str
     within_budget: bool
     metrics: Optional[SpecMetrics] = None
+    final_error_pct: Optional[float] = None  # predicted: the profile's held-out error for this prediction
     path: Optional[Path] = None
 
     @property
@@ -54,6 +57,7 @@ class SearchReport:
     dropped: List[Candidate]             # on the search's front, but over budget when re-measured
     best_variant: Optional[FrozenTrial]  # the best start point (paper variant) within budget
     files: Dict[str, Path] = field(default_factory=dict)
+    fastest: Optional[Dict[str, Any]] = None  # the lowest latency any trial reached (says how far the budget is)
 
     @property
     def best(self) -> Optional[Candidate]:
@@ -63,7 +67,7 @@ class SearchReport:
         def cand(c: Candidate) -> Dict[str, Any]:
             return {"trial": c.trial.number, "name": c.spec.name, "variant": c.variant or None, "score": c.score,
                     "search_latency_ms": c.search_ms, "final_latency_ms": c.final_ms, "final_kind": c.final_kind,
-                    "within_budget": c.within_budget, "params": c.metrics.params if c.metrics else None,
+                    "final_error_pct": c.final_error_pct, "within_budget": c.within_budget, "params": c.metrics.params if c.metrics else None,
                     "macs": c.metrics.macs if c.metrics else None, "macs_graph": c.metrics.graph if c.metrics else None,
                     "depths": list(c.spec.depths), "widths": list(c.spec.widths), "mixers": list(c.spec.mixers),
                     "spec_file": str(c.path) if c.path else None, "params_point": c.trial.params}
@@ -78,6 +82,7 @@ class SearchReport:
             "dropped": [cand(x) for x in self.dropped],
             "best_variant": None if bv is None else {"trial": bv.number, "variant": bv.user_attrs.get("variant"),
                                                      "score": bv.values[0], "latency_ms": bv.values[1]},
+            "fastest_seen": self.fastest,
             "files": {k: str(v) for k, v in self.files.items()},
         }
 
@@ -134,8 +139,10 @@ def write_trials(rows: List[Dict[str, Any]], out: Path) -> Dict[str, Path]:
     return {"trials_csv": csv_path, "trials_json": json_path}
 
 
-def plot_pareto(study: optuna.Study, out: Path, objective: str, target: str, budget_ms: float) -> Optional[Path]:
-    """``plot_pareto_front`` (feasible points coloured, infeasible grey) plus the budget and start points."""
+def plot_pareto(study: optuna.Study, out: Path, objective: str, target: str, budget_ms: float,
+                numbers: Optional[Dict[int, int]] = None) -> Optional[Path]:
+    """``plot_pareto_front`` (feasible points coloured, infeasible grey) plus the budget, the start points and
+    each kept candidate's number (``numbers``: trial number -> NN of ``candidates/NN_*.yaml``)."""
     if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         return None
     import matplotlib
@@ -144,14 +151,20 @@ def plot_pareto(study: optuna.Study, out: Path, objective: str, target: str, bud
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # Optuna 5 reads the trials' set_constraint values itself: scored over-budget trials come out grey
         ax = optuna.visualization.matplotlib.plot_pareto_front(
-            study, target_names=[f"score ({objective}, higher is better)", f"latency on {target} (ms)"])
+            study, target_names=[f"score: {objective_label(objective)}", f"latency on {target} (ms)"])
+    _draw_pruned(ax, study, objective)
     ax.axhline(budget_ms, color="tab:red", linestyle="--", linewidth=1, label=f"budget {budget_ms:g} ms")
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if t.user_attrs.get("variant"):
             ax.annotate(t.user_attrs["variant"].replace("fastvit_", ""), (t.values[0], t.values[1]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
-    ax.set_title(f"{study.study_name}: scored trials (red: the feasible Pareto front)", fontsize=10)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if numbers and t.number in numbers:
+            ax.annotate(f"{numbers[t.number]:02d}", (t.values[0], t.values[1]), fontsize=8, fontweight="bold",
+                        xytext=(-4, -11), textcoords="offset points", color="tab:red")
+    ax.set_title(f"{study.study_name}: trials (grey: over budget; red NN: candidates/NN_*.yaml)", fontsize=10)
     ax.legend(loc="best", fontsize=8)
     path = out / "pareto.png"
     ax.figure.set_size_inches(8, 6)
@@ -159,6 +172,22 @@ def plot_pareto(study: optuna.Study, out: Path, objective: str, target: str, bud
     ax.figure.savefig(path, dpi=120)
     plt.close(ax.figure)
     return path
+
+
+def _draw_pruned(ax, study: optuna.Study, objective: str) -> None:
+    """Over-budget trials pruned before scoring, in grey: at their parameter count for the params proxy
+    (that count *is* the score), else as latency ticks on the left edge (their score is unknown)."""
+    pruned = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+              if isinstance(t.user_attrs.get("latency_ms"), (int, float))]
+    if not pruned:
+        return
+    ys = [t.user_attrs["latency_ms"] for t in pruned]
+    if objective == "params" and all(isinstance(t.user_attrs.get("params_m"), (int, float)) for t in pruned):
+        ax.scatter([t.user_attrs["params_m"] for t in pruned], ys, color="#bbbbbb", marker="x", zorder=1,
+                   label=f"over budget, pruned ({len(pruned)})")
+    else:
+        ax.plot([ax.get_xlim()[0]] * len(pruned), ys, linestyle="none", marker="_", markersize=14, color="#999999",
+                label=f"over budget, pruned unscored ({len(pruned)}; latency only)")
 
 
 def finalize(study: optuna.Study, space: SearchSpace, objective: Objective, out: Path, *,
@@ -175,7 +204,8 @@ def finalize(study: optuna.Study, space: SearchSpace, objective: Objective, out:
         spec = spec_from_values(space, t.params, name=f"{space.name}_t{t.number:04d}")
         lat = objective.measure(spec, final=True)
         cand = Candidate(trial=t, spec=spec, score=t.values[0], search_ms=t.values[1], final_ms=lat.ms,
-                         final_kind=lat.kind, final_detail=lat.describe(), within_budget=lat.ms <= objective.budget_ms)
+                         final_kind=lat.kind, final_detail=lat.describe(), within_budget=lat.ms <= objective.budget_ms,
+                         final_error_pct=lat.expected_error_pct if lat.kind == "predicted" else None)
         (kept if cand.within_budget else dropped).append(cand)
     files: Dict[str, Path] = {}
     cdir = out / "candidates"
@@ -190,21 +220,44 @@ def finalize(study: optuna.Study, space: SearchSpace, objective: Objective, out:
                   f"score ({objective.objective}) {cand.score:.6g}; latency {cand.final_detail}; "
                   f"budget {objective.budget_ms:g} ms\n"
                   f"space {space.file}: " + ", ".join(f"{k}={v}" for k, v in cand.trial.params.items()))
-        cand.path = save_spec(cand.spec, cdir / f"{rank:02d}_{cand.spec.name}.yaml", header=header)
+        cand.path = save_spec(cand.spec, cdir / f"{rank:02d}_{file_stem(cand.spec.name)}.yaml", header=header)
     variants = [t for t in trials if t.user_attrs.get("variant") and is_feasible(t)]
     best_variant = max(variants, key=lambda t: t.values[0]) if variants else None
     files.update(write_trials(trial_rows(study, space), out))
-    png = plot_pareto(study, out, objective.objective, objective.target, objective.budget_ms)
+    numbers = {cand.trial.number: rank for rank, cand in enumerate(kept, 1)}
+    png = plot_pareto(study, out, objective.objective, objective.target, objective.budget_ms, numbers)
     if png:
         files["pareto_png"] = png
     files["candidates"] = cdir
     report = SearchReport(study_name=study.study_name, budget_ms=objective.budget_ms, target=objective.target,
                           objective=objective.objective, census=c, candidates=kept, dropped=dropped,
-                          best_variant=best_variant, files=files)
+                          best_variant=best_variant, files=files, fastest=fastest_seen(trials))
     summary = out / "summary.json"
     files["summary_json"] = summary
     summary.write_text(json.dumps(report.to_dict(), indent=1, default=str), encoding="utf-8")
     return report
+
+
+def held_out(cand: Candidate) -> str:
+    """The profile's held-out error for a predicted latency, marked '*' where it was widened."""
+    if cand.final_error_pct is None:
+        return "-"
+    return f"±{cand.final_error_pct:.1f}%" + ("*" if "outside" in cand.final_detail or "extrapolates" in cand.final_detail
+                                               or "never saw" in cand.final_detail else "")
+
+
+def fastest_seen(trials: List[FrozenTrial]) -> Optional[Dict[str, Any]]:
+    """The trial with the lowest latency, scored or pruned (a pruned trial keeps it in ``latency_ms``)."""
+    best = None
+    for t in trials:
+        ms = t.values[1] if t.values else t.user_attrs.get("latency_ms")
+        if isinstance(ms, (int, float)) and math.isfinite(ms) and (best is None or ms < best[1]):
+            best = (t, float(ms))
+    if best is None:
+        return None
+    t, ms = best
+    return {"trial": t.number, "latency_ms": ms, "latency_kind": t.user_attrs.get("latency_kind"),
+            "variant": t.user_attrs.get("variant") or None}
 
 
 def fmt(x: Optional[float], digits: int = 4) -> str:

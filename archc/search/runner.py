@@ -41,7 +41,7 @@ class SearchConfig:
     """Everything a worker needs (plain data, so it crosses process boundaries)."""
 
     latency_ms: float
-    space: str = "search/fastvit.yaml"
+    space: str = "fastvit"  # a shipped space by name, or a space file
     target: str = "iphone12pro"
     objective: Optional[str] = None          # None: archc.proxies.DEFAULT; "train": brief training
     train: Optional[Dict[str, Any]] = None   # archc.train.TrainConfig fields for objective "train"
@@ -72,7 +72,8 @@ class SearchConfig:
         return f"{space.name}-{self.target}-{budget}ms-{self.resolved_objective()}"
 
     def out_dir(self, space: SearchSpace) -> Path:
-        return Path(self.out) if self.out else Path("runs") / self.study_name(space)
+        from ..outputs import file_stem
+        return Path(self.out) if self.out else Path("runs") / file_stem(self.study_name(space), "study")
 
 
 META_ATTR = "archc_search"         # one study attribute, set at once, so a loader sees all of it or none
@@ -103,13 +104,13 @@ def _wait_for(study: optuna.Study, attr: str) -> Any:
 def validate(cfg: SearchConfig, target: bool = True) -> None:
     """Reject bad settings before anything starts (one clear message each); ``target=False`` when a
     latency function is injected (the target is then only a label)."""
-    if not cfg.latency_ms or cfg.latency_ms <= 0:
-        raise SearchError(f"--latency-ms must be a positive number of milliseconds, got {cfg.latency_ms}")
+    if not isinstance(cfg.latency_ms, (int, float)) or not 0 < cfg.latency_ms < float("inf"):
+        raise SearchError(f"--latency-ms must be a finite positive number of milliseconds, got {cfg.latency_ms}")
     if cfg.trials < 1:
         raise SearchError(f"--trials must be at least 1, got {cfg.trials}")
     if cfg.workers < 1:
         raise SearchError(f"--workers must be at least 1, got {cfg.workers}")
-    if cfg.timeout is not None and cfg.timeout <= 0:
+    if cfg.timeout is not None and not cfg.timeout > 0:
         raise SearchError(f"--timeout must be a positive number of seconds, got {cfg.timeout}")
     if cfg.seed is not None and cfg.seed < 0:
         raise SearchError(f"--seed must be a non-negative integer, got {cfg.seed}")
@@ -155,6 +156,9 @@ def open_study(cfg: SearchConfig, space: SearchSpace, sampler: Optional[optuna.s
     where = f"study '{name}' in {mask_url(cfg.storage)}"
     if created:
         study.set_user_attr(META_ATTR, meta)
+        with warnings.catch_warnings():  # experimental in Optuna 5.0, yet what optuna-dashboard reads
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(metric_names(cfg))  # the dashboard shows these instead of values_0/1
     else:
         have = study.user_attrs.get(META_ATTR)
         if have is None and study.get_trials(deepcopy=False):
@@ -180,6 +184,12 @@ def open_study(cfg: SearchConfig, space: SearchSpace, sampler: Optional[optuna.s
             study.enqueue_trial(match.values, user_attrs=attrs, skip_if_exists=True)
         study.set_user_attr(ENQUEUED_ATTR, True)
     return study
+
+
+def metric_names(cfg: SearchConfig) -> List[str]:
+    """The two objectives as optuna-dashboard labels them: the score (what it is) and the latency (where)."""
+    from ..proxies import objective_label
+    return [f"score: {objective_label(cfg.resolved_objective())}", f"latency_ms on {cfg.target}"]
 
 
 ProgressFn = Callable[[Census, Optional[optuna.trial.FrozenTrial]], None]
@@ -222,10 +232,22 @@ def run_worker(cfg: SearchConfig, *, space: Optional[SearchSpace] = None,
         if remaining is not None and remaining <= 0:
             return c
         if c.n_finished + len(c.running) < cfg.trials:
-            study.optimize(objective, timeout=remaining, callbacks=[after_trial], catch=(TrialFailed, Surplus),
-                           gc_after_trial=False)
+            try:
+                study.optimize(objective, timeout=remaining, callbacks=[after_trial], catch=(TrialFailed, Surplus),
+                               gc_after_trial=False)
+            except ValueError as exc:
+                # the trial was ended elsewhere while this worker ran it (failed as stale by another worker
+                # while this one was starved of CPU, its retry already queued): nothing to record, go on
+                if not str(exc).startswith("Cannot tell a "):
+                    raise
         else:
             time.sleep(poll if remaining is None else max(0.05, min(poll, remaining)))
+
+
+def worker_count(requested: int, trials_left: int) -> int:
+    """``--workers`` capped by the trials left and this machine's cores: more processes than either only
+    cost memory (500 workers on a small machine called the OOM killer)."""
+    return max(1, min(requested, trials_left, os.cpu_count() or 1))
 
 
 def _threads_per_worker(workers: int) -> int:
@@ -258,6 +280,7 @@ class SearchRun:
     census: Census
     worker_exit_codes: List[int] = field(default_factory=list)
     seconds: float = 0.0
+    workers: int = 1  # processes this run started (``--workers`` after the cap)
 
 
 def run_search(cfg: SearchConfig, *, progress: Optional[ProgressFn] = None, latency_fn=None,
@@ -267,24 +290,62 @@ def run_search(cfg: SearchConfig, *, progress: Optional[ProgressFn] = None, late
         return _run_search(cfg, progress, latency_fn, score_fn)
 
 
+def _storage_cause(exc: BaseException) -> Optional[BaseException]:
+    """The database error behind ``exc``, if any: Optuna wraps it (StorageInternalError) or loses it behind
+    an error of its own (an UnboundLocalError in ``_run_trial`` when the tell and the re-read both fail)."""
+    import sqlalchemy.exc
+    seen = 0
+    cur: Optional[BaseException] = exc
+    while cur is not None and seen < 20:
+        if isinstance(cur, (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)):
+            inner = cur.__cause__ or cur.__context__
+            return inner if isinstance(inner, sqlalchemy.exc.SQLAlchemyError) else cur
+        cur, seen = cur.__cause__ or cur.__context__, seen + 1
+    return None
+
+
 @contextlib.contextmanager
 def storage_errors(url: str):
-    """A database failure during the search (lost connection, locked file) becomes one masked line."""
-    import sqlalchemy.exc
+    """A database failure during the search (an outage, a lost connection, a locked file) becomes one masked
+    line; the finished trials are stored, so rerunning the command resumes. Optuna's heartbeat thread
+    reports such a failure in one line too, not with a traceback."""
+    import threading
+    old_hook = threading.excepthook
+
+    def thread_hook(args) -> None:
+        cause = _storage_cause(args.exc_value) if args.exc_value is not None else None
+        if cause is None:
+            return old_hook(args)
+        print(f"archc: warning: storage {mask_url(url)} failed in thread {args.thread.name if args.thread else '?'}: "
+              f"{_first_line(cause, url)}", file=sys.stderr)
+
+    threading.excepthook = thread_hook
     try:
         yield
-    except sqlalchemy.exc.SQLAlchemyError as exc:
-        text = scrub(str(exc), url).strip()
-        first = text.splitlines()[0] if text else type(exc).__name__
-        raise SearchError(f"storage {mask_url(url)} failed: {first}") from None
+    except Exception as exc:  # noqa: BLE001 - only database failures are turned into SearchError
+        cause = _storage_cause(exc)
+        if cause is None:
+            raise
+        raise SearchError(f"storage {mask_url(url)} failed: {_first_line(cause, url)}; the finished trials are "
+                          "stored: rerun the same command to resume") from None
+    finally:
+        threading.excepthook = old_hook
+
+
+def _first_line(exc: BaseException, url: str) -> str:
+    text = scrub(str(exc), url).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _run_search(cfg: SearchConfig, progress: Optional[ProgressFn], latency_fn, score_fn) -> SearchRun:
     validate(cfg, target=latency_fn is None)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = load_space(cfg.space)
+    from ..outputs import writable_dir
+    writable_dir(cfg.out_dir(space), "--out")  # results are written at the end: fail now, not after the trials
     t0 = time.monotonic()
     study = open_study(cfg, space)
+    cfg = dataclasses.replace(cfg, workers=worker_count(cfg.workers, cfg.trials - census(study).n_finished))
     procs = []
     if cfg.workers > 1:
         if latency_fn is not None or score_fn is not None:
@@ -313,4 +374,4 @@ def _run_search(cfg: SearchConfig, progress: Optional[ProgressFn], latency_fn, s
         codes.append(p.exitcode)
     final = census(study)
     return SearchRun(study=study, space=space, census=final, worker_exit_codes=codes,
-                     seconds=time.monotonic() - t0)
+                     seconds=time.monotonic() - t0, workers=cfg.workers)

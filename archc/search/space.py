@@ -163,18 +163,12 @@ class SearchSpace:
 
 
 # ------------------------------------------------------------------------------------------- loading
-#: the archc checkout (an editable install) holds the shipped spaces in search/ and specs in specs/
-_PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
 
 def resolve_space_path(path: Union[str, Path]) -> Path:
-    """A relative space path is looked up from the working directory, then in the archc checkout, so the
-    default ``search/fastvit.yaml`` works from any directory."""
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    shipped = _PROJECT_ROOT / p
-    return shipped if shipped.exists() else p
+    """A space path, or a shipped space by name (``fastvit``) or by its repository path
+    (``search/fastvit.yaml``), so the default works from any directory after ``pip install .``."""
+    from ..catalog import resolve_space
+    return resolve_space(path)
 
 
 def load_space(path: Union[str, Path]) -> SearchSpace:
@@ -199,7 +193,11 @@ def compile_space(loc: Located, directory: Path) -> SearchSpace:
         raise loc.error(("base",), f"expected the path of the base spec (relative to the space file), got {base_name!r}")
     base_path = directory / base_name
     if not base_path.is_file():
-        raise loc.error(("base",), f"base spec '{base_name}' not found (looked for {base_path})")
+        from ..catalog import looks_like_path, model_index
+        if looks_like_path(base_name) or base_name not in model_index():
+            raise loc.error(("base",), f"base spec '{base_name}' not found (looked for {base_path}, and no "
+                                       f"shipped model has that name{did_you_mean(base_name, model_index())})")
+        base_path = model_index()[base_name]
     base_spec = load_spec(base_path)  # its own errors name its own file
     base = spec_to_dict(base_spec)
     n = len(base["stages"])

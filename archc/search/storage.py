@@ -7,10 +7,11 @@ no point. Credentials in URLs never reach the terminal: every message goes throu
 """
 from __future__ import annotations
 
-import re
+import contextlib
+import time
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -22,11 +23,27 @@ DEFAULT_STORAGE = "sqlite:///runs/search.db"
 MAX_RETRY = 2
 
 
+def parse_url(url: str):
+    """SQLAlchemy's ``URL`` for ``url``, also when the password holds an unencoded ``@`` or ``:``
+    (``postgresql://bob:p@ss@host/db``): the host starts after the *last* ``@`` of the authority, and
+    SQLAlchemy parses the rest; the credentials are set on the URL object, which encodes them."""
+    from urllib.parse import unquote
+
+    from sqlalchemy.engine import make_url
+    scheme, sep, rest = url.partition("://")
+    authority, slash, tail = rest.partition("/")
+    if not sep or "@" not in authority:
+        return make_url(url)
+    userinfo, _, hostport = authority.rpartition("@")
+    user, has_pw, password = userinfo.partition(":")
+    base = make_url(f"{scheme}://{hostport}{slash}{tail}")
+    return base.set(username=unquote(user) or None, password=unquote(password) if has_pw else None)
+
+
 def mask_url(url: str) -> str:
     """``postgresql://bob:secret@host/db`` -> ``postgresql://bob:***@host/db`` (unparsable URLs: scheme only)."""
     try:
-        from sqlalchemy.engine import make_url
-        return make_url(url).render_as_string(hide_password=True)
+        return parse_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - any parse failure: show as little as possible
         scheme = url.split(":", 1)[0] if ":" in url else "?"
         return f"{scheme}://***"
@@ -34,16 +51,20 @@ def mask_url(url: str) -> str:
 
 def _password(url: str) -> Optional[str]:
     try:
-        from sqlalchemy.engine import make_url
-        return make_url(url).password
-    except Exception:  # noqa: BLE001
-        m = re.match(r"^[^:]+://[^:/@]*:([^@]*)@", url)
-        return m.group(1) if m else None
+        return parse_url(url).password
+    except Exception:  # noqa: BLE001 - unparsable: everything between '://user:' and the last '@'
+        authority = url.partition("://")[2].partition("/")[0]
+        userinfo = authority.rpartition("@")[0]
+        return userinfo.partition(":")[2] or None
 
 
 def scrub(text: str, url: str) -> str:
     """Remove the URL's password (raw and URL-encoded forms) and the raw URL from ``text``."""
     text = text.replace(url, mask_url(url))
+    try:
+        text = text.replace(parse_url(url).render_as_string(hide_password=False), mask_url(url))
+    except Exception:  # noqa: BLE001 - unparsable: the password forms below still go
+        pass
     pw = _password(url)
     if pw:
         from urllib.parse import quote
@@ -64,23 +85,35 @@ def open_storage(url: str, heartbeat_interval: int = 10, grace_period: Optional[
         db = url.split("///", 1)[1] if "///" in url else ""
         if db and db != ":memory:":
             sqlite_file = Path(db)
-            sqlite_file.parent.mkdir(parents=True, exist_ok=True)
-            _sqlite_wal(sqlite_file)
+            try:
+                sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SearchError(f"storage {mask_url(url)}: cannot create folder {str(sqlite_file.parent)!r}: "
+                                  f"{exc.strerror or exc}") from None
+            if sqlite_file.exists() and not sqlite_file.is_file():
+                raise SearchError(f"storage {mask_url(url)}: {str(sqlite_file)!r} is not a regular file")
         # several processes share one SQLite file: wait for the write lock instead of failing
         engine_kwargs = {"connect_args": {"timeout": 120}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
-    given, url = url, _with_installed_driver(url)
+    given = url
+    try:
+        url = parse_url(url).render_as_string(hide_password=False)  # an unencoded '@' in a password, encoded
+    except Exception:  # noqa: BLE001 - SQLAlchemy reports the malformed URL below, masked
+        pass
+    url = _with_installed_driver(url)
     grace = grace_period if grace_period is not None else 3 * heartbeat_interval
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), creation_lock(sqlite_file):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                                 grace_period=grace,
-                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+            if sqlite_file is not None:
+                _sqlite_wal(sqlite_file)
+            storage = _rdb_storage(url, engine_kwargs, heartbeat_interval, grace)
         if sqlite_file is not None:
             _sqlite_fast_commits(storage)
         return storage
+    except SearchError:
+        raise
     except ImportError as exc:
         raise SearchError(f"storage {mask_url(given)} needs a database driver that is not installed: "
                           f"{scrub(scrub(str(exc), url), given)} (PostgreSQL: pip install 'archc[postgres]')") from None
@@ -88,6 +121,36 @@ def open_storage(url: str, heartbeat_interval: int = 10, grace_period: Optional[
         text = scrub(scrub(str(exc), url), given).strip()
         first = text.splitlines()[0] if text else type(exc).__name__
         raise SearchError(f"cannot open storage {mask_url(given)}: {first}") from None
+
+
+def _rdb_storage(url: str, engine_kwargs: dict, heartbeat_interval: int, grace: int) -> RDBStorage:
+    """RDBStorage creates its tables and stamps its schema version on first use; two machines doing that at
+    once on one PostgreSQL database collide ('already exists', a UNIQUE violation): the loser retries,
+    and then finds the tables made."""
+    import sqlalchemy.exc
+    for attempt in range(4):
+        try:
+            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                              grace_period=grace,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as exc:
+            text = str(exc).lower()
+            if attempt == 3 or not any(w in text for w in ("already exists", "unique", "duplicate")):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def creation_lock(sqlite_file: Optional[Path]) -> Iterator[None]:
+    """Serialise opening (and creating) one SQLite file between processes: without it two commands started
+    together both create the tables ('table studies already exists', an alembic UNIQUE error)."""
+    if sqlite_file is None:
+        yield
+        return
+    from .locks import file_lock
+    with file_lock(sqlite_file.with_name(sqlite_file.name + ".archc-lock")):
+        yield
 
 
 def _sqlite_wal(path: Path) -> None:
@@ -111,8 +174,18 @@ def _sqlite_fast_commits(storage: RDBStorage) -> None:
 
     def on_connect(dbapi_connection, _record) -> None:
         dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+        # SQLAlchemy's recipe for pysqlite: let SQLAlchemy emit BEGIN itself (below) instead of the
+        # driver's deferred one, which runs SELECTs outside the transaction
+        dbapi_connection.isolation_level = None
+
+    def on_begin(conn) -> None:
+        # take the write lock when the transaction starts: Optuna reads a WAITING trial and marks it
+        # RUNNING in one transaction; with a deferred BEGIN two workers both read it WAITING, both run
+        # it, and the second one's tell fails with "Cannot tell a PRUNED trial"
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     event.listen(storage.engine, "connect", on_connect)
+    event.listen(storage.engine, "begin", on_begin)
     storage.engine.dispose()  # connections made before the listener are replaced
 
 

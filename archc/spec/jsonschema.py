@@ -91,7 +91,7 @@ def spec_json_schema() -> Dict[str, Any]:
     """The JSON Schema (2020-12) of an archc spec file."""
     defs: Dict[str, Any] = {}
     root = _object_schema(Spec, defs)
-    root["properties"]["base"] = {"type": "string", "description": "a spec file to inherit from (relative path)"}
+    root["properties"]["base"] = {"type": "string", "description": "a spec file to inherit from (relative path), or a shipped model name such as fastvit_sa12"}
     partial_stage = _object_schema(StageSpec, defs)
     partial_stage.pop("required", None)  # defaults and patches set some keys of a stage, none required
     stage_defaults = dict(partial_stage, description="keys every stage gets unless it sets them (downsample: "

@@ -31,11 +31,19 @@ def load_spec(source: SpecSource, overrides: Union[Sequence[str], Mapping[str, A
     ``overrides`` are ``"stages[2].mixer=attention"`` strings or a ``{path: value}`` mapping.
     """
     if isinstance(source, Spec) and not overrides:
+        spec_from_located(resolve_raw(source))  # a Spec made with dataclasses.replace skipped the checks
         return source
+    if not isinstance(source, (str, Path, Mapping, Spec)) or (isinstance(source, str) and not source.strip()):
+        raise SpecError(f"a spec source is a YAML file path, a mapping or an archc.Spec, got {_short(source)}")
     loc = resolve_raw(source)
     if overrides:
         apply_overrides(loc, overrides)
     return spec_from_located(loc)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
 
 
 def resolve_raw(source: SpecSource) -> Located:
@@ -46,8 +54,14 @@ def resolve_raw(source: SpecSource) -> Located:
     if isinstance(source, Mapping):
         loc = Located(copy.deepcopy(dict(source)), {}, "<dict>")
         return _resolve_base(loc, Path.cwd(), seen=())
-    path = Path(source)
+    path = _spec_file(source)
     return _resolve_base(read_yaml(path), path.parent, seen=(path.resolve(),))
+
+
+def _spec_file(source: Union[str, Path]) -> Path:
+    """A path as given, or the shipped spec of a model name (``fastvit_sa12``; see ``archc.catalog``)."""
+    from ..catalog import resolve_spec
+    return resolve_spec(source)
 
 
 def _resolve_base(loc: Located, directory: Path, seen: Tuple[Path, ...]) -> Located:
@@ -60,7 +74,12 @@ def _resolve_base(loc: Located, directory: Path, seen: Tuple[Path, ...]) -> Loca
         raise loc.error(("base",), f"expected a file name, got {base!r}")
     base_path = (directory / base)
     if not base_path.exists():
-        raise loc.error(("base",), f"base spec {base!r} not found (looked for {str(base_path)!r})")
+        from ..catalog import looks_like_path, model_index
+        if looks_like_path(base) or base not in model_index():
+            hint = did_you_mean(base, model_index()) if not looks_like_path(base) else ""
+            raise loc.error(("base",), f"base spec {base!r} not found (looked for {str(base_path)!r}, and no "
+                                       f"shipped model has that name{hint})")
+        base_path = model_index()[base]  # a model name: the shipped spec
     if base_path.resolve() in seen:
         raise loc.error(("base",), f"inheritance cycle through {base!r}")
     if len(seen) >= MAX_BASE_DEPTH:

@@ -72,7 +72,10 @@ def check_spec(spec: Spec, loc: Located) -> None:
         if h < 1 or w < 1:
             raise loc.error(("input_size",), f"input {spec.input_size[0]}x{spec.input_size[1]} is too small: "
                                              f"stage {i} would have {max(h, 0)}x{max(w, 0)} tokens")
-    est = estimate_params(spec)
-    if est > MAX_PARAMS:
-        raise loc.error(("stages",), f"absurd size: about {est / 1e9:.1f}B parameters (limit "
-                                     f"{MAX_PARAMS / 1e9:.0f}B); reduce widths or depths")
+    # a cheap early refusal (the estimate leaves parts out, so it errs low); archc.guards counts exactly
+    from ..guards import limits
+    est, limit = estimate_params(spec), limits().max_params
+    if est > limit:
+        size = f"{est / 1e9:.1f}B" if est >= 1e8 else f"{est:,}"
+        raise loc.error(("stages",), f"absurd size: about {size} parameters, over the limit of {limit:,} "
+                                     "(--max-params / ARCHC_MAX_PARAMS); reduce widths or depths")

@@ -138,10 +138,60 @@ class _Composer:
         return out
 
 
+def _check_nesting(text: str, file: str) -> None:
+    """Refuse nesting deeper than ``MAX_NESTING`` with archc's own error (file, line, key path).
+
+    Runs the pure-Python event parser (iterative, no depth limit of its own) only after the fast
+    composer failed, so the message does not depend on libyaml's or Python's recursion limits, which
+    differ between PyYAML releases (6.0.4 stops at 1000 levels with its own wording)."""
+    stack: list = []  # per open collection: [path, is_mapping, in_key, key_or_index]
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                path = _child_path(stack)
+                if len(path) > MAX_NESTING:
+                    raise SpecError(f"nested deeper than {MAX_NESTING} levels", file=file,
+                                    line=event.start_mark.line + 1, path=format_path(path[:MAX_NESTING + 1]))
+                stack.append([path, isinstance(event, yaml.MappingStartEvent), True, 0])
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                stack.pop()
+                _completed(stack, None)
+            elif isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent)):
+                _completed(stack, getattr(event, "value", None))
+    except yaml.YAMLError:
+        return  # a syntax error not about depth: the caller reports the composer's own error
+
+
+def _child_path(stack: list) -> PathKey:
+    if not stack:
+        return ()
+    path, is_map, in_key, key = stack[-1]
+    if not is_map:
+        return path + (key,)
+    return path + ("?",) if in_key else path + (key if isinstance(key, (str, int)) else "?",)
+
+
+def _completed(stack: list, scalar: Any) -> None:
+    """A node ended inside the innermost open collection: move to its next key, value or index."""
+    if not stack:
+        return
+    top = stack[-1]
+    if not top[1]:
+        top[3] += 1
+    elif top[2]:
+        top[2], top[3] = False, scalar
+    else:
+        top[2] = True
+
+
 def parse_yaml(text: str, file: str) -> Located:
     """Parse YAML text; syntax errors become ``SpecError`` naming the file and line."""
     try:
-        node = yaml.compose(text, Loader=_LOADER)
+        try:
+            node = yaml.compose(text, Loader=_LOADER)
+        except (yaml.YAMLError, RecursionError):
+            _check_nesting(text, file)  # too deep: archc's own message, whatever PyYAML's limits are
+            raise
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -161,15 +211,58 @@ def parse_yaml(text: str, file: str) -> Located:
     return Located(data, origins, file)
 
 
-def read_yaml(path: Union[str, Path]) -> Located:
-    """Read and parse a YAML file, turning I/O problems into ``SpecError``."""
+#: a spec or search space larger than this is refused unread (the shipped ones are under 4 kB);
+#: ``ARCHC_MAX_SPEC_BYTES`` raises it
+MAX_FILE_BYTES = 1 << 20
+
+
+def max_file_bytes() -> int:
+    import os
+    raw = os.environ.get("ARCHC_MAX_SPEC_BYTES", "")
+    try:
+        return int(raw) if raw.strip() else MAX_FILE_BYTES
+    except ValueError:
+        raise SpecError(f"ARCHC_MAX_SPEC_BYTES={raw!r} must be an integer number of bytes") from None
+
+
+def read_text_file(path: Union[str, Path], limit: int) -> str:
+    """Read a regular file of at most ``limit`` bytes as UTF-8; anything else is a one-line SpecError.
+
+    The type is checked with ``stat`` before opening, so ``/dev/zero``, a FIFO or a socket is refused at
+    once instead of blocking or reading forever; the read stops at ``limit + 1`` bytes in case the file grows."""
+    import os
+    import stat
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        st = p.stat()
     except FileNotFoundError:
         raise SpecError("file not found", file=str(path)) from None
-    except IsADirectoryError:
-        raise SpecError("is a directory, expected a YAML file", file=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read: {exc}", file=str(path)) from None
-    return parse_yaml(text, str(path))
+    except OSError as exc:
+        raise SpecError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise SpecError("is a directory, expected a YAML file", file=str(path))
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a character device" if stat.S_ISCHR(st.st_mode) else "a block device" if stat.S_ISBLK(st.st_mode)
+                else "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "not a regular file")
+        raise SpecError(f"is {kind}, expected a regular YAML file", file=str(path))
+    if st.st_size > limit:
+        raise SpecError(f"file is {st.st_size:,} bytes, over the limit of {limit:,} (ARCHC_MAX_SPEC_BYTES)",
+                        file=str(path))
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # never block, even if swapped for a FIFO
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise SpecError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
+    if len(data) > limit:
+        raise SpecError(f"file is over the limit of {limit:,} bytes (ARCHC_MAX_SPEC_BYTES)", file=str(path))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"cannot read: not UTF-8 text ({exc})", file=str(path)) from None
+
+
+def read_yaml(path: Union[str, Path]) -> Located:
+    """Read and parse a YAML file (a regular file under ``max_file_bytes()``), errors as ``SpecError``."""
+    return parse_yaml(read_text_file(path, max_file_bytes()), str(path))
