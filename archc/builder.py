@@ -31,7 +31,10 @@ class ArchNet(nn.Module):
             stages.append(MIXERS[stage.mixer.type].build(ctx))
             prev, k = stage.width, k + stage.depth
         self.stages = nn.Sequential(*stages)
-        self.final_conv, self.head = HEADS[spec.head.type].build(BuildContext(spec, spec.head, act, norm, prev))
+        final_conv, head, *top = HEADS[spec.head.type].build(BuildContext(spec, spec.head, act, norm, prev))
+        self.final_conv = final_conv
+        for name, mod in (top[0] if top else {"head": head}).items():  # in timm's order
+            setattr(self, name, mod)
         self.apply(_init_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -41,6 +44,9 @@ class ArchNet(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        head_forward = HEADS[self.spec.head.type].forward
+        if head_forward is not None:
+            return head_forward(self, self.forward_features(x))
         return self.head(self.forward_features(x))
 
 

@@ -6,7 +6,6 @@ MACs come from torch's own flop counter (``torch.utils.flop_counter``), run node
 """
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Sequence, Tuple
 
@@ -17,29 +16,7 @@ import torch.nn as nn
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
-#: op kinds that only reinterpret or index a tensor: no arithmetic, no memory traffic counted
-LAYOUT_KINDS = {"layout"}
-
-_MODULE_KINDS: Tuple[Tuple[type, str], ...] = (
-    (nn.Conv2d, "conv"), (nn.Linear, "linear"), (nn.BatchNorm2d, "batchnorm"), (nn.GroupNorm, "groupnorm"),
-    (nn.LayerNorm, "layernorm"), (nn.AvgPool2d, "pool"), (nn.MaxPool2d, "pool"), (nn.AdaptiveAvgPool2d, "pool"),
-    (nn.GELU, "activation"), (nn.ReLU, "activation"), (nn.SiLU, "activation"), (nn.Hardswish, "activation"),
-    (nn.Sigmoid, "activation"), (nn.Dropout, "dropout"), (nn.Identity, "layout"),
-)
-_FUNCTION_KINDS = {
-    operator.add: "add", operator.iadd: "add", torch.add: "add", operator.sub: "sub", torch.sub: "sub",
-    operator.mul: "mul", torch.mul: "mul", operator.truediv: "div", operator.getitem: "layout",
-    torch.flatten: "layout", torch.transpose: "layout", torch.reshape: "layout", torch.permute: "layout",
-    torch.nn.functional.scaled_dot_product_attention: "attention", torch.matmul: "matmul",
-    torch.nn.functional.gelu: "activation", torch.sigmoid: "activation", torch.softmax: "softmax",
-    torch.nn.functional.conv2d: "conv", torch.nn.functional.linear: "linear", torch.cat: "concat",
-    getattr: "layout",
-}
-_METHOD_KINDS = {
-    "flatten": "layout", "transpose": "layout", "reshape": "layout", "permute": "layout", "view": "layout",
-    "unflatten": "layout", "contiguous": "layout", "size": "layout", "mean": "reduce", "add": "add",
-    "sub": "sub", "mul": "mul", "softmax": "softmax", "sigmoid": "activation", "unbind": "layout",
-}
+from ..ops import LAYOUT_KINDS, node_kind  # the shared op classification (rules and lowerings use it too)
 
 
 @dataclass
@@ -114,22 +91,6 @@ def _scope_of(node: fx.Node) -> str:
     if stack:
         return str(list(stack.keys())[-1])
     return str(node.meta.get("archc_scope", ""))
-
-
-def node_kind(node: fx.Node, modules: Dict[str, nn.Module]) -> str:
-    if node.op == "call_module":
-        mod = modules[str(node.target)]
-        for cls, kind in _MODULE_KINDS:
-            if isinstance(mod, cls):
-                if kind == "conv" and mod.groups > 1 and mod.groups == mod.in_channels:
-                    return "dwconv"
-                return kind
-        return type(mod).__name__.lower()
-    if node.op == "call_function":
-        return _FUNCTION_KINDS.get(node.target, getattr(node.target, "__name__", str(node.target)))
-    if node.op == "call_method":
-        return _METHOD_KINDS.get(str(node.target), str(node.target))
-    return node.op
 
 
 def _sdpa_cpu_flops(q, k, v, *args, out_shape=None, **kwargs) -> int:

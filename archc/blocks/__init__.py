@@ -4,6 +4,7 @@ Importing this package registers every shipped kind; the spec schema, builder, c
 docs all read these registries.
 """
 from . import heads, metaformer, mobileone, stems  # noqa: F401  (registration)
+from . import efficientformer  # noqa: F401,E402  (after the FastViT kinds: registration order is the docs' order)
 from .downsamples import DOWNSAMPLES, POS_ENCS
 from .heads import HEADS
 from .kind import BuildContext, CheckContext, Family, Kind

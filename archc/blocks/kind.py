@@ -84,6 +84,9 @@ class Kind:
     reference_modules: Tuple[type, ...] = ()
     #: block kinds: rough parameter count of one block (refuses absurd specs before building)
     estimate: Optional[Callable[[Any, int], int]] = None
+    #: heads: how the model applies the head, ``forward(model, features)`` (None: ``model.head(features)``);
+    #: such a head's build may return a third item, top-level modules by name (timm's ``norm``, ``head_dist``)
+    forward: Optional[Callable[[Any, Any], Any]] = None
 
 
 class Family:

@@ -1,5 +1,6 @@
 """Reparameterization as a compiler pass over torch.fx graphs (rules as data, weight algebra as pure functions)."""
-from .reparam import LEVELS, apply_rules, matching_rules, reparameterize
+from .engine import apply_rules, matching_rules
+from .reparam import LEVELS, reparameterize
 from .rules import RULES, Rule
 from .verify import Equivalence, check_equivalence, constant_multiplies, invariant_violations
 

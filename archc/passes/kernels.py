@@ -29,6 +29,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..ops import node_kind
 from .graph import module, module_calls
 
 
@@ -60,6 +61,8 @@ def expand_channel_multiplier(gm: fx.GraphModule) -> int:
     ``repeat_channels(x, m)`` followed by a depthwise conv (``groups == out``) with the same weights."""
     count = 0
     for node in list(gm.graph.nodes):
+        if node.op != "call_module" or node_kind(node, gm) not in ("conv", "dwconv"):
+            continue
         conv = module(gm, node)
         if not isinstance(conv, nn.Conv2d) or conv.padding_mode != "zeros":
             continue
@@ -87,6 +90,8 @@ def gelu_channels_last(gm: fx.GraphModule) -> int:
     """Replace GELU modules (exact form) by ``gelu_nhwc``: same function, faster kernel on NHWC input."""
     count = 0
     for node in list(gm.graph.nodes):
+        if node.op != "call_module" or node_kind(node, gm) != "activation":
+            continue
         mod = module(gm, node)
         if isinstance(mod, nn.GELU) and mod.approximate == "none":
             with gm.graph.inserting_before(node):

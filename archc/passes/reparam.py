@@ -12,7 +12,7 @@ and the full pass then continues from it.
 from __future__ import annotations
 
 import copy
-from typing import Callable, Iterator, Optional, Sequence, Tuple
+from typing import Callable, Optional
 
 import torch
 import torch.fx as fx
@@ -23,8 +23,8 @@ from ..analysis.profile import example_input
 from ..errors import LoweringError
 from ..blocks import MIXERS
 from ..nn import LargeKernelConv, MobileOneBlock, RepCPE
-from .rules import RULES, Context, Rule, root_kind
-from .verify import assert_invariants, check_equivalence
+from .engine import apply_rules, matching_rules
+from .verify import assert_invariants, check_equivalence, debug_check
 
 LEVELS = ("full", "reference")
 #: block types whose folding the reference implementations also do (block kinds add theirs: reference_blocks())
@@ -33,7 +33,6 @@ REFERENCE_BLOCKS = (MobileOneBlock, LargeKernelConv, RepCPE)
 
 def reference_blocks() -> tuple:
     return REFERENCE_BLOCKS + tuple(m for kind in MIXERS.kinds() for m in kind.reference_modules)
-MAX_SWEEPS = 64
 
 
 def _scope_filter(model: nn.Module, level: str) -> Callable[[fx.Node], bool]:
@@ -50,48 +49,6 @@ def _scope_filter(model: nn.Module, level: str) -> Callable[[fx.Node], bool]:
     return in_reference_block
 
 
-def apply_rules(gm: fx.GraphModule, in_scope: Callable[[fx.Node], bool] = lambda n: True,
-                rules: Sequence[Rule] = RULES) -> int:
-    """Rewrite ``gm`` in place until no rule applies; returns the number of rewrites."""
-    ctx = Context(gm, in_scope)
-    total = 0
-    for _ in range(MAX_SWEEPS):
-        changed = 0
-        for rule in rules:
-            kinds = {node: root_kind(gm, node) for node in gm.graph.nodes}
-            for node, kind in kinds.items():
-                if kind != rule.root or node.graph is not gm.graph or _erased(node):
-                    continue
-                if in_scope(node) and rule.rewrite(ctx, node):
-                    changed += 1
-        total += changed
-        if not changed:
-            break
-    else:  # pragma: no cover - would mean two rules undo each other
-        raise LoweringError(f"reparameterization did not reach a fixpoint in {MAX_SWEEPS} sweeps")
-    gm.graph.eliminate_dead_code()
-    gm.delete_all_unused_submodules()
-    gm.graph.lint()
-    gm.recompile()
-    return total
-
-
-def _erased(node: fx.Node) -> bool:
-    return getattr(node, "_erased", False)
-
-
-def matching_rules(gm: fx.GraphModule) -> Iterator[Tuple[str, str]]:
-    """(rule, node name) for every rule that would still rewrite ``gm``, tried on one copy: empty at a fixpoint."""
-    probe = copy.deepcopy(gm)
-    ctx = Context(probe, lambda n: True)
-    for rule in RULES:
-        for node in list(probe.graph.nodes):
-            if node in probe.graph.nodes and root_kind(probe, node) == rule.root:
-                name = node.name
-                if rule.rewrite(ctx, node):
-                    yield rule.name, name
-
-
 def trace_for_rewrite(model: nn.Module, x: torch.Tensor) -> fx.GraphModule:
     """Deep-copy ``model`` in eval mode, trace it, and record every node's shape (for axis tracking)."""
     work = copy.deepcopy(model).eval()
@@ -102,12 +59,14 @@ def trace_for_rewrite(model: nn.Module, x: torch.Tensor) -> fx.GraphModule:
 
 
 def reparameterize(model: nn.Module, *, verify: bool = True, level: str = "full",
-                   example: Optional[torch.Tensor] = None, tolerance: Optional[float] = None) -> fx.GraphModule:
+                   example: Optional[torch.Tensor] = None, tolerance: Optional[float] = None,
+                   debug: bool = False) -> fx.GraphModule:
     """Lower a train-time archc model to its deploy graph (a ``torch.fx.GraphModule``).
 
     The input model is not modified. With ``verify`` (default) the deploy graph is compared with the
     eval-mode train graph on a random input and ``LoweringError`` is raised if the error exceeds
-    1e-5 of the max |output|; the report is on ``gm.equivalence``.
+    1e-5 of the max |output|; the report is on ``gm.equivalence``. With ``debug`` the comparison runs
+    after every rewrite (slow: one forward pass each) and the error names the first rule that broke it.
     """
     if level not in LEVELS:
         raise LoweringError(f"unknown level '{level}'; valid: {', '.join(LEVELS)}")
@@ -116,7 +75,8 @@ def reparameterize(model: nn.Module, *, verify: bool = True, level: str = "full"
         size = tuple(spec.input_size) if spec is not None else (224, 224)
         example = example_input(size, spec.in_chans if spec is not None else 3)
     gm = _retrace(model, example) if isinstance(model, fx.GraphModule) else trace_for_rewrite(model, example)
-    apply_rules(gm, _scope_filter(model, level))
+    check = debug_check(model, example, tolerance) if debug else None
+    apply_rules(gm, _scope_filter(model, level), check=check)
     gm.spec = spec
     gm.reparam_level = level
     gm.equivalence = None

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 import copy
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
 from ..errors import LoweringError
+from .engine import matching_rules
 from .graph import constant, module
 
 #: a deploy graph whose error exceeds this fraction of max |output| is rejected
@@ -82,7 +83,6 @@ def invariant_violations(gm: fx.GraphModule) -> List[str]:
     - no foldable rule still matches (the pass reached its fixpoint): so no parallel conv branches on one
       input, no ``x + conv(x)`` skip, no BN next to a conv it could fold into.
     """
-    from .reparam import matching_rules  # local: reparam imports this module
     problems: List[str] = []
     for n in gm.graph.nodes:
         if isinstance(module(gm, n), nn.BatchNorm2d):
@@ -90,6 +90,18 @@ def invariant_violations(gm: fx.GraphModule) -> List[str]:
     for rule, node in matching_rules(gm):
         problems.append(f"rule {rule} still applies at {node}")
     return problems
+
+
+def debug_check(reference: nn.Module, x: torch.Tensor, tolerance: Optional[float] = None
+                ) -> Callable[[fx.GraphModule], Optional[str]]:
+    """The per-rewrite check of debug mode: the graph so far against the eval-mode train graph on ``x``."""
+    ref = copy.deepcopy(reference).eval()
+    tol = tolerance or REL_TOLERANCE
+
+    def check(gm: fx.GraphModule) -> Optional[str]:
+        eq = check_equivalence(ref, gm, x, tol)
+        return None if eq.ok else eq.describe()
+    return check
 
 
 def assert_invariants(gm: fx.GraphModule) -> None:

@@ -1,0 +1,108 @@
+"""EfficientFormer L1/L3/L7 against timm 1.0.31, without timm: the reference files in tests/reference/timm
+(benchmarks/timm_reference.py) hold timm's keys and shapes, its eval logits on key-seeded random weights
+(BN statistics and affines, LayerNorm affines, layer scales and attention biases randomised) and its
+params/MACs. The deploy graph must fold everything exact: no BatchNorm, no LayerNorm affine, no layer scale
+except Meta4D's on the pool mixer (``pool(x) - x`` excludes padding from the average: no conv to fold into).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import archc
+from archc.passes import constant_multiplies, invariant_violations, reparameterize
+from archc.testing import seeded_input, seeded_state_dict
+
+from conftest import SPECS
+
+REF = Path(__file__).resolve().parent / "reference" / "timm"
+MODELS = ["efficientformer_l1", "efficientformer_l3", "efficientformer_l7"]
+
+
+def _ref(name: str) -> dict:
+    return torch.load(REF / f"{name}.pt", weights_only=True)
+
+
+def _seeded(name: str):
+    ref = _ref(name)
+    model = archc.build(archc.load_spec(SPECS / f"{name}.yaml")).eval()
+    assert archc.load_weights(model, seeded_state_dict(model.state_dict(), ref["seed"])) == "timm"  # strict
+    return model, ref, seeded_input(tuple(ref["input_shape"]), ref["input_seed"])
+
+
+def _macs(model: nn.Module, size: int) -> int:
+    meta = copy.deepcopy(model).to("meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        meta(torch.empty((1, 3, size, size), device="meta"))
+    return counter.get_total_flops() // 2
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_keys_logits_params_macs_equal_timm(name):
+    model, ref, x = _seeded(name)
+    keys = {k: [list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in model.state_dict().items()}
+    assert list(keys) == list(ref["keys"]) and keys == ref["keys"]
+    with torch.no_grad():
+        y = model(x)
+    scale = ref["logits"].abs().max()
+    assert (y - ref["logits"]).abs().max() <= 1e-6 * scale
+    assert sum(p.numel() for p in model.parameters()) == ref["params"]
+    assert _macs(model, ref["input_shape"][-1]) == ref["macs"]
+
+
+def _meta4d_blocks(spec) -> int:
+    return sum(s.depth - s.mixer.meta3d for s in spec.stages)
+
+
+@pytest.mark.parametrize("name", MODELS[:2])
+def test_deploy_folds_norms_scales_heads(name):
+    model, ref, x = _seeded(name)
+    gm = reparameterize(model, example=x)
+    assert gm.equivalence.max_rel_error <= 1e-5, gm.equivalence.describe()
+    with torch.no_grad():
+        assert (gm(x) - ref["logits"]).abs().max() <= 1e-5 * ref["logits"].abs().max()
+    mods = list(gm.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in mods)
+    lns = [m for m in mods if isinstance(m, nn.LayerNorm)]
+    assert lns and not any(m.elementwise_affine for m in lns)  # normalisation stays, affine gone
+    assert len(constant_multiplies(gm)) == _meta4d_blocks(model.spec)  # only the pool mixers' ls1
+    gammas = [n for n, _ in gm.named_parameters() if n.endswith("gamma")]
+    assert len(gammas) == _meta4d_blocks(model.spec) and all(n.endswith("ls1.gamma") for n in gammas)
+    # the two heads are one Linear; no scalar multiply (attention scale, head average) remains
+    assert not hasattr(gm, "head_dist") or not any(True for _ in gm.head_dist.parameters())
+    scalars = [n for n in gm.graph.nodes if n.op in ("call_function", "call_method")
+               and getattr(n.target, "__name__", str(n.target)) in ("mul", "truediv")
+               and any(isinstance(a, (int, float)) for a in n.args)]
+    assert scalars == []
+    assert invariant_violations(gm) == []
+    # the bias table gather stays (an index into a learned table)
+    assert any("attention_bias_idxs" in str(n.target) for n in gm.graph.nodes if n.op == "get_attr")
+
+
+def test_meta3d_count_and_flat_position():
+    spec = archc.load_spec(SPECS / "efficientformer_l1.yaml", ["stages[3].meta3d=2"])
+    model = archc.build(spec)
+    kinds = [type(b).__name__ for b in model.stages[3].blocks]
+    assert kinds == ["Meta4D", "Meta4D", "Flat", "Meta3D", "Meta3D"]
+    spec = archc.load_spec(SPECS / "efficientformer_l1.yaml", ["stages[3].meta3d=0"])
+    kinds = [type(b).__name__ for b in archc.build(spec).stages[3].blocks]
+    assert kinds == ["Meta4D"] * 4 + ["Flat"]  # the distilled head reads tokens
+    spec = archc.load_spec(SPECS / "efficientformer_l1.yaml", ["stages[3].meta3d=4", "input_size=160"])
+    model = archc.build(spec).eval()
+    assert [type(b).__name__ for b in model.stages[3].blocks][0] == "Flat"
+    assert model(torch.randn(1, 3, 160, 160)).shape == (1, 1000)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("stages[3].meta3d=5", "exceeds depth"),
+    ("stages[2].meta3d=1", "only the last stage"),
+    ("head.type=norm_linear", "ends in tokens"),
+])
+def test_meta3d_misuse_is_one_clear_error(override, message):
+    with pytest.raises(archc.SpecError, match=message):
+        archc.load_spec(SPECS / "efficientformer_l1.yaml", [override])
