@@ -264,3 +264,25 @@ def test_equivalence_report_rechecks_in_float64_only_when_float32_exceeds():
     assert eq.float64_rel_error is None
     strict = check_equivalence(model, gm, torch.randn(2, 4, 9, 9), tolerance=1e-30)
     assert strict.float64_rel_error is not None and not strict.ok  # weights are float32: not exact to 1e-30
+
+
+def test_an_ill_conditioned_net_is_told_apart_from_a_wrong_fold(monkeypatch):
+    """A tolerance below float32 rounding stands in for a network that amplifies rounding (seen on a Xeon with
+    a random MobileOne layout at 5e-5): the float64 re-lowering proves the folds exact and the float32 deploy
+    graph no worse than the train graph, so the build passes and says why; a broken fold still fails."""
+    import archc
+    from archc.errors import LoweringError
+    from archc.passes import algebra, reparameterize
+
+    model = randomize_(archc.build("specs/mobileone_s0.yaml").eval(), seed=1)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    gm = reparameterize(model, example=x, tolerance=1e-9)
+    eq = gm.equivalence
+    assert eq.max_rel_error > 1e-9 and eq.float64_rel_error > 1e-9  # float32 rounding alone exceeds it
+    assert eq.ok and eq.ill_conditioned_but_exact and eq.relowered_float64_rel_error < 1e-12
+    assert "exact folds" in eq.describe()
+    real = algebra.fold_affine_after_conv
+    monkeypatch.setattr(algebra, "fold_affine_after_conv",
+                        lambda conv, scale, shift: real(conv, scale * (1 + 1e-6), shift))
+    with pytest.raises(LoweringError, match="lowered in float64"):
+        reparameterize(model, example=x, tolerance=1e-9)

@@ -176,11 +176,12 @@ def common_name(sources: Sequence[str]) -> str:
 
 def conv_module(c: ConvW, dtype: torch.dtype) -> nn.Conv2d:
     out_c, in_per, k, _ = c.weight.shape
-    conv = nn.Conv2d(in_per * c.groups, out_c, k, c.stride, c.padding, groups=c.groups, bias=True)
+    # made in ``dtype`` from the start: copying float64 folds into a float32 conv would round them
+    conv = nn.Conv2d(in_per * c.groups, out_c, k, c.stride, c.padding, groups=c.groups, bias=True, dtype=dtype)
     with torch.no_grad():
         conv.weight.copy_(c.weight.to(dtype))
         conv.bias.copy_(c.bias.to(dtype))
-    return conv.to(dtype).eval()
+    return conv.eval()
 
 
 def set_module(gm: fx.GraphModule, name: str, mod: nn.Module, free: Sequence[fx.Node] = ()) -> str:

@@ -84,6 +84,8 @@ def reparameterize(model: nn.Module, *, verify: bool = True, level: str = "full"
         assert_invariants(gm)
     if verify:
         eq = check_equivalence(model, gm, example, **({"tolerance": tolerance} if tolerance else {}))
+        if not eq.ok and example.dtype == torch.float32:
+            _recheck_in_float64(model, eq, example, level)
         gm.equivalence = eq
         if not eq.ok:
             raise LoweringError(f"{getattr(spec, 'name', 'model')}: deploy graph is not equivalent to the train "
@@ -98,3 +100,22 @@ def _retrace(gm: fx.GraphModule, x: torch.Tensor) -> fx.GraphModule:
         ShapeProp(work).propagate(x)
     work.spec = getattr(gm, "spec", None)
     return work
+
+
+@torch.no_grad()
+def _recheck_in_float64(model: nn.Module, eq, example: torch.Tensor, level: str) -> None:
+    """Tell a wrong fold from an ill-conditioned network: lower a float64 copy (so folded weights are not
+    rounded to float32) and compare it with the float64 train graph; and measure how far the float32 train
+    and deploy graphs each are from that exact function. Fills the fields ``Equivalence.ok`` reads."""
+    ref64 = copy.deepcopy(model).eval().double()
+    x64 = example.double()
+    gm64 = reparameterize(ref64, verify=False, level=level, example=x64)
+    truth = ref64(x64)
+    scale = truth.abs().max().item() or 1.0
+
+    def rel(out: torch.Tensor) -> float:
+        return (out.double() - truth).abs().max().item() / scale
+    eq.relowered_float64_rel_error = rel(gm64(x64))
+    eq.train_float32_error = rel(copy.deepcopy(model).eval()(example))
+    deploy32 = reparameterize(model, verify=False, level=level, example=example)
+    eq.deploy_float32_error = rel(deploy32(example))
