@@ -21,13 +21,12 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 SPECS_DIR = DATA_DIR / "specs"
 SPACES_DIR = DATA_DIR / "search"
 REFERENCE_DIR = DATA_DIR / "reference"
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _own_name(path: Path) -> Optional[str]:
     """The file's own top-level ``name:`` (not an inherited one); None if it sets none."""
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)  # shipped files; safe loader
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return None
     name = data.get("name") if isinstance(data, dict) else None
