@@ -10,8 +10,10 @@ again:
     cat DIR/shard-*.jsonl > DIR/all.jsonl
     archc calibrate --measure --cache DIR/all.jsonl --device NAME ...   (same sample options)
 
-Concurrent single-thread processes on separate cores still share caches and memory bandwidth, so this
-is a faster, slightly noisier version of the one-process protocol; say which was used with the figures.
+Concurrent single-thread processes on separate cores still share caches and memory bandwidth, and that is
+not a small effect: 15 shards on an idle 16-core Xeon measured 1.27x slower on median than one pinned process,
+0.80x-2.03x point by point (docs/LATENCY_MODEL.md). Use ``--shard 0/1`` (one process) for ground truth, or
+few shards far apart; say which was used with the figures.
 """
 from __future__ import annotations
 
