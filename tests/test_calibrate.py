@@ -3,6 +3,7 @@ clear errors for bad CSV files (file, line, column)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -151,6 +152,30 @@ def test_measure_samples_spaces_and_resumes_from_its_cache(tmp_path):
         p.family = "other"  # two families: the leave-one-family-out check runs
     prof = make_profile(pts, name="stub", device="stub", folds=3, generated_by="test", data_source=str(cache))
     assert prof["heldout"]["kfold"]["mape_pct"] < 2.0 and set(prof["heldout"]["lofo"]["families"]) == {"other", "tiny"}
+
+
+def test_cached_only_fits_a_foreign_cache_without_measuring(tmp_path):
+    """A cache measured on another machine (its spec paths do not exist here) is fitted as it is: nothing is
+    measured, points it lacks are left out, and records point at this machine's copy of each spec."""
+    import json
+    from archc.latency.calibrate import cache_key, measure_all, sample_spaces
+
+    samples = sample_spaces(["search/tiny.yaml"], 4, seed=1)
+    cache = tmp_path / "foreign.jsonl"
+    with cache.open("w") as f:
+        for s in samples[:3]:
+            key = cache_key(s.arch, 64, "onnxruntime", "eager", 1)
+            f.write(json.dumps({"key": key, "arch": s.arch, "family": s.family, "name": s.spec.name, "resolution": 64,
+                                "spec": "/elsewhere/" + s.arch + ".yaml", "ms": 1.0, "iqr_ms": 0.0}) + "\n")
+
+    def must_not_measure(*a, **k):
+        raise AssertionError("--cached-only measured a point")
+    recs = measure_all(samples, [64], target="onnxruntime", cache=cache, runs=1, warmup=0, measure=must_not_measure,
+                       cached_only=True)
+    assert sorted(r["arch"] for r in recs) == sorted(s.arch for s in samples[:3])
+    assert all(Path(r["spec"]).is_file() and Path(r["spec"]).parent.parent == tmp_path for r in recs)
+    with pytest.raises(AssertionError, match="measured a point"):
+        measure_all(samples, [64], target="onnxruntime", cache=cache, runs=1, warmup=0, measure=must_not_measure)
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -122,3 +122,21 @@ def test_aggregate_counts_ops_by_kind():
     st = Stack.of([table([(0.1, 0, 1, CONV), (0, 0, 2, ADD), (0, 0, 3, ADD)])], [0.0])
     agg = aggregate(st, ("const", "macs_dense", "mbytes", "ops_elementwise", "ops_conv"))
     assert agg[0].tolist() == pytest.approx([1.0, 0.1, 6.0, 2.0, 1.0])
+
+
+@pytest.mark.parametrize("name, resolution", [("specs/sa12.yaml", 160), ("specs/poolformer_s12.yaml", 288)])
+def test_features_from_the_meta_device_equal_a_real_forward(name, resolution):
+    """Latency features count work on one meta-device deploy graph per architecture; they must equal what a
+    real forward of the graph built at that resolution reports (attention and pooling depend on the size)."""
+    import dataclasses
+
+    from archc.analysis.profile import example_input, profile_graph
+    from archc.latency.features import deploy_graph, profile_features, spec_features
+    from archc.spec import load_spec
+
+    spec = load_spec(name)
+    got, _ = spec_features(spec, resolution)
+    sized = dataclasses.replace(spec, input_size=(resolution, resolution))
+    model, _ = deploy_graph(sized)
+    want = profile_features(profile_graph(model, example_input(sized.input_size, sized.in_chans)))
+    assert got == pytest.approx(want, rel=1e-12, abs=1e-12)
