@@ -131,6 +131,7 @@ class _Profiler(fx.Interpreter):
         cost.detail["attrs"] = attrs
         cost.detail["tensor_operands"] = len([a for a in n.all_input_nodes if a.op != "get_attr"])
         cost.detail["weight_bytes"] = weight_bytes
+        cost.detail["op"] = _op_name(n, self.modules)
         if kind not in LAYOUT_KINDS:
             cost.bytes_read = sum(_tensor_bytes(a) for a in tensor_args) + weight_bytes
             cost.bytes_written = _tensor_bytes(out)
@@ -145,6 +146,14 @@ class _Profiler(fx.Interpreter):
             cost.detail.update(heads=q.shape[1], tokens=q.shape[2], head_dim=q.shape[3])
         self.costs[n.name] = cost
         return out
+
+
+def _op_name(n: fx.Node, modules: Dict[str, nn.Module]) -> str:
+    """The op itself, finer than its kind: ``gelu`` and ``relu`` are both ``activation`` but cost very
+    differently per element (an erf against a max, which runtimes fuse into the conv before it)."""
+    if n.op == "call_module":
+        return type(modules[str(n.target)]).__name__.lower()
+    return str(getattr(n.target, "__name__", n.target)).lower()
 
 
 def trace(model: nn.Module) -> fx.GraphModule:

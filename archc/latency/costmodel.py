@@ -10,6 +10,13 @@ reshapes, attention, convs). Two ways to combine compute and traffic, chosen by 
 - ``max`` (roofline): ``t_op = max(a . macs, b * mbytes) + o[kind]``: an op is bound by compute or by
   bytes, not both; a memory-bound op (a skip add, a pooling mixer) costs by its bytes.
 
+Traffic may also be priced per op group (``mbytes_<group>``, added to the op's cost in either
+combination): a GELU's erf, a GroupNorm's two passes and a skip add stream bytes at very different
+rates. ``mbytes_misaligned`` adds a price for the traffic of depthwise convs and pooling whose channel
+count is not a multiple of the runtime's vector block (``CostModel.channel_block``): ONNX Runtime
+runs those through a generic kernel instead of its blocked NCHWc one, 4-30x slower per element on
+the CPUs measured (docs/LATENCY_MODEL.md).
+
 Plus a per-inference constant and a softmax term (attention score elements). All prices are >= 0,
 so no unit of work ever saves time.
 """
@@ -20,13 +27,18 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from .features import GROUPS, MAC_CLASSES, NodeTable
+from .features import DEFAULT_CHANNEL_BLOCK, GROUPS, MAC_CLASSES, NodeTable
 
 COMBINES = ("sum", "max")
 MAC_TERMS = tuple(f"macs_{c}" for c in MAC_CLASSES)   # macs_dense, macs_dw, macs_attn
 OP_TERMS = tuple(f"ops_{g}" for g in GROUPS)
+#: traffic priced per op group (layout ops move nothing, so they have no such term)
+TRAFFIC_TERMS = tuple(f"mbytes_{g}" for g in GROUPS if g != "layout")
+#: traffic of channel-wise ops off the runtime's blocked fast path, priced per group (a generic depthwise conv
+#: and a generic pooling kernel are slow by different factors)
+MISALIGNED_TERMS = {"mbytes_misaligned_dw": "depthwise", "mbytes_misaligned_pool": "pool", "macs_misaligned": "conv"}
 #: every price a cost model may have (the names are also the aggregated features they multiply)
-TERMS = ("const",) + MAC_TERMS + ("mbytes", "attn_elems") + OP_TERMS
+TERMS = ("const",) + MAC_TERMS + ("mbytes", "attn_elems") + OP_TERMS + TRAFFIC_TERMS + tuple(MISALIGNED_TERMS)
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,8 @@ class CostModel:
 
     combine: str
     terms: Tuple[str, ...]
+    #: vector block (channels) below which channel-wise ops count as misaligned (``mbytes_misaligned`` only)
+    channel_block: int = DEFAULT_CHANNEL_BLOCK
 
     def __post_init__(self) -> None:
         if self.combine not in COMBINES:
@@ -45,7 +59,8 @@ class CostModel:
 
     @property
     def name(self) -> str:
-        return f"{self.combine}: {' + '.join(self.terms)}"
+        block = f" (block {self.channel_block})" if set(MISALIGNED_TERMS) & set(self.terms) else ""
+        return f"{self.combine}: {' + '.join(self.terms)}{block}"
 
     @property
     def linear(self) -> bool:
@@ -64,13 +79,19 @@ class Stack:
     owner: np.ndarray     # (nodes,) index of the graph the node belongs to
     attn_elems: np.ndarray  # (graphs,)
     n: int
+    channels: np.ndarray = None  # type: ignore[assignment]  # (nodes,) channel-wise ops' channel count, else 0
 
     @classmethod
     def of(cls, tables: Sequence[NodeTable], attn_elems: Sequence[float]) -> "Stack":
         owner = np.concatenate([np.full(len(t.mbytes), i) for i, t in enumerate(tables)]) if tables else np.zeros(0, int)
         return cls(macs=np.concatenate([t.macs for t in tables]), mbytes=np.concatenate([t.mbytes for t in tables]),
                    group=np.concatenate([t.group for t in tables]), owner=owner.astype(np.int64),
-                   attn_elems=np.asarray(attn_elems, dtype=float), n=len(tables))
+                   attn_elems=np.asarray(attn_elems, dtype=float), n=len(tables),
+                   channels=np.concatenate([t.channels for t in tables]))
+
+    def misaligned(self, block: int) -> np.ndarray:
+        """(nodes,) True for channel-wise ops whose channel count is not a multiple of ``block``."""
+        return (self.channels > 0) & (self.channels % max(1, int(block)) != 0)
 
     def subset(self, idx: Sequence[int]) -> "Stack":
         idx = np.asarray(idx, dtype=np.int64)
@@ -78,10 +99,11 @@ class Stack:
         remap[idx] = np.arange(len(idx))
         keep = remap[self.owner] >= 0
         return Stack(macs=self.macs[keep], mbytes=self.mbytes[keep], group=self.group[keep],
-                     owner=remap[self.owner[keep]], attn_elems=self.attn_elems[idx], n=len(idx))
+                     owner=remap[self.owner[keep]], attn_elems=self.attn_elems[idx], n=len(idx),
+                     channels=self.channels[keep])
 
 
-def aggregate(stack: Stack, terms: Sequence[str]) -> np.ndarray:
+def aggregate(stack: Stack, terms: Sequence[str], channel_block: int = DEFAULT_CHANNEL_BLOCK) -> np.ndarray:
     """(graphs, terms): each graph's total of every term's feature (what a ``sum`` model prices)."""
     cols: List[np.ndarray] = []
     for t in terms:
@@ -91,6 +113,12 @@ def aggregate(stack: Stack, terms: Sequence[str]) -> np.ndarray:
             cols.append(np.bincount(stack.owner, stack.macs[:, MAC_TERMS.index(t)], minlength=stack.n))
         elif t == "mbytes":
             cols.append(np.bincount(stack.owner, stack.mbytes, minlength=stack.n))
+        elif t in TRAFFIC_TERMS:
+            g = GROUPS.index(t[len("mbytes_"):])
+            cols.append(np.bincount(stack.owner, stack.mbytes * (stack.group == g), minlength=stack.n))
+        elif t in MISALIGNED_TERMS:
+            g = GROUPS.index(MISALIGNED_TERMS[t])
+            cols.append(np.bincount(stack.owner, _misaligned_work(stack, g, channel_block), minlength=stack.n))
         elif t == "attn_elems":
             cols.append(stack.attn_elems.copy())
         else:
@@ -103,25 +131,50 @@ def predict(model: CostModel, coef: Sequence[float], stack: Stack) -> np.ndarray
     """Milliseconds per graph in ``stack`` under ``model`` with prices ``coef`` (in ``model.terms`` order)."""
     c = dict(zip(model.terms, np.asarray(coef, dtype=float)))
     if model.linear:
-        return aggregate(stack, model.terms) @ np.asarray(coef, dtype=float)
+        return aggregate(stack, model.terms, model.channel_block) @ np.asarray(coef, dtype=float)
     a = np.array([c.get(t, 0.0) for t in MAC_TERMS])
     compute = stack.macs @ a
     traffic = c.get("mbytes", 0.0) * stack.mbytes
-    per_op = np.maximum(compute, traffic)
-    o = np.array([c.get(t, 0.0) for t in OP_TERMS])
-    per_op = per_op + o[stack.group]
+    per_op = np.maximum(compute, traffic) + _group_prices(c, stack.group, stack.mbytes)
+    per_op = per_op + _misaligned_prices(c, stack, model.channel_block)
     total = np.bincount(stack.owner, per_op, minlength=stack.n)
     return total + c.get("const", 0.0) + c.get("attn_elems", 0.0) * stack.attn_elems
 
 
+def _misaligned_work(stack: Stack, group: int, block: int) -> np.ndarray:
+    """(nodes,) the work a misaligned op of ``group`` is surcharged on: a dense conv's MACs, else its MB."""
+    work = stack.macs.sum(axis=1) if GROUPS[group] == "conv" else stack.mbytes
+    return work * stack.misaligned(block) * (stack.group == group)
+
+
+def _misaligned_prices(c: Dict[str, float], stack: Stack, block: int) -> np.ndarray:
+    """(nodes,) the extra cost of ops whose channel count misses the vector block."""
+    out = np.zeros(len(stack.mbytes))
+    for t, grp in MISALIGNED_TERMS.items():
+        if c.get(t, 0.0):
+            out += c[t] * _misaligned_work(stack, GROUPS.index(grp), block)
+    return out
+
+
+def _group_prices(c: Dict[str, float], group: np.ndarray, mbytes: np.ndarray) -> np.ndarray:
+    """(nodes,) each op's per-op overhead plus its group's traffic price times its bytes."""
+    o = np.array([c.get(t, 0.0) for t in OP_TERMS])
+    b = np.array([c.get(f"mbytes_{g}", 0.0) for g in GROUPS])
+    return o[group] + b[group] * mbytes
+
+
 def breakdown(model: CostModel, coef: Dict[str, float], table: NodeTable, attn_elems: float) -> Dict[str, float]:
-    """Where one graph's predicted time goes (ms): compute, traffic (max: of memory-bound ops), overhead, constant."""
+    """Where one graph's predicted time goes (ms): compute, traffic (max: of memory-bound ops), traffic priced
+    per op group, misaligned channel-wise ops, per-op overhead, constant."""
     a = np.array([coef.get(t, 0.0) for t in MAC_TERMS])
     compute = table.macs @ a
     traffic = coef.get("mbytes", 0.0) * table.mbytes
     o = np.array([coef.get(t, 0.0) for t in OP_TERMS])[table.group]
+    st = Stack.of([table], [attn_elems])
     out = {"const": coef.get("const", 0.0), "attn_softmax": coef.get("attn_elems", 0.0) * attn_elems,
-           "overhead": float(o.sum())}
+           "overhead": float(o.sum()),
+           "group_traffic": float((_group_prices(coef, table.group, table.mbytes) - o).sum()),
+           "misaligned": float(_misaligned_prices(coef, st, model.channel_block).sum())}
     if model.linear:
         out.update(compute=float(compute.sum()), traffic=float(traffic.sum()))
     else:
@@ -135,6 +188,10 @@ def memory_bound_ops(coef: Dict[str, float], table: NodeTable) -> int:
     a = np.array([coef.get(t, 0.0) for t in MAC_TERMS])
     return int(np.sum(coef.get("mbytes", 0.0) * table.mbytes > table.macs @ a))
 
+
+_MISALIGNED = tuple(MISALIGNED_TERMS)
+_GROUP_TRAFFIC = ("mbytes_conv", "mbytes_depthwise", "mbytes_elementwise", "mbytes_transcendental", "mbytes_norm", "mbytes_pool",
+                  "mbytes_attention")
 
 #: the candidate models ``archc calibrate`` compares by held-out error (few terms: tens of points)
 CANDIDATES: Tuple[CostModel, ...] = tuple(
@@ -150,4 +207,13 @@ CANDIDATES: Tuple[CostModel, ...] = tuple(
                  "ops_norm", "ops_pool", "ops_layout")),
         ("max", ("const", "macs_dense", "macs_dw", "attn_elems", "mbytes", "ops_conv", "ops_elementwise",
                  "ops_norm", "ops_pool", "ops_layout")),
+        # traffic priced per op group, then + misaligned channel-wise ops, then + per-op overhead
+        ("sum", ("const", "macs_dense", "macs_dw", "macs_attn", "attn_elems") + _GROUP_TRAFFIC),
+        ("sum", ("const", "macs_dense", "macs_dw", "macs_attn", "attn_elems") + _GROUP_TRAFFIC + _MISALIGNED),
+        ("max", ("const", "macs_dense", "macs_dw", "macs_attn", "attn_elems", "mbytes") + _GROUP_TRAFFIC[2:]
+         + _MISALIGNED),
+        ("max", ("const", "macs_dense", "macs_dw", "macs_attn", "attn_elems", "mbytes") + _GROUP_TRAFFIC[2:]
+         + _MISALIGNED + ("ops_conv", "ops_layout")),
+        ("sum", ("const", "macs_dense", "macs_dw", "macs_attn", "attn_elems") + _GROUP_TRAFFIC + _MISALIGNED
+         + ("ops_conv", "ops_layout")),
     ])

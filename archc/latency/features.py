@@ -34,19 +34,47 @@ FEATURES: Dict[str, str] = {
     "mbytes_per_gmac": "MB/GMAC: memory intensity, mbytes over all MACs (a family's signature; used for range checks)",
     "mem_mbytes": "MB: activation bytes read + written by ops without MACs (elementwise, norms, pooling)",
     **{f"ops_{g}": f"count: {g} ops ({', '.join(k) or 'reshapes, transposes, views'})" for g, k in {
-        "conv": ("conv", "dwconv", "linear", "matmul"), "elementwise": ("add", "sub", "mul", "div", "activation"),
+        "conv": ("conv", "linear", "matmul"), "depthwise": ("dwconv", "grouped conv"),
+        "elementwise": ("add", "sub", "mul", "div", "relu"),
+        "transcendental": ("gelu", "silu", "sigmoid", "hardswish", "tanh"),
         "norm": ("batchnorm", "groupnorm", "layernorm"), "pool": ("pool", "reduce"),
         "attention": ("attention", "softmax"), "layout": (), "other": ("concat", "anything else")}.items()},
+    **{f"mbytes_{g}": f"MB: memory traffic of {g} ops alone (priced apart: each kernel streams at its own rate)"
+       for g in ("conv", "depthwise", "elementwise", "transcendental", "norm", "pool", "attention", "other")},
+    "macs_misaligned": "GMAC: dense convs whose input channels are not a multiple of the vector block (the stem's 3 "
+                       "colour channels): their reduction runs off the blocked kernel",
+    **{f"mbytes_misaligned_{k}": f"MB: traffic of {what} whose channel count is not a multiple of the runtime's "
+                                  "vector block (16 unless the profile says otherwise): these leave the blocked fast "
+                                  "path (ONNX Runtime's NCHWc kernels) for a generic one"
+       for k, what in (("dw", "depthwise and grouped convs"), ("pool", "pooling ops"))},
 }
 
 #: op kind -> overhead group (``ops_<group>`` features); kinds not listed are ``other``
 OP_GROUPS: Dict[str, str] = {
-    "conv": "conv", "dwconv": "conv", "linear": "conv", "matmul": "conv",
-    "add": "elementwise", "sub": "elementwise", "mul": "elementwise", "div": "elementwise", "activation": "elementwise",
+    "conv": "conv", "dwconv": "depthwise", "linear": "conv", "matmul": "conv",
+    "add": "elementwise", "sub": "elementwise", "mul": "elementwise", "div": "elementwise", "activation": "transcendental",
     "batchnorm": "norm", "groupnorm": "norm", "layernorm": "norm", "pool": "pool", "reduce": "pool",
     "attention": "attention", "softmax": "attention", "layout": "layout", "dropout": "layout",
 }
-GROUPS: Tuple[str, ...] = ("conv", "elementwise", "norm", "pool", "attention", "layout", "other")
+GROUPS: Tuple[str, ...] = ("conv", "depthwise", "elementwise", "transcendental", "norm", "pool", "attention", "layout", "other")
+#: activations as cheap as an add (a max or a clamp; runtimes fuse them into the conv before them); any other
+#: activation (GELU's erf, SiLU's and hardswish's sigmoid) is ``transcendental``: several times the work per element
+CHEAP_ACTIVATIONS = frozenset({"relu", "relu6", "leakyrelu", "hardtanh", "identity", "threshold"})
+#: op kinds that a runtime vectorises across channels in blocks (NCHWc), falling back to a slow generic kernel
+#: when the channel count is not a multiple of the block: depthwise convs and pooling
+CHANNELWISE_KINDS = frozenset({"dwconv", "pool"})
+#: the vector block (channels) of a cost model's ``mbytes_misaligned`` unless its profile says otherwise:
+#: 16 fp32 lanes of AVX-512 (ONNX Runtime's MLAS NCHWc block on AVX-512 CPUs; 8 on AVX2)
+DEFAULT_CHANNEL_BLOCK = 16
+
+
+def op_group(kind: str, op: str = "", groups: int = 1) -> str:
+    """The overhead/traffic group of an op of ``kind`` (``op``: the module class or function, lower case)."""
+    if kind == "activation" and op in CHEAP_ACTIVATIONS:
+        return "elementwise"
+    if kind == "conv" and groups > 1:
+        return "depthwise"
+    return OP_GROUPS.get(kind, "other")
 MAC_CLASSES: Tuple[str, ...] = ("dense", "dw", "attn")
 
 
@@ -55,12 +83,19 @@ class NodeTable:
     """Per-op work of one graph, the unit a roofline-style model prices op by op.
 
     ``macs[i, j]``: GMAC of op i in class ``MAC_CLASSES[j]``; ``mbytes[i]``: MB it moves (activations
-    in and out, weights in); ``group[i]``: index into ``GROUPS``. Layout ops move nothing here.
+    in and out, weights in); ``group[i]``: index into ``GROUPS``; ``channels[i]``: the channel count whose
+    alignment with a vector block decides the kernel: a channel-wise op's (see ``CHANNELWISE_KINDS``) output
+    channels, a dense conv's input channels, else 0. Layout ops move nothing here.
     """
 
     macs: "np.ndarray"
     mbytes: "np.ndarray"
     group: "np.ndarray"
+    channels: "np.ndarray" = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.channels is None:
+            object.__setattr__(self, "channels", np.zeros(len(self.mbytes), dtype=np.int64))
 
 
 def deploy_graph(spec: Spec) -> Tuple[nn.Module, str]:
@@ -90,24 +125,39 @@ def node_table(profile: GraphProfile) -> NodeTable:
     """The per-op table of a profiled graph (see ``NodeTable``)."""
     rows = len(profile.nodes)
     macs, mbytes, group = np.zeros((rows, len(MAC_CLASSES))), np.zeros(rows), np.zeros(rows, dtype=np.int64)
+    channels = np.zeros(rows, dtype=np.int64)
     for i, n in enumerate(profile.nodes):
-        group[i] = GROUPS.index(OP_GROUPS.get(n.kind, "other"))
+        group[i] = GROUPS.index(op_group(n.kind, n.detail.get("op", ""), n.detail.get("groups", 1)))
         if n.kind in LAYOUT_KINDS:
             continue
+        if _channelwise(n) and n.out_shape and len(n.out_shape) == 4:
+            channels[i] = n.out_shape[1]
+        elif n.kind == "conv":  # a dense conv: its reduction (input) channels decide the kernel's blocking
+            channels[i] = n.detail.get("in_channels", 0)
         j, gmac = _mac_class(n)
         macs[i, j] = gmac
         mbytes[i] = (n.bytes_read + n.bytes_written) / 1e6
-    return NodeTable(macs=macs, mbytes=mbytes, group=group)
+    return NodeTable(macs=macs, mbytes=mbytes, group=group, channels=channels)
+
+
+def _channelwise(n) -> bool:
+    return n.kind in CHANNELWISE_KINDS or (n.kind == "conv" and n.detail.get("groups", 1) > 1)
 
 
 def profile_features(profile: GraphProfile) -> Dict[str, float]:
     """The latency-model features of one profiled graph (see ``FEATURES`` for units)."""
     f = {k: 0.0 for k in FEATURES}
     for n in profile.nodes:
-        f[f"ops_{OP_GROUPS.get(n.kind, 'other')}"] += 1
+        group = op_group(n.kind, n.detail.get("op", ""), n.detail.get("groups", 1))
+        f[f"ops_{group}"] += 1
         if n.kind in LAYOUT_KINDS:
             continue
         f["mbytes"] += (n.bytes_read + n.bytes_written) / 1e6
+        f[f"mbytes_{group}"] += (n.bytes_read + n.bytes_written) / 1e6
+        if _channelwise(n) and n.out_shape and len(n.out_shape) == 4 and n.out_shape[1] % DEFAULT_CHANNEL_BLOCK:
+            f["mbytes_misaligned_" + ("pool" if group == "pool" else "dw")] += (n.bytes_read + n.bytes_written) / 1e6
+        if n.kind == "conv" and group == "conv" and n.detail.get("in_channels", 0) % DEFAULT_CHANNEL_BLOCK:
+            f["macs_misaligned"] += n.macs / 1e9
         if n.macs == 0 and n.kind != "attention":
             f["mem_mbytes"] += max(0, n.bytes_read + n.bytes_written - 4 * n.params) / 1e6
         f["ops"] += 1

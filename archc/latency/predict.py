@@ -25,7 +25,7 @@ from ..errors import DeviceError, did_you_mean
 from ..spec import Spec, load_spec
 from . import LatencyResult
 from .costmodel import TERMS, CostModel, Stack, breakdown, memory_bound_ops, predict
-from .features import FEATURES, spec_features, spec_node_table, spec_op_kinds
+from .features import DEFAULT_CHANNEL_BLOCK, FEATURES, spec_features, spec_node_table, spec_op_kinds
 from .fit import DERIVED, expand
 
 BUILTIN_DIR = Path(__file__).resolve().parents[1] / "data" / "profiles"
@@ -179,7 +179,8 @@ def predict_latency(spec: Union[Spec, str, Path], profile_name: str, resolution:
                               "features": {k: round(v, 6) for k, v in feats.items()},
                               "note": "predicted from a calibrated latency model, not measured"}
     if profile.get("version", 1) >= 2:
-        model = CostModel(profile.get("combine", "sum"), tuple(coefs))
+        model = CostModel(profile.get("combine", "sum"), tuple(coefs),
+                          int(profile.get("channel_block", DEFAULT_CHANNEL_BLOCK)))
         table = spec_node_table(spec, resolution)
         ms = float(predict(model, list(coefs.values()), Stack.of([table], [feats["attn_elems"]]))[0])
         detail["terms_ms"] = breakdown(model, coefs, table, feats["attn_elems"])
@@ -195,7 +196,8 @@ def predict_latency(spec: Union[Spec, str, Path], profile_name: str, resolution:
         v = expand(feats, [k])[0]
         if hi > 0 and v > EXTRAPOLATION_FACTOR * hi:
             beyond[k] = f"{v:.4g} vs at most {hi:.4g} in the fitted data"
-        elif lo > 0 and v < lo / EXTRAPOLATION_FACTOR and not k.startswith("ops_"):  # fewer ops of a kind is no stretch
+        elif lo > 0 and v < lo / EXTRAPOLATION_FACTOR and not k.startswith(("ops_", "mbytes_")):
+            # fewer ops (or less traffic) of a kind is no stretch
             beyond[k] = f"{v:.4g} vs at least {lo:.4g} in the fitted data"
     if beyond:
         detail["extrapolation"] = beyond
