@@ -140,3 +140,78 @@ def test_features_from_the_meta_device_equal_a_real_forward(name, resolution):
     model, _ = deploy_graph(sized)
     want = profile_features(profile_graph(model, example_input(sized.input_size, sized.in_chans)))
     assert got == pytest.approx(want, rel=1e-12, abs=1e-12)
+
+
+DW = GROUPS.index("depthwise")
+GELU = GROUPS.index("transcendental")
+
+
+def test_traffic_priced_per_op_group_and_misaligned_channel_wise_ops_surcharged():
+    """A GELU streams bytes at its own price, apart from an add; a depthwise conv whose channel count misses
+    the vector block pays a surcharge on its bytes, one on an aligned count does not; block 4 aligns 76."""
+    t = NodeTable(macs=np.array([[0.0, 0.01, 0.0], [0.0, 0.01, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]),
+                  mbytes=np.array([2.0, 2.0, 3.0, 5.0]), group=np.array([DW, DW, ADD, GELU]),
+                  channels=np.array([64, 76, 0, 0]))
+    st = Stack.of([t], [0.0])
+    terms = ("macs_dw", "mbytes_depthwise", "mbytes_elementwise", "mbytes_transcendental", "mbytes_misaligned_dw")
+    agg = aggregate(st, terms, channel_block=16)
+    assert agg[0].tolist() == pytest.approx([0.02, 4.0, 3.0, 5.0, 2.0])
+    assert aggregate(st, terms, channel_block=4)[0, -1] == 0.0
+    coef = [100.0, 0.1, 0.01, 0.05, 1.0]
+    want = 2.0 + 0.4 + 0.03 + 0.25 + 2.0
+    for combine in ("sum", "max"):  # group prices add in either combination
+        assert predict(CostModel(combine, terms), coef, st)[0] == pytest.approx(want)
+    assert predict(CostModel("sum", terms, channel_block=4), coef, st)[0] == pytest.approx(want - 2.0)
+    # the breakdown accounts for every millisecond
+    from archc.latency.costmodel import breakdown
+    parts = breakdown(CostModel("sum", terms), dict(zip(terms, coef)), t, 0.0)
+    assert sum(parts.values()) == pytest.approx(want, abs=1e-3)
+    assert parts["misaligned"] == pytest.approx(2.0)
+
+
+def test_misaligned_dense_conv_surcharge_is_on_its_macs():
+    t = NodeTable(macs=np.array([[0.5, 0.0, 0.0], [0.5, 0.0, 0.0]]), mbytes=np.array([1.0, 1.0]),
+                  group=np.array([CONV, CONV]), channels=np.array([3, 48]))  # an RGB stem and an aligned conv
+    st = Stack.of([t], [0.0])
+    assert aggregate(st, ("macs_dense", "macs_misaligned"))[0].tolist() == pytest.approx([1.0, 0.5])
+
+
+def test_least_squares_recovers_group_traffic_prices():
+    """Synthetic graphs priced by a known per-group model: the fit finds the prices and predicts held-out graphs."""
+    rng = np.random.default_rng(7)
+    terms = ("const", "macs_dense", "macs_dw", "mbytes_depthwise", "mbytes_elementwise", "mbytes_transcendental",
+             "mbytes_misaligned_dw")
+    truth = np.array([0.2, 20.0, 30.0, 0.08, 0.03, 0.09, 0.5])
+    tables = []
+    for _ in range(30):
+        k = int(rng.integers(6, 20))
+        g = rng.choice([CONV, DW, ADD, GELU], size=k)
+        macs = np.zeros((k, 3))
+        macs[g == CONV, 0] = rng.uniform(0.005, 0.2, (g == CONV).sum())
+        macs[g == DW, 1] = rng.uniform(0.001, 0.01, (g == DW).sum())
+        ch = np.where(g == DW, rng.choice([64, 76, 96], size=k), 0)
+        tables.append(NodeTable(macs=macs, mbytes=rng.uniform(0.2, 8.0, k), group=g, channels=ch))
+    m = CostModel("sum", terms)
+    y = predict(m, truth, Stack.of(tables, [0.0] * len(tables)))
+    pts = [Point(label=f"p{i}", spec_path="", latency_ms=float(v), arch_key=f"k{i}", arch_id=f"a{i}",
+                 family="ab"[i % 2], table=t, features={"attn_elems": 0.0}) for i, (t, v) in enumerate(zip(tables, y))]
+    r = fit(pts, model=m, folds=5)
+    assert [r["coefficients"][t] for t in terms] == pytest.approx(truth.tolist(), rel=1e-4)
+    assert r["heldout"]["kfold"]["mape_pct"] < 0.01
+
+
+def test_gelu_is_transcendental_relu_is_elementwise_and_channel_counts_are_recorded():
+    """The deploy graph's op groups: FastViT's GELU apart from MobileOne's ReLU (which runtimes fuse), and the
+    channel count of each depthwise conv (so a 76-wide stage is seen as off the 16-lane block)."""
+    from archc.latency.features import GROUPS as G, spec_features, spec_node_table
+    from archc.spec import load_spec
+
+    sa12 = spec_node_table(load_spec("specs/sa12.yaml"), 160)
+    assert (sa12.group == G.index("transcendental")).sum() > 0
+    assert set(sa12.channels[sa12.group == G.index("depthwise")]) == {64, 128, 256, 512, 1024}  # 1024: the head
+    s0 = load_spec("specs/mobileone_s0.yaml")
+    feats, _ = spec_features(s0, 160)
+    assert feats["ops_transcendental"] == 0 and feats["mbytes_transcendental"] == 0
+    ma36 = spec_features(load_spec("specs/ma36.yaml"), 160)[0]  # widths 76, 152, 304, 608
+    assert ma36["mbytes_misaligned_dw"] > 0 and spec_features(load_spec("specs/sa12.yaml"), 160)[0][
+        "mbytes_misaligned_dw"] == 0
