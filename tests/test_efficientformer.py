@@ -90,8 +90,13 @@ def test_meta3d_count_and_flat_position():
     kinds = [type(b).__name__ for b in model.stages[3].blocks]
     assert kinds == ["Meta4D", "Meta4D", "Flat", "Meta3D", "Meta3D"]
     spec = archc.load_spec(SPECS / "efficientformer_l1.yaml", ["stages[3].meta3d=0"])
-    kinds = [type(b).__name__ for b in archc.build(spec).stages[3].blocks]
-    assert kinds == ["Meta4D"] * 4 + ["Flat"]  # the distilled head reads tokens
+    model = archc.build(spec).eval()
+    kinds = [type(b).__name__ for b in model.stages[3].blocks]
+    assert kinds == ["Meta4D"] * 4  # a feature map, as every stage promises; the distilled head flattens it
+    shapes = []
+    model.stages[3].register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape)))
+    assert model(torch.randn(1, 3, 224, 224)).shape == (1, 1000)
+    assert shapes == [(1, 448, 7, 7)]
     spec = archc.load_spec(SPECS / "efficientformer_l1.yaml", ["stages[3].meta3d=4", "input_size=160"])
     model = archc.build(spec).eval()
     assert [type(b).__name__ for b in model.stages[3].blocks][0] == "Flat"

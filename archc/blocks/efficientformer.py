@@ -76,12 +76,10 @@ def _meta4d_stage(ctx: BuildContext) -> nn.Module:
     from ..spec.rules import stage_resolutions
 
     s, p, spec = ctx.stage, ctx.params, ctx.spec
-    last = ctx.index == len(spec.stages) - 1
     downsample = build_part(DOWNSAMPLES, s.downsample, ctx)
     ls = spec.layer_scale_init if spec.layer_scale_init is not None else 1.0
     blocks = meta_blocks(s.width, s.depth, p.meta3d, stage_resolutions(spec)[ctx.index], p.pool_size, s.mlp_ratio,
-                         ctx.act, ls, p.key_dim, list(ctx.drop_rates), p.num_heads,
-                         end_in_tokens=last and spec.head.type == "distilled")
+                         ctx.act, ls, p.key_dim, list(ctx.drop_rates), p.num_heads)
     return Stage(downsample, None, blocks)
 
 
@@ -125,7 +123,10 @@ def _distilled(ctx: BuildContext):
 
 
 def _distilled_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    if model.spec.stages[-1].mixer.type != "meta4d":  # a feature map from another block kind: to tokens
+    last = model.spec.stages[-1].mixer
+    # only Meta3D blocks end a stage in tokens; any other last stage (all-Meta4D included) hands over a feature
+    # map, as every stage promises (``stage_resolutions``), and the head turns it into tokens
+    if last.type != "meta4d" or not last.meta3d:
         x = x.flatten(2).transpose(1, 2)
     return model.head_pool(model.norm(x), model.head, model.head_dist)
 

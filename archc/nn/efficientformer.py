@@ -196,11 +196,10 @@ class DistilledHead(nn.Module):
 
 
 def meta_blocks(dim: int, depth: int, num_3d: int, resolution: Tuple[int, int], pool_size: int,
-                mlp_ratio: float, act, layer_scale_init: float, key_dim: int, drop_rates, num_heads: int = 8,
-                end_in_tokens: bool = False) -> list:
+                mlp_ratio: float, act, layer_scale_init: float, key_dim: int, drop_rates, num_heads: int = 8) -> list:
     """A stage's block list in timm's order: Meta4D blocks, ``Flat`` where the last ``num_3d`` blocks
-    begin (first when all are 3D), then Meta3D blocks; ``Flat`` at the end when ``end_in_tokens`` and
-    no block is 3D (a distilled head reads tokens)."""
+    begin (first when all are 3D), then Meta3D blocks. A stage without Meta3D blocks ends in a feature map
+    (the distilled head flattens it itself)."""
     blocks: list = []
     if num_3d >= depth:
         blocks.append(Flat())
@@ -213,8 +212,6 @@ def meta_blocks(dim: int, depth: int, num_3d: int, resolution: Tuple[int, int], 
             blocks.append(Meta4D(dim, pool_size, mlp_ratio, act, layer_scale_init, drop_path=drop_rates[i]))
             if num_3d and num_3d == remain:
                 blocks.append(Flat())
-    if end_in_tokens and num_3d == 0:
-        blocks.append(Flat())
     return blocks
 
 
