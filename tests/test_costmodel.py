@@ -215,3 +215,14 @@ def test_gelu_is_transcendental_relu_is_elementwise_and_channel_counts_are_recor
     ma36 = spec_features(load_spec("specs/ma36.yaml"), 160)[0]  # widths 76, 152, 304, 608
     assert ma36["mbytes_misaligned_dw"] > 0 and spec_features(load_spec("specs/sa12.yaml"), 160)[0][
         "mbytes_misaligned_dw"] == 0
+
+
+def test_spill_prices_the_bytes_of_ops_that_outgrow_the_cache():
+    t = NodeTable(macs=np.zeros((3, 3)), mbytes=np.array([1.0, 5.0, 3.0]), group=np.array([ADD, ADD, POOL]))
+    st = Stack.of([t], [0.0])
+    assert aggregate(st, ("mbytes_spill",), cache_mb=2.0)[0, 0] == pytest.approx(8.0)
+    assert aggregate(st, ("mbytes_spill",), cache_mb=4.0)[0, 0] == pytest.approx(5.0)
+    for combine in ("sum", "max"):
+        m = CostModel(combine, ("mbytes", "mbytes_spill"), cache_mb=4.0)
+        assert predict(m, [0.1, 1.0], st)[0] == pytest.approx(0.9 + 5.0)
+    assert "cache 4 MB" in CostModel("sum", ("mbytes_spill",), cache_mb=4.0).name

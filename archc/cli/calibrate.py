@@ -38,6 +38,8 @@ def register(sub) -> None:
     p.add_argument("--channel-block", type=int, default=16, metavar="N",
                    help="vector block (channels) of the runtime's blocked kernels: ops whose channel count is not a "
                         "multiple count as misaligned (16: AVX-512 / ONNX Runtime NCHWc; 8 on AVX2)")
+    p.add_argument("--cache-mb", type=float, default=2.0, metavar="MB",
+                   help="with --features ...,mbytes_spill: an op moving more MB than this streams from DRAM")
     p.add_argument("--folds", type=int, default=5, help="k of the k-fold check over architectures (0: one per architecture)")
     p.add_argument("--out", metavar="FILE", help="write the profile here instead of the user profile folder")
     p.add_argument("--plot", metavar="FILE", help="PNG: held-out predicted vs measured latency")
@@ -90,7 +92,7 @@ def _model(args):
             raise ArchcError(f"--features: unknown feature '{f}'{did_you_mean(f, list(TERMS))}; valid: {', '.join(TERMS)}")
     if len(terms) > 20:
         raise ArchcError(f"--features: {len(terms)} features; use at most 20 (a profile has few points)")
-    return CostModel(args.combine, terms, args.channel_block)
+    return CostModel(args.combine, terms, args.channel_block, args.cache_mb)
 
 
 def run(args) -> int:

@@ -37,8 +37,10 @@ TRAFFIC_TERMS = tuple(f"mbytes_{g}" for g in GROUPS if g != "layout")
 #: traffic of channel-wise ops off the runtime's blocked fast path, priced per group (a generic depthwise conv
 #: and a generic pooling kernel are slow by different factors)
 MISALIGNED_TERMS = {"mbytes_misaligned_dw": "depthwise", "mbytes_misaligned_pool": "pool", "macs_misaligned": "conv"}
+#: traffic of ops whose bytes outgrow the cache (``CostModel.cache_mb``): streamed from DRAM, not from cache
+SPILL = "mbytes_spill"
 #: every price a cost model may have (the names are also the aggregated features they multiply)
-TERMS = ("const",) + MAC_TERMS + ("mbytes", "attn_elems") + OP_TERMS + TRAFFIC_TERMS + tuple(MISALIGNED_TERMS)
+TERMS = ("const",) + MAC_TERMS + ("mbytes", "attn_elems") + OP_TERMS + TRAFFIC_TERMS + tuple(MISALIGNED_TERMS) + (SPILL,)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class CostModel:
     terms: Tuple[str, ...]
     #: vector block (channels) below which channel-wise ops count as misaligned (``mbytes_misaligned`` only)
     channel_block: int = DEFAULT_CHANNEL_BLOCK
+    #: an op moving more MB than this spills out of cache (``mbytes_spill`` only)
+    cache_mb: float = 2.0
 
     def __post_init__(self) -> None:
         if self.combine not in COMBINES:
@@ -60,7 +64,8 @@ class CostModel:
     @property
     def name(self) -> str:
         block = f" (block {self.channel_block})" if set(MISALIGNED_TERMS) & set(self.terms) else ""
-        return f"{self.combine}: {' + '.join(self.terms)}{block}"
+        cache = f" (cache {self.cache_mb:g} MB)" if SPILL in self.terms else ""
+        return f"{self.combine}: {' + '.join(self.terms)}{block}{cache}"
 
     @property
     def linear(self) -> bool:
@@ -103,7 +108,8 @@ class Stack:
                      channels=self.channels[keep])
 
 
-def aggregate(stack: Stack, terms: Sequence[str], channel_block: int = DEFAULT_CHANNEL_BLOCK) -> np.ndarray:
+def aggregate(stack: Stack, terms: Sequence[str], channel_block: int = DEFAULT_CHANNEL_BLOCK,
+              cache_mb: float = 2.0) -> np.ndarray:
     """(graphs, terms): each graph's total of every term's feature (what a ``sum`` model prices)."""
     cols: List[np.ndarray] = []
     for t in terms:
@@ -116,6 +122,8 @@ def aggregate(stack: Stack, terms: Sequence[str], channel_block: int = DEFAULT_C
         elif t in TRAFFIC_TERMS:
             g = GROUPS.index(t[len("mbytes_"):])
             cols.append(np.bincount(stack.owner, stack.mbytes * (stack.group == g), minlength=stack.n))
+        elif t == SPILL:
+            cols.append(np.bincount(stack.owner, stack.mbytes * (stack.mbytes > cache_mb), minlength=stack.n))
         elif t in MISALIGNED_TERMS:
             g = GROUPS.index(MISALIGNED_TERMS[t])
             cols.append(np.bincount(stack.owner, _misaligned_work(stack, g, channel_block), minlength=stack.n))
@@ -131,12 +139,13 @@ def predict(model: CostModel, coef: Sequence[float], stack: Stack) -> np.ndarray
     """Milliseconds per graph in ``stack`` under ``model`` with prices ``coef`` (in ``model.terms`` order)."""
     c = dict(zip(model.terms, np.asarray(coef, dtype=float)))
     if model.linear:
-        return aggregate(stack, model.terms, model.channel_block) @ np.asarray(coef, dtype=float)
+        return aggregate(stack, model.terms, model.channel_block, model.cache_mb) @ np.asarray(coef, dtype=float)
     a = np.array([c.get(t, 0.0) for t in MAC_TERMS])
     compute = stack.macs @ a
     traffic = c.get("mbytes", 0.0) * stack.mbytes
     per_op = np.maximum(compute, traffic) + _group_prices(c, stack.group, stack.mbytes)
     per_op = per_op + _misaligned_prices(c, stack, model.channel_block)
+    per_op = per_op + c.get(SPILL, 0.0) * stack.mbytes * (stack.mbytes > model.cache_mb)
     total = np.bincount(stack.owner, per_op, minlength=stack.n)
     return total + c.get("const", 0.0) + c.get("attn_elems", 0.0) * stack.attn_elems
 
@@ -190,6 +199,7 @@ def memory_bound_ops(coef: Dict[str, float], table: NodeTable) -> int:
 
 
 _MISALIGNED = tuple(MISALIGNED_TERMS)
+_ALL_OPS = tuple(t for t in OP_TERMS if t != "ops_other")
 _GROUP_TRAFFIC = ("mbytes_conv", "mbytes_depthwise", "mbytes_elementwise", "mbytes_transcendental", "mbytes_norm", "mbytes_pool",
                   "mbytes_attention")
 
@@ -216,4 +226,10 @@ CANDIDATES: Tuple[CostModel, ...] = tuple(
          + _MISALIGNED + ("ops_conv", "ops_layout")),
         ("sum", ("const", "macs_dense", "macs_dw", "macs_attn", "attn_elems") + _GROUP_TRAFFIC + _MISALIGNED
          + ("ops_conv", "ops_layout")),
-    ])
+        # + overhead per op of every group: an eager runtime (torch) pays a dispatch per op
+        ("sum", ("const", "macs_dense", "macs_dw", "macs_attn", "attn_elems") + _GROUP_TRAFFIC + _MISALIGNED
+         + _ALL_OPS),
+    ]) + tuple(
+    # + traffic of ops that outgrow a cache of 4 or 16 MB (an L2-sized and an L3-sized guess; held-out error picks)
+    CostModel("sum", ("const", "macs_dense", "macs_dw", "macs_attn", "attn_elems") + _GROUP_TRAFFIC + _MISALIGNED
+              + _ALL_OPS + (SPILL,), cache_mb=mb) for mb in (4.0, 16.0))

@@ -41,6 +41,8 @@ FEATURES: Dict[str, str] = {
         "attention": ("attention", "softmax"), "layout": (), "other": ("concat", "anything else")}.items()},
     **{f"mbytes_{g}": f"MB: memory traffic of {g} ops alone (priced apart: each kernel streams at its own rate)"
        for g in ("conv", "depthwise", "elementwise", "transcendental", "norm", "pool", "attention", "other")},
+    "mbytes_spill": "MB: traffic of ops that each move more than the profile's cache_mb (streamed from DRAM rather "
+                    "than cache; computed per profile, 0 in this table)",
     "macs_misaligned": "GMAC: dense convs whose input channels are not a multiple of the vector block (the stem's 3 "
                        "colour channels): their reduction runs off the blocked kernel",
     **{f"mbytes_misaligned_{k}": f"MB: traffic of {what} whose channel count is not a multiple of the runtime's "

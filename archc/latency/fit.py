@@ -94,7 +94,7 @@ def fit_prices(model: CostModel, stack: Stack, y: np.ndarray, w: np.ndarray) -> 
     A term whose feature is zero in every point (an op kind the data never had) is priced 0: the data
     say nothing about it, and a free price would let the optimiser put anything there.
     """
-    A = aggregate(stack, model.terms, model.channel_block)
+    A = aggregate(stack, model.terms, model.channel_block, model.cache_mb)
     active = np.flatnonzero(np.abs(A).max(axis=0) > 0) if len(A) else np.arange(0)
     coef = np.zeros(len(model.terms))
     if not len(active):
@@ -262,6 +262,7 @@ def fit(points: Sequence[Point], model: Optional[CostModel] = None, *,
     return {
         "combine": chosen.combine,
         "channel_block": chosen.channel_block,
+        "cache_mb": chosen.cache_mb,
         "coefficients": {n: float(c) for n, c in zip(chosen.terms, coef)},
         "heldout": heldout,
         "candidates": [{"model": e["model"], "kfold_mape_pct": e["kfold"].get("mape_pct"),
@@ -403,7 +404,8 @@ def make_profile(points: Sequence[Point], *, name: str, device: str, model: Opti
     units = {n: ("ms per inference" if n == "const" else
                  f"ms per unit; feature in {FEATURES.get(n, n)}") for n in terms}
     stack = _stack(points)
-    agg = aggregate(stack, [t for t in terms if t != "const"] + ["attn_elems"], result["channel_block"])
+    agg = aggregate(stack, [t for t in terms if t != "const"] + ["attn_elems"], result["channel_block"],
+                    result["cache_mb"])
     ranges = {}
     for j, n in enumerate([t for t in terms if t != "const"] + ["attn_elems"]):
         ranges[n] = [round(float(agg[:, j].min()), 6), round(float(agg[:, j].max()), 6)]
@@ -419,7 +421,8 @@ def make_profile(points: Sequence[Point], *, name: str, device: str, model: Opti
                   + ("max(compute, traffic)" if result["combine"] == "max" and "mbytes" in terms else "(compute + traffic)")
                   + " + per-op overhead; prices >= 0, weighted relative least squares"),
         "combine": result["combine"],
-        **({"channel_block": result["channel_block"]} if any(t.startswith("mbytes_misaligned") for t in terms) else {}),
+        **({"channel_block": result["channel_block"]} if any("misaligned" in t for t in terms) else {}),
+        **({"cache_mb": result["cache_mb"]} if "mbytes_spill" in terms else {}),
         "graph": graph,
         "created": _dt.date.today().isoformat(),
         "generated_by": generated_by,

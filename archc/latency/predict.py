@@ -24,7 +24,7 @@ import yaml
 from ..errors import DeviceError, did_you_mean
 from ..spec import Spec, load_spec
 from . import LatencyResult
-from .costmodel import TERMS, CostModel, Stack, breakdown, memory_bound_ops, predict
+from .costmodel import TERMS, CostModel, Stack, aggregate, breakdown, memory_bound_ops, predict
 from .features import DEFAULT_CHANNEL_BLOCK, FEATURES, spec_features, spec_node_table, spec_op_kinds
 from .fit import DERIVED, expand
 
@@ -180,7 +180,7 @@ def predict_latency(spec: Union[Spec, str, Path], profile_name: str, resolution:
                               "note": "predicted from a calibrated latency model, not measured"}
     if profile.get("version", 1) >= 2:
         model = CostModel(profile.get("combine", "sum"), tuple(coefs),
-                          int(profile.get("channel_block", DEFAULT_CHANNEL_BLOCK)))
+                          int(profile.get("channel_block", DEFAULT_CHANNEL_BLOCK)), float(profile.get("cache_mb", 2.0)))
         table = spec_node_table(spec, resolution)
         ms = float(predict(model, list(coefs.values()), Stack.of([table], [feats["attn_elems"]]))[0])
         detail["terms_ms"] = breakdown(model, coefs, table, feats["attn_elems"])
@@ -194,6 +194,9 @@ def predict_latency(spec: Union[Spec, str, Path], profile_name: str, resolution:
     beyond = {}
     for k, (lo, hi) in (profile.get("feature_ranges") or {}).items():
         v = expand(feats, [k])[0]
+        if profile.get("version", 1) >= 2 and k in TERMS:  # the ranges were aggregated this way (block, cache)
+            v = float(aggregate(Stack.of([table], [feats["attn_elems"]]), [k], model.channel_block,
+                                model.cache_mb)[0, 0])
         if hi > 0 and v > EXTRAPOLATION_FACTOR * hi:
             beyond[k] = f"{v:.4g} vs at most {hi:.4g} in the fitted data"
         elif lo > 0 and v < lo / EXTRAPOLATION_FACTOR and not k.startswith(("ops_", "mbytes_")):
