@@ -16,6 +16,12 @@ REFERENCE = SHARED / "reference"
 # one thread: on a loaded 2-core machine two threads per test run 10-100x slower (measured)
 torch.set_num_threads(1)
 
+# the tests see the built-in profiles only: a developer's own calibrations (~/.config/archc/profiles, hundreds of
+# KB each) must neither change what a test predicts nor slow it down; tests that need a user folder set their own
+if "ARCHC_PROFILES" not in os.environ:
+    import tempfile
+    os.environ["ARCHC_PROFILES"] = tempfile.mkdtemp(prefix="archc-test-profiles-")
+
 
 #: deeper MobileOne/PoolFormer/MCi variants: test_timm_parity lowers each at its own size (marked slow); the
 #: per-spec loops of other tests use S0, S12 and MCi0 for these kinds to keep the suite short

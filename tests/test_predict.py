@@ -120,6 +120,27 @@ def test_available_profiles_builtin_and_user(tmp_path, monkeypatch):
     assert r.ms == pytest.approx(1.0 + 2.0 * (feats["macs_conv"] + feats["macs_pointwise"]))
 
 
+def test_profiles_are_parsed_once_but_an_edited_file_is_read_again(tmp_path, monkeypatch):
+    """Profiles are cached per file version (a search predicts thousands of times); editing one takes effect,
+    and a caller changing its copy does not change what the next caller gets."""
+    import os
+    monkeypatch.setenv("ARCHC_PROFILES", str(tmp_path))
+    doc = shipped()
+    doc["name"] = "myphone"
+    doc["coefficients"] = {"const": 1.0}
+    f = tmp_path / "myphone.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    first = load_profile("myphone")
+    first["coefficients"]["const"] = 99.0
+    assert load_profile("myphone")["coefficients"]["const"] == 1.0
+    doc["coefficients"] = {"const": 2.0}
+    f.write_text(yaml.safe_dump(doc))
+    st = f.stat()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a distinct mtime even on coarse clocks
+    assert load_profile("myphone")["coefficients"]["const"] == 2.0
+    assert available_profiles()["myphone"].points == len(doc["points"])
+
+
 def test_unknown_profile_suggests_a_name():
     with pytest.raises(DeviceError, match=r"unknown latency profile 'iphone12p'.*did you mean 'iphone12pro'"):
         load_profile("iphone12p")
