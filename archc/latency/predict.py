@@ -67,7 +67,11 @@ def _read_shared(path: Path) -> Dict[str, Any]:
         st = path.stat()
         key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
         if key not in _PARSED:
-            doc = yaml.load(path.read_text(), Loader=_SAFE_LOADER)  # noqa: S506 -- a safe loader
+            loader = _SAFE_LOADER(path.read_text())
+            try:
+                doc = loader.get_single_data()
+            finally:
+                loader.dispose()
             _PARSED[key] = validate_profile(doc, str(path))
     except (OSError, yaml.YAMLError) as exc:
         raise DeviceError(f"{path}: cannot read latency profile: {exc}") from None
