@@ -186,6 +186,8 @@ def test_cached_only_fits_a_foreign_cache_without_measuring(tmp_path):
     (["--measure", "--runs", "0"], "--runs and --threads must be >= 1"),
     (["--measure", "--check-pair", "a.yaml", "--n", "0"], "--n must be >= 1"),
     (["--folds", "-1", "m.csv"], "--folds must be >= 0"),
+    (["--channel-block", "0", "m.csv"], "--channel-block must be >= 1"),
+    (["--cache-mb", "0", "m.csv"], "--cache-mb > 0"),
 ])
 def test_measure_option_errors_are_one_line(tmp_path, profiles_dir, capsys, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)

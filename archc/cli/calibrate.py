@@ -38,7 +38,7 @@ def register(sub) -> None:
     p.add_argument("--channel-block", type=int, default=16, metavar="N",
                    help="vector block (channels) of the runtime's blocked kernels: ops whose channel count is not a "
                         "multiple count as misaligned (16: AVX-512 / ONNX Runtime NCHWc; 8 on AVX2)")
-    p.add_argument("--cache-mb", type=float, default=2.0, metavar="MB",
+    p.add_argument("--cache-mb", type=float, default=2.0, metavar="MB",  # costmodel.DEFAULT_CACHE_MB
                    help="with --features ...,mbytes_spill: an op moving more MB than this streams from DRAM")
     p.add_argument("--folds", type=int, default=5, help="k of the k-fold check over architectures (0: one per architecture)")
     p.add_argument("--out", metavar="FILE", help="write the profile here instead of the user profile folder")
@@ -103,6 +103,8 @@ def run(args) -> int:
         raise ArchcError(f"--device: {args.device!r} is not a valid profile name (letters, digits, '_', '-', '.')")
     if args.folds < 0:
         raise ArchcError(f"--folds must be >= 0 (got {args.folds})")
+    if args.channel_block < 1 or not args.cache_mb > 0:
+        raise ArchcError(f"--channel-block must be >= 1 and --cache-mb > 0 (got {args.channel_block}, {args.cache_mb})")
     model = _model(args)
     from ..outputs import writable_file
     for flag, value in (("--out", args.out), ("--plot", args.plot)):
@@ -154,8 +156,6 @@ def run(args) -> int:
         points = read_measurements(args.measurements)
         source, gen = str(Path(args.measurements).resolve()), f"archc calibrate {args.measurements} --device {args.device}"
         device = args.description or args.device
-    if args.channel_block < 1:
-        raise ArchcError(f"--channel-block must be >= 1 (got {args.channel_block})")
     kw = {"model": model} if model else {
         "candidates": [dataclasses.replace(c, channel_block=args.channel_block) for c in CANDIDATES]}
     profile = make_profile(points, name=args.device, device=device, folds=args.folds, generated_by=gen,

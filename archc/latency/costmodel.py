@@ -12,10 +12,11 @@ reshapes, attention, convs). Two ways to combine compute and traffic, chosen by 
 
 Traffic may also be priced per op group (``mbytes_<group>``, added to the op's cost in either
 combination): a GELU's erf, a GroupNorm's two passes and a skip add stream bytes at very different
-rates. ``mbytes_misaligned`` adds a price for the traffic of depthwise convs and pooling whose channel
-count is not a multiple of the runtime's vector block (``CostModel.channel_block``): ONNX Runtime
-runs those through a generic kernel instead of its blocked NCHWc one, 4-30x slower per element on
-the CPUs measured (docs/LATENCY_MODEL.md).
+rates. ``mbytes_misaligned_dw`` / ``mbytes_misaligned_pool`` / ``macs_misaligned`` surcharge depthwise
+convs, pooling and dense convs whose channel count is not a multiple of the runtime's vector block
+(``CostModel.channel_block``): ONNX Runtime runs those through a generic kernel instead of its blocked
+NCHWc one, 3-30x slower per element on the CPU measured (docs/LATENCY_MODEL.md). ``mbytes_spill``
+prices the traffic of ops that each move more than ``CostModel.cache_mb``.
 
 Plus a per-inference constant and a softmax term (attention score elements). All prices are >= 0,
 so no unit of work ever saves time.
@@ -28,6 +29,9 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from .features import DEFAULT_CHANNEL_BLOCK, GROUPS, MAC_CLASSES, NodeTable
+
+#: the cache an op must outgrow for ``mbytes_spill`` unless a model says otherwise (MB)
+DEFAULT_CACHE_MB = 2.0
 
 COMBINES = ("sum", "max")
 MAC_TERMS = tuple(f"macs_{c}" for c in MAC_CLASSES)   # macs_dense, macs_dw, macs_attn
@@ -52,7 +56,7 @@ class CostModel:
     #: vector block (channels) below which channel-wise ops count as misaligned (``mbytes_misaligned`` only)
     channel_block: int = DEFAULT_CHANNEL_BLOCK
     #: an op moving more MB than this spills out of cache (``mbytes_spill`` only)
-    cache_mb: float = 2.0
+    cache_mb: float = DEFAULT_CACHE_MB
 
     def __post_init__(self) -> None:
         if self.combine not in COMBINES:
@@ -109,7 +113,7 @@ class Stack:
 
 
 def aggregate(stack: Stack, terms: Sequence[str], channel_block: int = DEFAULT_CHANNEL_BLOCK,
-              cache_mb: float = 2.0) -> np.ndarray:
+              cache_mb: float = DEFAULT_CACHE_MB) -> np.ndarray:
     """(graphs, terms): each graph's total of every term's feature (what a ``sum`` model prices)."""
     cols: List[np.ndarray] = []
     for t in terms:

@@ -25,7 +25,7 @@ import yaml
 from ..errors import DeviceError, did_you_mean
 from ..spec import Spec, load_spec
 from . import LatencyResult
-from .costmodel import TERMS, CostModel, Stack, aggregate, breakdown, memory_bound_ops, predict
+from .costmodel import DEFAULT_CACHE_MB, TERMS, CostModel, Stack, aggregate, breakdown, memory_bound_ops, predict
 from .features import DEFAULT_CHANNEL_BLOCK, FEATURES, spec_features, spec_node_table, spec_op_kinds
 from .fit import DERIVED, expand
 
@@ -202,7 +202,7 @@ def predict_latency(spec: Union[Spec, str, Path], profile_name: str, resolution:
                               "note": "predicted from a calibrated latency model, not measured"}
     if profile.get("version", 1) >= 2:
         model = CostModel(profile.get("combine", "sum"), tuple(coefs),
-                          int(profile.get("channel_block", DEFAULT_CHANNEL_BLOCK)), float(profile.get("cache_mb", 2.0)))
+                          int(profile.get("channel_block", DEFAULT_CHANNEL_BLOCK)), float(profile.get("cache_mb", DEFAULT_CACHE_MB)))
         table = spec_node_table(spec, resolution)
         ms = float(predict(model, list(coefs.values()), Stack.of([table], [feats["attn_elems"]]))[0])
         detail["terms_ms"] = breakdown(model, coefs, table, feats["attn_elems"])
