@@ -198,3 +198,28 @@ def test_a_storage_outage_is_one_line_in_every_thread(capfd):
     with pytest.raises(ValueError):  # anything else is not a storage error and passes through
         with storage_errors(url):
             raise ValueError("not the database")
+
+
+def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_retried_not_waited_for(tmp_path):
+    """kill -9 between creating a trial and its first heartbeat leaves a RUNNING trial Optuna's stale check never
+    sees (it needs a heartbeat): a resumed search waited for it forever (tests/test_search_cli.py's kill -9 test
+    hung 2 times in ~8 suites). One heartbeat makes it stale like any other; it is failed and its retry queued."""
+    import time
+
+    from archc.search.storage import heartbeat_orphans
+    storage = open_storage(f"sqlite:///{tmp_path}/runs.db", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(storage=storage, study_name="s")
+    orphan = storage.create_new_trial(study._study_id)  # RUNNING, no heartbeat: its worker died at once
+    time.sleep(1.2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+        assert storage.get_trial(orphan).state == optuna.trial.TrialState.RUNNING  # Optuna alone: forever
+        assert heartbeat_orphans(storage, study._study_id, older_than_s=60) == []  # too young to judge
+        assert heartbeat_orphans(storage, study._study_id, older_than_s=1) == [orphan]
+        assert heartbeat_orphans(storage, study._study_id, older_than_s=1) == []  # it has a heartbeat now
+        time.sleep(2.2)  # SQLite's now() has 1 s resolution: > 1 s grace needs 2 s to show
+        optuna.storages.fail_stale_trials(study)
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert storage.get_trial(orphan).state == optuna.trial.TrialState.FAIL
+    assert optuna.trial.TrialState.WAITING in states  # the retry copy, as for any stale trial

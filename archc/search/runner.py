@@ -33,7 +33,7 @@ from .objective import (TRAIN, Objective, Surplus, TrialFailed, check_objective,
                         make_score_fn)
 from .sampler import SAMPLERS, make_sampler
 from .space import SearchSpace, load_space, start_points
-from .storage import DEFAULT_STORAGE, mask_url, open_storage, scrub
+from .storage import DEFAULT_STORAGE, heartbeat_orphans, mask_url, open_storage, scrub
 
 
 @dataclass
@@ -219,9 +219,12 @@ def run_worker(cfg: SearchConfig, *, space: Optional[SearchSpace] = None,
         if c.n_finished + len(c.running) >= cfg.trials or should_stop():
             study.stop()
 
+    storage = open_storage(cfg.storage, cfg.heartbeat)
+    study_id = storage.get_study_id_from_name(study.study_name)
     while True:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            heartbeat_orphans(storage, study_id, older_than_s=3 * cfg.heartbeat)
             optuna.storages.fail_stale_trials(study)
         c = census(study)
         if progress:

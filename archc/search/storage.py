@@ -197,3 +197,31 @@ def _with_installed_driver(url: str) -> str:
         if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
             return "postgresql+psycopg2://" + url.split("://", 1)[1]
     return url
+
+
+def heartbeat_orphans(storage: RDBStorage, study_id: int, older_than_s: float) -> list:
+    """Give a first heartbeat to RUNNING trials that never had one and started over ``older_than_s`` ago.
+
+    A worker killed between creating a trial and its heartbeat thread's first beat leaves a RUNNING trial
+    with no heartbeat row; Optuna's stale check only looks at trials *with* one, so that trial would stay
+    RUNNING forever and a resumed search (which counts it as running) would wait for it forever. One beat
+    makes it an ordinary stale trial: failed after the grace period and retried by the storage's callback.
+    Returns the trial ids beaten. (Reads Optuna's RDB models; pinned to the 5.x schema.)
+    """
+    import datetime as _dt
+
+    from optuna.storages._rdb import models
+
+    cutoff = _dt.datetime.now() - _dt.timedelta(seconds=older_than_s)
+    session = storage.scoped_session()
+    try:
+        rows = (session.query(models.TrialModel)
+                .filter(models.TrialModel.study_id == study_id)
+                .filter(models.TrialModel.state == optuna.trial.TrialState.RUNNING).all())
+        orphans = [t.trial_id for t in rows
+                   if not t.heartbeats and t.datetime_start is not None and t.datetime_start < cutoff]
+    finally:
+        session.close()
+    for trial_id in orphans:
+        storage.record_heartbeat(trial_id)
+    return orphans
