@@ -130,14 +130,28 @@ def test_profiles_are_parsed_once_but_an_edited_file_is_read_again(tmp_path, mon
     doc["coefficients"] = {"const": 1.0}
     f = tmp_path / "myphone.yaml"
     f.write_text(yaml.safe_dump(doc))
+    from archc.latency import predict as predict_mod
+    parses = []
+
+    class Counting(predict_mod._SAFE_LOADER):
+        def __init__(self, stream):
+            parses.append(1)
+            super().__init__(stream)
+
+    monkeypatch.setattr(predict_mod, "_SAFE_LOADER", Counting)
+    monkeypatch.setattr(predict_mod, "_PARSED", {})  # what earlier tests parsed does not count here
     first = load_profile("myphone")
     first["coefficients"]["const"] = 99.0
     assert load_profile("myphone")["coefficients"]["const"] == 1.0
+    available_profiles()
+    available_profiles()
+    assert len(parses) == 2  # myphone once, the built-in iphone12pro once: never again while unchanged
     doc["coefficients"] = {"const": 2.0}
     f.write_text(yaml.safe_dump(doc))
     st = f.stat()
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a distinct mtime even on coarse clocks
     assert load_profile("myphone")["coefficients"]["const"] == 2.0
+    assert len(parses) == 3  # the edited file, read again
     assert available_profiles()["myphone"].points == len(doc["points"])
 
 
