@@ -135,6 +135,30 @@ def test_measure_cpu_on_a_tiny_spec(tiny):
     assert d["resolution"] == [48, 48] and "median" in r.describe()
 
 
+def test_reduction_ci_brackets_the_median_reduction():
+    a = [10.0, 10.2, 9.8, 10.1, 9.9, 10.0, 10.3, 9.7]
+    point, lo, hi = M.reduction_ci(a, [v * 0.8 for v in a])
+    assert point == pytest.approx(20.0) and lo <= 20.0 <= hi
+    point, lo, hi = M.reduction_ci(a, [12.0, 8.0, 10.0, 11.0, 9.0, 10.5, 9.5, 10.0])
+    assert lo < point < hi and hi - lo > 2  # noisier B: a wide interval around ~0
+    with pytest.raises(ValueError):
+        M.reduction_ci([], a)
+
+
+@pytest.mark.parametrize("target", ["cpu", "onnxruntime"])
+def test_side_by_side_times_every_model_interleaved_and_restores_threads(tiny, target):
+    from archc.runtime import inference_model
+    before = torch.get_num_threads()
+    models = {"a": inference_model(tiny, None, deploy=True), "b": inference_model(tiny, None, deploy=True)}
+    out = M.measure_side_by_side(models, (1, 3, 48, 48), target, runs=3, warmup=1, block=2)
+    assert set(out) == {"a", "b"} and all(len(v) == 3 and min(v) > 0 for v in out.values())
+    assert torch.get_num_threads() == before
+    with pytest.raises(DeviceError, match="side-by-side timing runs on cpu, onnxruntime or cuda, not 'coreml'"):
+        M.measure_side_by_side(models, (1, 3, 48, 48), "coreml")
+    with pytest.raises(DeviceError, match="runs and block must be >= 1"):
+        M.measure_side_by_side(models, (1, 3, 48, 48), target, runs=0)
+
+
 def test_latency_dispatcher_passes_train_graph_and_onnxruntime(tiny):
     r = latency(tiny, "onnxruntime", runs=3, warmup=1, deploy=False, batch=2)
     assert r.target == "onnxruntime" and r.batch == 2 and r.detail["runtime"] == "onnxruntime"

@@ -178,12 +178,61 @@ def test_cached_only_fits_a_foreign_cache_without_measuring(tmp_path):
         measure_all(samples, [64], target="onnxruntime", cache=cache, runs=1, warmup=0, measure=must_not_measure)
 
 
+def test_ratio_check_times_each_pair_side_by_side_caches_it_and_states_its_interval(tmp_path, profiles_dir):
+    """The Fig. 3 check: each pair is timed in one side-by-side measurement per resolution (not two separate
+    ones), the reduction and its bootstrap interval come from those runs, a rerun reads the cache, and
+    --cached-only measures nothing."""
+    import numpy as np
+    from archc.latency.calibrate import measure_all, points_of, ratio_check, read_cache, sample_spaces
+    from archc.latency.fit import make_profile, save_profile
+    from archc.latency import LatencyResult
+
+    def fake_measure(spec, target, *, model, runs, warmup, resolution, threads, runtime):
+        f, _ = spec_features(spec, resolution)
+        ms = 0.2 + 30 * (f["macs_conv"] + f["macs_pointwise"]) + 100 * f["macs_dw"] + 0.01 * f["mbytes"]
+        return LatencyResult(target=target, ms=ms, kind="measured", batch=1, resolution=(resolution, resolution),
+                             iqr_ms=0.0, cv=0.0, runs=runs, detail={"device": "stub"})
+
+    samples = sample_spaces(["search/tiny.yaml"], 8, seed=1)
+    cache = tmp_path / "c.jsonl"
+    recs = measure_all(samples, [64, 96], target="onnxruntime", cache=cache, runs=1, warmup=0, measure=fake_measure)
+    profile = tmp_path / "stub.yaml"
+    save_profile(make_profile(points_of(recs), name="stub", device="stub", folds=0, generated_by="test",
+                              data_source=str(cache)), profile)
+    paths = []
+    for s in samples[:2]:
+        path = tmp_path / f"{s.arch}.yaml"
+        path.write_text((Path(recs[0]["spec"]).parent / f"{s.arch}.yaml").read_text())
+        paths.append(str(path))
+
+    calls = []
+    rng = np.random.default_rng(0)
+
+    def fake_pair(models, shape, target, *, runs, warmup, threads, runtime):
+        calls.append((tuple(models), tuple(shape)))
+        return {"a": list(10.0 + rng.normal(0, 0.1, runs)), "b": list(8.0 + rng.normal(0, 0.1, runs))}
+
+    out = ratio_check(str(profile), [tuple(paths)], [64, 96], target="onnxruntime", cache=cache, runs=15, warmup=0,
+                      measure_pair=fake_pair)
+    assert calls == [(("a", "b"), (1, 3, 64, 64)), (("a", "b"), (1, 3, 96, 96))]
+    for c in out:
+        lo, hi = c["measured_reduction_ci95_pct"]
+        assert lo < c["measured_reduction_pct"] < hi and 17 < lo and hi < 23  # 20% +- noise of 15 runs
+        assert c["points_off"] == pytest.approx(c["predicted_reduction_pct"] - c["measured_reduction_pct"], abs=0.02)
+    pairs = [r for r in read_cache(cache).values() if r["key"].endswith(":side-by-side")]
+    assert len(pairs) == 2 and all(r["runs"] == 15 for r in pairs)
+    again = ratio_check(str(profile), [tuple(paths)], [64, 96, 128], target="onnxruntime", cache=cache, runs=15,
+                        warmup=0, measure_pair=fake_pair, cached_only=True)
+    assert len(calls) == 2 and again == out  # cached, and 128 (never measured) is left out, not measured
+
+
 @pytest.mark.parametrize("argv, message", [
     ([], "give MEASUREMENTS.csv, or --measure"),
     (["m.csv", "--measure"], "give either MEASUREMENTS.csv or --measure, not both"),
     (["--measure", "--resolutions", "224,big"], "--resolutions '224,big': expected comma-separated integers"),
     (["--measure", "--resolutions", "8"], "every resolution must be in 32..4096"),
-    (["--measure", "--runs", "0"], "--runs and --threads must be >= 1"),
+    (["--measure", "--runs", "0"], "--runs, --check-runs and --threads must be >= 1"),
+    (["--measure", "--check-runs", "0"], "--runs, --check-runs and --threads must be >= 1"),
     (["--measure", "--check-pair", "a.yaml", "--n", "0"], "--n must be >= 1"),
     (["--folds", "-1", "m.csv"], "--folds must be >= 0"),
     (["--channel-block", "0", "m.csv"], "--channel-block must be >= 1"),

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from ..errors import ArchcError
 from .fit import Point
 
@@ -154,32 +156,61 @@ def points_of(records: Sequence[Dict[str, Any]]) -> List[Point]:
                   uncertainty_ms=(r.get("iqr_ms") or 0.0) / 2, family=r["family"]) for r in records]
 
 
+def pair_key(arch_a: str, arch_b: str, resolution: int, target: str, runtime: str, threads: int) -> str:
+    return f"{arch_a}+{arch_b}@{resolution}:{target}:{runtime}:t{threads}:side-by-side"
+
+
 def ratio_check(profile_path: str, pairs: Sequence[Tuple[str, str]], resolutions: Sequence[int], *, target: str,
                 cache: Path, runs: int, warmup: int, threads: int = 1, runtime: str = "eager",
-                measure: Optional[Callable[..., Any]] = None, cached_only: bool = False) -> List[Dict[str, Any]]:
+                measure_pair: Optional[Callable[..., Dict[str, List[float]]]] = None,
+                cached_only: bool = False) -> List[Dict[str, Any]]:
     """For each (A, B) spec pair: measured and predicted reduction of B against A at each resolution.
 
-    The pairs are measured like calibration points (and cached) but are not fitted: this checks the
-    profile on the Fig. 3 question (RepMixer vs pooling) it was not fitted on.
+    The pairs are not fitted: this checks the profile on the Fig. 3 question (RepMixer vs pooling). Each
+    pair is timed side by side (``measure.measure_side_by_side``, interleaved runs in one process), so the
+    measured reduction compares the models, not two moments of the machine; its bootstrap 95% interval is
+    reported with it. Records are appended to ``cache`` as they are measured and reused by a rerun.
     """
+    from ..runtime import inference_model, input_shape
     from ..spec import load_spec
+    from .measure import reduction_ci
     from .predict import predict_latency
+    if measure_pair is None:
+        from .measure import measure_side_by_side as measure_pair
+    done = read_cache(cache)
     out = []
     for a_path, b_path in pairs:
         a, b = load_spec(a_path), load_spec(b_path)
-        recs = measure_all([Sampled(a, "check", arch_hash(a)), Sampled(b, "check", arch_hash(b))], resolutions,
-                           target=target, cache=cache, runs=runs, warmup=warmup, threads=threads, runtime=runtime,
-                           measure=measure, cached_only=cached_only)
-        ms = {(r["arch"], r["resolution"]): r["ms"] for r in recs}
+        ha, hb = arch_hash(a), arch_hash(b)
+        models = None
         for res in resolutions:
-            if (arch_hash(a), res) not in ms or (arch_hash(b), res) not in ms:
-                continue  # cached_only and not measured there
-            ma, mb = ms[(arch_hash(a), res)], ms[(arch_hash(b), res)]
+            key = pair_key(ha, hb, res, target, runtime, threads)
+            rec = done.get(key)
+            if rec is None:
+                if cached_only:
+                    continue  # measured elsewhere, or not at this resolution
+                if models is None:
+                    models = {"a": inference_model(a, None, deploy=True), "b": inference_model(b, None, deploy=True)}
+                t0 = time.perf_counter()
+                samples = measure_pair(models, input_shape(a, 1, res), target, runs=runs, warmup=warmup,
+                                       threads=threads, runtime=runtime)
+                point, lo, hi = reduction_ci(samples["a"], samples["b"])
+                rec = {"key": key, "a": a.name, "b": b.name, "arch_a": ha, "arch_b": hb, "resolution": res,
+                       "target": target, "runtime": runtime, "threads": threads, "runs": runs, "warmup": warmup,
+                       "a_ms": float(np.median(samples["a"])), "b_ms": float(np.median(samples["b"])),
+                       "reduction_pct": round(point, 2), "reduction_ci95_pct": [round(lo, 2), round(hi, 2)],
+                       "seconds": round(time.perf_counter() - t0, 2)}
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                with cache.open("a") as f:
+                    f.write(json.dumps(rec) + "\n")
             pa, pb = predict_latency(a, profile_path, res), predict_latency(b, profile_path, res)
-            out.append({"a": a.name, "b": b.name, "resolution": res, "measured_a_ms": ma, "measured_b_ms": mb,
-                        "predicted_a_ms": pa.ms, "predicted_b_ms": pb.ms,
-                        "measured_reduction_pct": round(100 * (ma - mb) / ma, 2),
-                        "predicted_reduction_pct": round(100 * (pa.ms - pb.ms) / pa.ms, 2)})
+            predicted = 100 * (pa.ms - pb.ms) / pa.ms
+            out.append({"a": a.name, "b": b.name, "resolution": res, "measured_a_ms": rec["a_ms"],
+                        "measured_b_ms": rec["b_ms"], "predicted_a_ms": pa.ms, "predicted_b_ms": pb.ms,
+                        "measured_reduction_pct": rec["reduction_pct"],
+                        "measured_reduction_ci95_pct": rec["reduction_ci95_pct"],
+                        "predicted_reduction_pct": round(predicted, 2),
+                        "points_off": round(predicted - rec["reduction_pct"], 2)})
     return out
 
 

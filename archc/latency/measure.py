@@ -60,6 +60,20 @@ def summarize(samples_ms: Sequence[float]) -> Tuple[float, float, float]:
     return float(med), float(q3 - q1), cv
 
 
+def reduction_ci(a_ms: Sequence[float], b_ms: Sequence[float], n: int = 2000, seed: int = 0) -> Tuple[float, float, float]:
+    """How much faster B is than A, in percent of A's median (``100 * (1 - median(b) / median(a))``), with a
+    bootstrap 95% interval: (point, low, high). The interval is over the runs of one side-by-side measurement;
+    it does not cover a machine whose state drifts between measurements (repeat those to see it)."""
+    a, b = np.asarray(a_ms, dtype=np.float64), np.asarray(b_ms, dtype=np.float64)
+    if a.size == 0 or b.size == 0:
+        raise ValueError("no samples")
+    rng = np.random.default_rng(seed)
+    ma = np.median(rng.choice(a, (n, a.size)), axis=1)
+    mb = np.median(rng.choice(b, (n, b.size)), axis=1)
+    lo, hi = np.percentile(100.0 * (1.0 - mb / ma), [2.5, 97.5])
+    return float(100.0 * (1.0 - np.median(b) / np.median(a))), float(lo), float(hi)
+
+
 def time_runs(step: Callable[[], Any], runs: int, warmup: int,
               clock: Callable[[], float] = time.perf_counter) -> List[float]:
     """Wall-clock milliseconds of ``runs`` calls of ``step`` after ``warmup`` untimed calls.
@@ -119,6 +133,50 @@ def time_interleaved(steps: Dict[str, Callable[[], Any]], runs: int, warmup: int
                 step()
                 samples[name].append((clock() - t0) * 1e3)
     return samples
+
+
+def measure_side_by_side(models: Dict[str, nn.Module], shape: Sequence[int], target: str = "cpu", *, runs: int = 20,
+                         warmup: int = 3, threads: Optional[int] = None, runtime: str = "eager",
+                         block: int = 2) -> Dict[str, List[float]]:
+    """Per-run milliseconds of each deploy graph in ``models`` on one input ``shape``, timed in interleaved
+    blocks of ``block`` runs (``time_interleaved``), in one process.
+
+    A ratio of two models is only as good as the conditions both were timed under. Timed one after the
+    other, each model meets its own machine state: torch eager at 1024 px page-faults every tensor over
+    glibc's 32 MB mmap limit on every run (~0.3 s of ~1.5 s for PoolFormer-S12 on the 2-core VM), how much
+    depends on what ran before, and the PoolFormer-S12 RepMixer-vs-pool reduction measured 8-30% in separate
+    runs. Interleaved, both models share that state (docs/LATENCY_MODEL.md)."""
+    from ..runtime import make_runner, resolve_runtime
+
+    if target not in ("cpu", "onnxruntime", "cuda"):
+        raise DeviceError(f"side-by-side timing runs on cpu, onnxruntime or cuda, not '{target}'")
+    if runs < 1 or warmup < 0 or block < 1:
+        raise DeviceError(f"runs and block must be >= 1 and warmup >= 0 (got runs={runs}, warmup={warmup}, block={block})")
+    device = "cuda" if target == "cuda" else "cpu"
+    if device == "cuda":
+        _check_cuda()
+    rt = "onnxruntime" if target == "onnxruntime" else resolve_runtime(runtime, device)
+    prev_threads = torch.get_num_threads()
+    threads = DEFAULT_CPU_THREADS if threads is None and device == "cpu" else threads
+    if threads:
+        torch.set_num_threads(threads)
+    x = torch.randn(tuple(shape), generator=torch.Generator().manual_seed(0))
+    runners = {}
+    try:
+        for name, model in models.items():
+            runners[name] = make_runner(model, x, rt, device)
+        steps = {}
+        for name, runner in runners.items():
+            xin = runner.prepare(x)
+            if device == "cuda":
+                steps[name] = lambda r=runner, v=xin: (r(v), torch.cuda.synchronize())
+            else:
+                steps[name] = lambda r=runner, v=xin: r(v)
+        return time_interleaved(steps, runs, warmup, block=block)
+    finally:
+        for runner in runners.values():
+            runner.close()
+        torch.set_num_threads(prev_threads)
 
 
 # ------------------------------------------------------------------------------------ entry point
