@@ -321,3 +321,41 @@ def test_coreml_predict_loop_on_a_faked_mac(tiny, fake_mac):
     assert r.target == "coreml" and r.runs == 4 and "CPU_ONLY" in r.detail["runtime"]
     with pytest.raises(DeviceError, match="unknown Core ML compute units 'NPU'"):
         latency(tiny, "coreml", runs=1, compute_units="NPU")
+
+
+_FAULTS_SCRIPT = """
+import resource, sys, torch
+if sys.argv[1] == "keep":
+    from archc.latency.allocator import keep_freed_memory
+    print(keep_freed_memory(), file=sys.stderr)
+def step():
+    a = torch.ones(16 * 2 ** 20)  # 64 MB, over glibc's largest mmap threshold
+    return float((a * 2).sum())
+for _ in range(3):
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    step()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def test_cpu_timing_keeps_freed_memory_so_runs_do_not_page_fault():
+    """A forward that frees and reallocates 64 MB tensors page-faults on every run under glibc's defaults
+    (each tensor mmapped anew: the eager-timing noise); after keep_freed_memory, once warm, it touches no
+    fresh pages."""
+    import platform
+    import subprocess
+    from archc.latency.allocator import keep_freed_memory
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        assert "not glibc" in keep_freed_memory()
+        return
+    faults = {mode: int(subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT, mode], capture_output=True, text=True,
+                                       check=True).stdout) for mode in ("default", "keep")}
+    assert faults["default"] > 50_000 and faults["keep"] < 1_000, faults  # 5 runs x 2 tensors x 16k pages
+    assert keep_freed_memory() == "glibc: freed memory kept (no trim, no mmap)"
+
+
+def test_measured_latency_records_the_allocator_state(tiny):
+    r = M.measure_latency(tiny, "cpu", runs=2, warmup=0, resolution=48)
+    assert "allocator" in r.detail and r.detail["allocator"]

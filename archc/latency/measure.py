@@ -145,8 +145,10 @@ def measure_side_by_side(models: Dict[str, nn.Module], shape: Sequence[int], tar
     other, each model meets its own machine state: torch eager at 1024 px page-faults every tensor over
     glibc's 32 MB mmap limit on every run (~0.3 s of ~1.5 s for PoolFormer-S12 on the 2-core VM), how much
     depends on what ran before, and the PoolFormer-S12 RepMixer-vs-pool reduction measured 8-30% in separate
-    runs. Interleaved, both models share that state (docs/LATENCY_MODEL.md)."""
+    runs. Interleaved, both models share that state; ``allocator.keep_freed_memory`` removes most of it
+    (docs/LATENCY_MODEL.md)."""
     from ..runtime import make_runner, resolve_runtime
+    from .allocator import keep_freed_memory
 
     if target not in ("cpu", "onnxruntime", "cuda"):
         raise DeviceError(f"side-by-side timing runs on cpu, onnxruntime or cuda, not '{target}'")
@@ -160,6 +162,7 @@ def measure_side_by_side(models: Dict[str, nn.Module], shape: Sequence[int], tar
     threads = DEFAULT_CPU_THREADS if threads is None and device == "cpu" else threads
     if threads:
         torch.set_num_threads(threads)
+    keep_freed_memory()
     x = torch.randn(tuple(shape), generator=torch.Generator().manual_seed(0))
     runners = {}
     try:
@@ -335,7 +338,9 @@ def _check_iphone_tools() -> None:
 def _measure_torch(model: nn.Module, x: torch.Tensor, runtime: str, device: str, runs: int, warmup: int,
                    detail: Dict[str, Any]) -> List[float]:
     from ..runtime import make_runner
+    from .allocator import keep_freed_memory
 
+    detail["allocator"] = keep_freed_memory()
     runner = make_runner(model, x, runtime, device)
     try:
         xin = runner.prepare(x)
