@@ -111,3 +111,25 @@ def test_meta3d_count_and_flat_position():
 def test_meta3d_misuse_is_one_clear_error(override, message):
     with pytest.raises(archc.SpecError, match=message):
         archc.load_spec(SPECS / "efficientformer_l1.yaml", [override])
+
+
+def test_a_graph_sized_to_its_input_is_profiled_predicted_and_timed_at_each_resolution(capsys):
+    """Meta3D's attention bias is sized to the input, so its graph runs at that size only: features, predictions
+    and ``archc bench --resolutions`` build one graph per size (they crashed with a shape error at any size but
+    256 before), and a Meta4D-only stage, sized to nothing, still shares one graph."""
+    from archc.cli import main
+    from archc.latency.features import deploy_graph, profile_features, spec_features
+    from archc.analysis.profile import example_input, profile_graph
+    from archc.spec import sized_to_input
+    spec = archc.load_spec(SPECS / "efficientformer_l1.yaml")
+    assert sized_to_input(spec) and not sized_to_input(archc.load_spec(SPECS / "efficientformer_l1.yaml",
+                                                                       ["stages[3].meta3d=0"]))
+    at_224, _ = spec_features(spec, 224)
+    direct = profile_features(profile_graph(deploy_graph(spec)[0], example_input((224, 224))))
+    assert at_224 == pytest.approx(direct)
+    assert spec_features(spec, 256)[0]["macs_pointwise"] > at_224["macs_pointwise"]
+    assert main(["bench", str(SPECS / "efficientformer_l1.yaml"), "--target", "iphone12pro",
+                 "--resolutions", "224,256", "--json"]) == 0
+    assert main(["bench", str(SPECS / "efficientformer_l1.yaml"), "--target", "cpu", "--resolutions", "160,224",
+                 "--runs", "1", "--warmup", "0", "--json"]) == 0
+    assert "Traceback" not in capsys.readouterr().err

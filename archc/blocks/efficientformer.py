@@ -105,7 +105,7 @@ def _meta4d_estimate(s, in_chs: int) -> int:
 
 MIXERS.register(Kind("meta4d", Meta4DParams.__doc__, Meta4DParams, _meta4d_stage, _check_meta4d,
                      search_keys={"pool_size": "pool_size", "meta3d": "meta3d"}, abbrev="EF",
-                     estimate=_meta4d_estimate))
+                     estimate=_meta4d_estimate, sized_to_input=lambda params: params.meta3d > 0))
 
 
 # ------------------------------------------------------------------------------------------------ head

@@ -87,6 +87,9 @@ class Kind:
     #: heads: how the model applies the head, ``forward(model, features)`` (None: ``model.head(features)``);
     #: such a head's build may return a third item, top-level modules by name (timm's ``norm``, ``head_dist``)
     forward: Optional[Callable[[Any, Any], Any]] = None
+    #: block kinds: True when the stage's modules are sized to the spec's input (EfficientFormer's learned
+    #: attention bias per token pair), so its graph runs at that resolution only and is rebuilt for another
+    sized_to_input: Callable[[Any], bool] = lambda params: False
 
 
 class Family:

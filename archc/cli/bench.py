@@ -108,19 +108,24 @@ def run(args) -> int:
 
     models: Dict[Any, Any] = {}
 
-    def model_for(path, spec, graph):
-        """Each spec's graph is built (and lowered, verified) once, then timed at every resolution."""
+    def model_for(path, spec, graph, res):
+        """Each spec's graph is built (and lowered, verified) once, then timed at every resolution; a graph
+        sized to its input (``sized_to_input``) is built once per resolution."""
         from ..runtime import inference_model
-        if (path, graph) not in models:
-            models[(path, graph)] = inference_model(spec, args.weights, deploy=graph == "deploy")
-        return models[(path, graph)]
+        from ..spec import sized_to_input
+        per_size = res is not None and sized_to_input(spec)
+        key = (path, graph, res if per_size else None)
+        if key not in models:
+            built = _sized(spec, res, batch, flag) if per_size else spec
+            models[key] = inference_model(built, args.weights, deploy=graph == "deploy")
+        return models[key]
 
     def one(path, spec, res, graph) -> None:
         kw = dict(kwargs, resolution=res)
         if measured:
             from ..latency.measure import check_target
             check_target(args.target)  # say what is missing before building anything
-            kw.update(deploy=graph == "deploy", model=model_for(path, spec, graph), weights=None)
+            kw.update(deploy=graph == "deploy", model=model_for(path, spec, graph, res), weights=None)
         r = latency(spec, args.target, **kw)
         results.append({"spec": path, "name": spec.name, "graph": graph if measured else "deploy",
                         **r.to_dict()})

@@ -108,7 +108,8 @@ def measure_all(samples: Sequence[Sampled], resolutions: Sequence[int], *, targe
 
     ``cached_only`` measures nothing: a cache measured elsewhere (another machine, pinned shards) is fitted
     here, and points it lacks are left out. Cached records point at this machine's copy of each spec."""
-    from ..spec import save_spec
+    from ..runtime import inference_model
+    from ..spec import load_spec, save_spec, sized_to_input
     if measure is None:
         from .measure import measure_latency as measure
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +122,7 @@ def measure_all(samples: Sequence[Sampled], resolutions: Sequence[int], *, targe
         spec_path = spec_dir / f"{s.arch}.yaml"
         if not spec_path.is_file():
             save_spec(s.spec, spec_path, header=f"calibration point of family {s.family}")
-        model = None
+        model, per_size = None, sized_to_input(s.spec)  # a graph sized to its input is built per resolution
         for res in resolutions:
             i += 1
             key = cache_key(s.arch, res, target, runtime, threads)
@@ -132,9 +133,9 @@ def measure_all(samples: Sequence[Sampled], resolutions: Sequence[int], *, targe
                 continue
             if progress:
                 progress(f"{s.spec.name} @ {res}", i, total)
-            if model is None:
-                from ..runtime import inference_model
-                model = inference_model(s.spec, None, deploy=True)
+            if model is None or per_size:
+                model = inference_model(load_spec(s.spec, {"input_size": res}) if per_size else s.spec, None,
+                                        deploy=True)
             t0 = time.perf_counter()
             r = measure(s.spec, target, model=model, runs=runs, warmup=warmup, resolution=res, threads=threads,
                         runtime=runtime)
@@ -172,7 +173,7 @@ def ratio_check(profile_path: str, pairs: Sequence[Tuple[str, str]], resolutions
     reported with it. Records are appended to ``cache`` as they are measured and reused by a rerun.
     """
     from ..runtime import inference_model, input_shape
-    from ..spec import load_spec
+    from ..spec import load_spec, sized_to_input
     from .measure import reduction_ci
     from .predict import predict_latency
     if measure_pair is None:
@@ -182,15 +183,16 @@ def ratio_check(profile_path: str, pairs: Sequence[Tuple[str, str]], resolutions
     for a_path, b_path in pairs:
         a, b = load_spec(a_path), load_spec(b_path)
         ha, hb = arch_hash(a), arch_hash(b)
-        models = None
+        models, per_size = None, sized_to_input(a) or sized_to_input(b)
         for res in resolutions:
             key = pair_key(ha, hb, res, target, runtime, threads)
             rec = done.get(key)
             if rec is None:
                 if cached_only:
                     continue  # measured elsewhere, or not at this resolution
-                if models is None:
-                    models = {"a": inference_model(a, None, deploy=True), "b": inference_model(b, None, deploy=True)}
+                if models is None or per_size:
+                    models = {k: inference_model(load_spec(v, {"input_size": res}) if per_size else v, None, deploy=True)
+                              for k, v in (("a", a), ("b", b))}
                 t0 = time.perf_counter()
                 samples = measure_pair(models, input_shape(a, 1, res), target, runs=runs, warmup=warmup,
                                        threads=threads, runtime=runtime)

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from ..errors import ArchcError
 from ..analysis.profile import LAYOUT_KINDS, GraphProfile, example_input, profile_graph
-from ..spec import Spec, spec_to_yaml
+from ..spec import Spec, sized_to_input, spec_to_yaml
 
 #: every feature ``profile_features`` computes, with its unit (the profile YAML records these)
 FEATURES: Dict[str, str] = {
@@ -230,8 +230,10 @@ def _cached_features(spec_yaml: str) -> Tuple[Tuple[Tuple[str, float], ...], str
     # the architecture's graph is built and lowered once (at 256x256, or the spec's size where 256 is too small),
     # then profiled at each requested size on the meta device: the same figures, ~40x faster (SA12 at 384:
     # 0.2 s instead of 8.9 s), which matters when a calibration featurizes hundreds of points
+    # (a graph sized to its input, EfficientFormer's attention bias, is built at the size it is profiled at)
+    shared = spec if sized_to_input(spec) else dataclasses.replace(spec, input_size=(256, 256))
     try:
-        model, graph = _cached_deploy_graph(spec_to_yaml(dataclasses.replace(spec, input_size=(256, 256))))
+        model, graph = _cached_deploy_graph(spec_to_yaml(shared))
     except ArchcError:  # an architecture that needs a larger input than 256 (very deep strides)
         model, graph = _cached_deploy_graph(spec_to_yaml(spec))
     with torch.no_grad():

@@ -21,6 +21,12 @@ def stem_out(spec: Spec, size: int) -> int:
     return STEMS[spec.stem.type].out_size(spec.stem, size)
 
 
+def sized_to_input(spec: Spec) -> bool:
+    """True when the built graph holds modules sized to ``spec.input_size`` (``Kind.sized_to_input``), so it runs
+    at that resolution only: timing or profiling another size needs a graph built for it."""
+    return any(MIXERS[s.mixer.type].sized_to_input(s.mixer) for s in spec.stages)
+
+
 def stage_resolutions(spec: Spec) -> Tuple[Tuple[int, int], ...]:
     """Feature-map size (H, W) at the end of every stage for the spec's input size."""
     out = []
