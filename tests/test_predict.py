@@ -217,6 +217,22 @@ def test_op_kinds_outside_the_calibration_data_are_flagged(tmp_path):
     assert "unseen_op_kinds" not in inside.detail
 
 
+def test_a_block_family_the_calibration_never_saw_widens_the_stated_error():
+    """MobileOne's graph has only op kinds the iPhone calibration saw (convs, depthwise convs, ReLU, pooling),
+    but chains them as no FastViT or PoolFormer does (a depthwise conv into a ReLU): outside the data, with
+    the family-out error, and the caveat names the patterns. A FastViT variant stays inside."""
+    doc = shipped()
+    r = predict_latency(load_spec(ROOT / "specs/mobileone_s2.yaml"), "iphone12pro")
+    assert "unseen_op_kinds" not in r.detail
+    assert "dwconv>relu" in r.detail["unseen_op_patterns"] and "relu>dwconv" in r.detail["unseen_op_patterns"]
+    assert any(c.startswith("a block family the calibration never saw") and "dwconv>relu" in c for c in r.caveats)
+    assert r.expected_error_pct == pytest.approx(doc["error"]["outside_pct"])
+    inside = predict_latency(load_spec(ROOT / "specs/sa24.yaml"), "iphone12pro")
+    assert "unseen_op_patterns" not in inside.detail and inside.expected_error_pct == pytest.approx(
+        doc["error"]["inside_pct"])
+    assert {"conv>gelu", "pool>sub", "attention>linear"} <= set(doc["op_patterns"])
+
+
 def test_a_broken_user_profile_is_skipped_not_fatal(tmp_path, monkeypatch, capsys):
     from archc.cli import main
     from archc.latency.predict import invalid_profiles

@@ -190,7 +190,7 @@ def profile_features(profile: GraphProfile) -> Dict[str, float]:
 
 def spec_features(spec: Spec, resolution: Optional[int] = None) -> Tuple[Dict[str, float], str]:
     """Features of ``spec`` (at ``resolution`` x ``resolution`` if given), and which graph they came from."""
-    feats, graph, _, _ = _cached_features(spec_to_yaml(_sized(spec, resolution)))
+    feats, graph = _cached_features(spec_to_yaml(_sized(spec, resolution)))[:2]
     return dict(feats), graph
 
 
@@ -202,6 +202,11 @@ def spec_node_table(spec: Spec, resolution: Optional[int] = None) -> NodeTable:
 def spec_op_kinds(spec: Spec, resolution: Optional[int] = None) -> FrozenSet[str]:
     """The op kinds (``conv``, ``dwconv``, ``groupnorm``, ``pool``, ...) in ``spec``'s deploy graph."""
     return _cached_features(spec_to_yaml(_sized(spec, resolution)))[2]
+
+
+def spec_op_patterns(spec: Spec, resolution: Optional[int] = None) -> FrozenSet[str]:
+    """How ``spec``'s deploy-graph ops are chained (``op_patterns``): ``dwconv>relu``, ``pool>sub``, ..."""
+    return _cached_features(spec_to_yaml(_sized(spec, resolution)))[4]
 
 
 def _sized(spec: Spec, resolution: Optional[int]) -> Spec:
@@ -223,7 +228,8 @@ def _cached_deploy_graph(arch_yaml: str) -> Tuple[nn.Module, str]:
 
 
 @lru_cache(maxsize=512)
-def _cached_features(spec_yaml: str) -> Tuple[Tuple[Tuple[str, float], ...], str, FrozenSet[str], NodeTable]:
+def _cached_features(spec_yaml: str) -> Tuple[Tuple[Tuple[str, float], ...], str, FrozenSet[str], NodeTable,
+                                              FrozenSet[str]]:
     import yaml
     from ..spec import load_spec
     spec = load_spec(yaml.safe_load(spec_yaml))
@@ -239,4 +245,37 @@ def _cached_features(spec_yaml: str) -> Tuple[Tuple[Tuple[str, float], ...], str
     with torch.no_grad():
         prof = profile_graph(model, example_input(spec.input_size, spec.in_chans).to("meta"))
     kinds = frozenset(k for k in prof.op_histogram())
-    return tuple(profile_features(prof).items()), graph, kinds, node_table(prof)
+    return tuple(profile_features(prof).items()), graph, kinds, node_table(prof), op_patterns(prof)
+
+
+def _op_label(cost) -> str:
+    """An op's name in patterns: its kind, and for activations which one (a GELU and a ReLU cost differently)."""
+    return cost.detail.get("op", cost.kind) if cost.kind == "activation" else cost.kind
+
+
+def op_patterns(profile: GraphProfile) -> FrozenSet[str]:
+    """Every ``producer>consumer`` pair of op labels along the graph's data flow, looking through layout ops.
+
+    Op kinds alone cannot tell block families apart (a MobileOne and a FastViT both have convs, depthwise
+    convs and activations); how they are chained can (a depthwise conv feeding a ReLU is MobileOne's, never
+    FastViT's). A prediction whose graph has a pattern no calibration graph had comes from a block family
+    the profile was not fitted on."""
+    g = profile.graph
+    cost = {n: d.get("cost") for n, d in g.nodes(data=True)}
+
+    def consumers(node, seen):
+        for nxt in g.successors(node):
+            c = cost.get(nxt)
+            if c is None or nxt in seen:
+                continue
+            seen.add(nxt)
+            if c.kind in LAYOUT_KINDS:
+                yield from consumers(nxt, seen)
+            else:
+                yield c
+
+    out = set()
+    for node, c in cost.items():
+        if c is not None and c.kind not in LAYOUT_KINDS:
+            out.update(f"{_op_label(c)}>{_op_label(d)}" for d in consumers(node, set()))
+    return frozenset(out)

@@ -395,11 +395,13 @@ def make_profile(points: Sequence[Point], *, name: str, device: str, model: Opti
                  candidates: Sequence[CostModel] = CANDIDATES, folds: int = DEFAULT_FOLDS,
                  generated_by: str, data_source: str, floor: float = ERROR_FLOOR) -> Dict:
     """Featurize, choose and fit the model, and assemble the profile document ``predict`` reads (YAML-ready)."""
-    from .features import FEATURES, spec_op_kinds
+    from .features import FEATURES, spec_op_kinds, spec_op_patterns
     from ..spec import load_spec
     graph = featurize(points)
     result = fit(points, model, candidates=candidates, folds=folds, floor=floor)
-    kinds = sorted(set().union(*(spec_op_kinds(load_spec(p.spec_path), p.resolution) for p in points)))
+    specs = [(load_spec(p.spec_path), p.resolution) for p in points]
+    kinds = sorted(set().union(*(spec_op_kinds(s, r) for s, r in specs)))
+    patterns = sorted(set().union(*(spec_op_patterns(s, r) for s, r in specs)))
     terms = list(result["coefficients"])
     units = {n: ("ms per inference" if n == "const" else
                  f"ms per unit; feature in {FEATURES.get(n, n)}") for n in terms}
@@ -434,6 +436,7 @@ def make_profile(points: Sequence[Point], *, name: str, device: str, model: Opti
         "candidates": result["candidates"],
         "feature_ranges": ranges,
         "op_kinds": kinds,
+        "op_patterns": patterns,
         "families": sorted({p.family for p in points}),
         "duplicates": result["duplicates"],
         "points": result["points"],

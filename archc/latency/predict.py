@@ -26,7 +26,8 @@ from ..errors import DeviceError, did_you_mean
 from ..spec import Spec, load_spec
 from . import LatencyResult
 from .costmodel import DEFAULT_CACHE_MB, TERMS, CostModel, Stack, aggregate, breakdown, memory_bound_ops, predict
-from .features import DEFAULT_CHANNEL_BLOCK, FEATURES, spec_features, spec_node_table, spec_op_kinds
+from .features import (DEFAULT_CHANNEL_BLOCK, FEATURES, spec_features, spec_node_table, spec_op_kinds,
+                       spec_op_patterns)
 from .fit import DERIVED, expand
 
 BUILTIN_DIR = Path(__file__).resolve().parents[1] / "data" / "profiles"
@@ -233,6 +234,14 @@ def predict_latency(spec: Union[Spec, str, Path], profile_name: str, resolution:
             detail["unseen_op_kinds"] = unseen
             caveats.append(f"op kinds the calibration never saw ({', '.join(unseen)}) are priced only by their "
                            f"MACs and bytes, so the prediction is likely low")
+            detail["note"] += f"; {caveats[-1]}"
+    if profile.get("op_patterns"):
+        novel = sorted(spec_op_patterns(spec, resolution) - set(profile["op_patterns"]))
+        if novel:  # e.g. MobileOne's dwconv>relu against a profile fitted on FastViT and PoolFormer
+            detail["unseen_op_patterns"] = novel
+            shown = ", ".join(novel[:4]) + (f" and {len(novel) - 4} more" if len(novel) > 4 else "")
+            caveats.append(f"a block family the calibration never saw: its ops are chained in ways no "
+                           f"calibration graph had ({shown})")
             detail["note"] += f"; {caveats[-1]}"
     expected, bound, basis = _error(profile, outside=bool(caveats))
     detail["error_basis"] = basis
