@@ -66,7 +66,40 @@ def main() -> int:
     print(f"\nMAPE {np.mean(errs):.1f}% (max {max(errs):.1f}%) over {len(errs)} models; "
           + ", ".join(f"{f} {np.mean(v):.1f}%" for f, v in fams.items())
           + f"; misses beyond the expected error: {beyond_expected}, beyond the band: {beyond_band}")
+    print()
+    for line in dominance(args.profile):
+        print(line)
     return 0
+
+
+#: (held-out model, published ms, calibration model, published ms): pairs to test for dominance
+DOMINANCE = [("fastvit_mci0", 1.5, "sa12", 1.600), ("fastvit_mci1", 2.5, "sa24", 2.547),
+             ("fastvit_mci2", 3.6, "sa36", 3.536)]
+
+
+def dominance(profile_name: str):
+    """Where a held-out model does at least as much of every priced kind of work as a calibration model,
+    any non-negative prices predict it at least as slow: a published figure below that is out of reach of
+    every such model, whatever the data."""
+    import archc
+    from archc.latency.costmodel import Stack, aggregate
+    from archc.latency.features import spec_features, spec_node_table
+    from archc.latency.predict import load_profile
+    prof = load_profile(profile_name)
+    terms = [t for t in prof["coefficients"] if t != "const"]
+    block, cache = int(prof.get("channel_block", 16)), float(prof.get("cache_mb", 2.0))
+    for held, held_ms, cal, cal_ms in DOMINANCE:
+        specs = [archc.load_spec(ROOT / "specs" / f"{n}.yaml") for n in (held, cal)]
+        agg = aggregate(Stack.of([spec_node_table(s) for s in specs], [spec_features(s)[0]["attn_elems"] for s in specs]),
+                        terms, block, cache)
+        less = [t for j, t in enumerate(terms) if agg[0, j] < agg[1, j] - 1e-12]
+        if less:
+            yield f"{held} does less {', '.join(less)} than {cal}: no dominance"
+        else:
+            yield (f"{held} ({held_ms} ms published) does at least as much of each of the profile's {len(terms)} "
+                   f"priced terms as {cal} ({cal_ms} ms published): any non-negative prices for them predict "
+                   f"{held} >= {cal}, so its published figure is {100 * (cal_ms / held_ms - 1):+.1f}% out of reach "
+                   f"if {cal} is predicted exactly")
 
 
 if __name__ == "__main__":
