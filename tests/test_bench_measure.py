@@ -153,10 +153,35 @@ def test_side_by_side_times_every_model_interleaved_and_restores_threads(tiny, t
     out = M.measure_side_by_side(models, (1, 3, 48, 48), target, runs=3, warmup=1, block=2)
     assert set(out) == {"a", "b"} and all(len(v) == 3 and min(v) > 0 for v in out.values())
     assert torch.get_num_threads() == before
-    with pytest.raises(DeviceError, match="side-by-side timing runs on cpu, onnxruntime or cuda, not 'coreml'"):
-        M.measure_side_by_side(models, (1, 3, 48, 48), "coreml")
+    with pytest.raises(DeviceError, match="side-by-side timing runs on cpu, onnxruntime, cuda, coreml, iphone, not 'tpu'"):
+        M.measure_side_by_side(models, (1, 3, 48, 48), "tpu")
     with pytest.raises(DeviceError, match="runs and block must be >= 1"):
         M.measure_side_by_side(models, (1, 3, 48, 48), target, runs=0)
+
+
+def test_side_by_side_on_core_ml_times_one_model_after_the_other(tiny, monkeypatch):
+    """Core ML targets export each model to its own package: the pair is timed one model after the other,
+    through the same timer a single measurement uses (faked here: it needs macOS)."""
+    from archc.runtime import inference_model
+    calls = []
+    monkeypatch.setattr(M, "check_target", lambda target: calls.append(("check", target)))
+    monkeypatch.setattr(M, "_measure_iphone", lambda model, x, runs, warmup, units, detail:
+                        calls.append(("time", tuple(x.shape), runs, warmup, units)) or [1.0] * runs)
+    models = {"a": inference_model(tiny, None, deploy=True), "b": inference_model(tiny, None, deploy=True)}
+    out = M.measure_side_by_side(models, (1, 3, 48, 48), "iphone", runs=4, warmup=1)
+    assert out == {"a": [1.0] * 4, "b": [1.0] * 4}
+    assert calls == [("check", "iphone")] + [("time", (1, 3, 48, 48), 4, 1, "ALL")] * 2
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="macOS can run Core ML")
+@pytest.mark.parametrize("target", ["coreml", "iphone"])
+def test_calibrating_an_apple_target_off_macos_is_one_line_before_any_work(target, capsys, tmp_path, monkeypatch):
+    from archc.cli import main
+    monkeypatch.chdir(tmp_path)
+    assert main(["calibrate", "--measure", "--target", target, "--device", "x", "--n", "4"]) == 2
+    err = capsys.readouterr().err
+    assert f"target '{target}' needs macOS" in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()  # nothing sampled, nothing cached
 
 
 def test_latency_dispatcher_passes_train_graph_and_onnxruntime(tiny):

@@ -46,7 +46,9 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the fitted profile as JSON")
     m = p.add_argument_group("measure ground truth here (--measure)")
     m.add_argument("--measure", action="store_true", help="sample architectures from --space files and measure them")
-    m.add_argument("--target", default="onnxruntime", choices=("onnxruntime", "cpu"), help="measured target")
+    m.add_argument("--target", default="onnxruntime", choices=("onnxruntime", "cpu", "coreml", "iphone"),
+                   help="measured target (coreml: this Mac; iphone: a connected iPhone, through coremltools; "
+                        "both batch 1, as the iPhone figures are)")
     m.add_argument("--space", action="append", default=[], metavar="SPACE.yaml",
                    help="search space to sample (repeatable; each is a family). Default: search/fastvit.yaml and "
                         "search/metaformer.yaml")
@@ -123,6 +125,9 @@ def run(args) -> int:
             raise ArchcError("--runs, --check-runs and --threads must be >= 1 and --warmup >= 0 "
                              f"(got {args.runs}, {args.check_runs}, {args.threads}, {args.warmup})")
         resolutions = _ints(args.resolutions, "--resolutions")
+        if not args.cached_only:
+            from ..latency.measure import check_target
+            check_target(args.target)  # what this machine lacks for the target, before sampling anything
         spaces = args.space or ([] if args.spec else ["search/fastvit.yaml", "search/metaformer.yaml"])
         cache = Path(args.cache or f"runs/calibrate/{args.device}.jsonl")
         samples = sample_spaces(spaces, args.n, args.seed) if spaces else []

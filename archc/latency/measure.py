@@ -135,6 +135,11 @@ def time_interleaved(steps: Dict[str, Callable[[], Any]], runs: int, warmup: int
     return samples
 
 
+#: targets ``measure_side_by_side`` times: interleaved in one process on the host, one model after the other
+#: on Core ML devices
+SIDE_BY_SIDE_TARGETS = ("cpu", "onnxruntime", "cuda", "coreml", "iphone")
+
+
 def measure_side_by_side(models: Dict[str, nn.Module], shape: Sequence[int], target: str = "cpu", *, runs: int = 20,
                          warmup: int = 3, threads: Optional[int] = None, runtime: str = "eager",
                          block: int = 2) -> Dict[str, List[float]]:
@@ -150,10 +155,16 @@ def measure_side_by_side(models: Dict[str, nn.Module], shape: Sequence[int], tar
     from ..runtime import make_runner, resolve_runtime
     from .allocator import keep_freed_memory
 
-    if target not in ("cpu", "onnxruntime", "cuda"):
-        raise DeviceError(f"side-by-side timing runs on cpu, onnxruntime or cuda, not '{target}'")
+    if target not in SIDE_BY_SIDE_TARGETS:
+        raise DeviceError(f"side-by-side timing runs on {', '.join(SIDE_BY_SIDE_TARGETS)}, not '{target}'")
     if runs < 1 or warmup < 0 or block < 1:
         raise DeviceError(f"runs and block must be >= 1 and warmup >= 0 (got runs={runs}, warmup={warmup}, block={block})")
+    if target in ("coreml", "iphone"):
+        # one model at a time: each is exported to its own package, and a phone runs nothing else meanwhile
+        check_target(target)
+        x = torch.randn(tuple(shape), generator=torch.Generator().manual_seed(0))
+        timer = _measure_coreml if target == "coreml" else _measure_iphone
+        return {name: timer(model, x, runs, warmup, "ALL", {}) for name, model in models.items()}
     device = "cuda" if target == "cuda" else "cpu"
     if device == "cuda":
         _check_cuda()
