@@ -11,7 +11,8 @@ all kernel time and the cost per output element (ns) or per MAC (GMAC/s), split 
 count is a multiple of 16 (the NCHWc block of ONNX Runtime's MLAS kernels on AVX-512; 8 on AVX2).
 
 Run it alone on the machine: concurrent work inflates some points (docs/LATENCY_MODEL.md). Existing lines
-in ``--out`` are summarised again without measuring (``--summarize-only``).
+in ``--out`` are summarised again without measuring (``--summarize-only``). ``--pair A.yaml,B.yaml`` instead
+prints two specs' kernel time per op class side by side at each resolution.
 """
 from __future__ import annotations
 
@@ -117,6 +118,31 @@ def summarize(records, block: int = 16):
     return rows
 
 
+def compare_pair(paths, resolutions, runs: int, warmup: int) -> int:
+    """Per op class, the kernel milliseconds of two specs' deploy graphs at each resolution (e.g. where the
+    PoolFormer-S12 pair's RepMixer-vs-pool gap comes from in ONNX Runtime)."""
+    from archc import load_spec
+    from archc.runtime import inference_model
+    print(describe_machine(machine()))
+    for res in resolutions:
+        per, e2e = [], []
+        for path in paths:
+            ms, nodes = profile_one(inference_model(load_spec(path, {"input_size": res}), None, deploy=True), res,
+                                    runs, warmup)
+            classes = collections.Counter()
+            for n in nodes:
+                classes[op_class(n)[0]] += n["us"] / 1e3
+            per.append(classes)
+            e2e.append(ms)
+        a, b = per
+        print(f"\n{res} px: end to end {e2e[0]:.1f} vs {e2e[1]:.1f} ms ({100 * (1 - e2e[1] / e2e[0]):.1f}% less), "
+              f"kernels {sum(a.values()):.1f} vs {sum(b.values()):.1f} ms")
+        keys = sorted(set(a) | set(b), key=lambda k: -max(a[k], b[k]))[:10]
+        print(md_table(["op class", f"{Path(paths[0]).stem} ms", f"{Path(paths[1]).stem} ms"],
+                       [[k, f"{a[k]:.2f}", f"{b[k]:.2f}"] for k in keys]))
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--space", action="append", default=None)
@@ -128,7 +154,10 @@ def main() -> int:
     p.add_argument("--block", type=int, default=16, help="channel block the alignment column is judged against")
     p.add_argument("--out", default="runs/ort_ops.jsonl")
     p.add_argument("--summarize-only", action="store_true")
+    p.add_argument("--pair", metavar="A.yaml,B.yaml", help="instead: kernel time per op class of two specs, side by side")
     a = p.parse_args()
+    if a.pair:
+        return compare_pair(a.pair.split(","), [int(r) for r in a.resolutions.split(",")], a.runs, a.warmup)
     out = Path(a.out)
     if not a.summarize_only:
         from archc.deploy import deploy_model
