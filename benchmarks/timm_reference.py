@@ -7,6 +7,9 @@ file stores what a test needs to check archc against it with no timm installed:
 
 - ``keys``: every state-dict key with its shape and dtype, in timm's order (strict loading);
 - ``logits``: timm's eval logits; ``logits_reparam``: after timm's ``reparameterize_model``;
+- ``logits64`` / ``logits_reparam64``: the same computed in float64 (model and input cast), so a test can
+  compare archc's float64 output with a tolerance set by float32's rounding of the computation, on any CPU
+  (float32 logits differ between CPUs by that rounding: AVX-512 vs AVX2 sum in other orders);
 - ``params`` / ``macs`` of timm's train model and ``params_reparam`` / ``macs_reparam`` of the
   reparameterized one (MACs: torch's ``FlopCounterMode`` / 2, batch 1, on the meta device);
 - ``reparam_keys``: the reparameterized model's keys and shapes.
@@ -48,6 +51,28 @@ def _macs(model: torch.nn.Module, size: int) -> int:
 
 
 @torch.no_grad()
+def float64_logits(model: torch.nn.Module, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """timm's train-graph and reparameterized logits in float64 (timm folds in the model's dtype)."""
+    from timm.utils.model import reparameterize_model
+
+    model64 = copy.deepcopy(model).double().eval()
+    logits = model64(x.double())
+    deploy = reparameterize_model(model64).eval()
+    return {"logits64": logits.clone(), "logits_reparam64": deploy(x.double()).clone()}
+
+
+@torch.no_grad()
+def add_float64(name: str, path: Path) -> Dict[str, object]:
+    """An existing reference file with float64 logits added; its float32 fields stay as they were made."""
+    import timm
+
+    ref = torch.load(path, weights_only=True)
+    model = timm.create_model(name, pretrained=False).eval()
+    model.load_state_dict(seeded_state_dict(model.state_dict(), ref["seed"]), strict=True)
+    return {**ref, **float64_logits(model, seeded_input(tuple(ref["input_shape"]), ref["input_seed"]))}
+
+
+@torch.no_grad()
 def reference(name: str) -> Dict[str, object]:
     import timm
     from timm.utils.model import reparameterize_model
@@ -58,7 +83,7 @@ def reference(name: str) -> Dict[str, object]:
     x = seeded_input((BATCH, 3, size, size), INPUT_SEED)
     logits = model(x)
     deploy = reparameterize_model(copy.deepcopy(model)).eval()
-    return {
+    return {**float64_logits(model, x),
         "model": name, "timm": str(timm.__version__), "torch": str(torch.__version__), "seed": SEED,
         "input_seed": INPUT_SEED, "input_shape": [BATCH, 3, size, size], "keys": _keys(model),
         "logits": logits.clone(), "logits_reparam": deploy(x).clone(),
@@ -72,12 +97,14 @@ def main(argv: List[str] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("models", nargs="+", help="timm model names, e.g. mobileone_s0 poolformer_s12")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--add-float64", action="store_true",
+                    help="add float64 logits to existing files, keeping their float32 fields")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.models:
-        ref = reference(name)
         path = args.out / f"{name}.pt"
+        ref = add_float64(name, path) if args.add_float64 else reference(name)
         torch.save(ref, path)
         print(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: {ref['params']:,} params "
               f"({ref['params_reparam']:,} reparameterized), {ref['macs'] / 1e9:.3f} GMACs "

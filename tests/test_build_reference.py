@@ -3,7 +3,8 @@
 - every state-dict key and shape of the seven FastViT variants equals timm's (``*.keys.json``), so the
   parameter counts are timm's exactly;
 - the train-time graph's MACs at 256x256 (torch's flop counter) are within 0.5% of timm's figures;
-- timm's and Apple's seeded checkpoints reproduce their stored eval logits within 1e-5.
+- timm's and Apple's seeded checkpoints reproduce their stored eval logits within float32's rounding
+  (``archc.testing.reference_check``: float64 against the stored float32 logits).
 
 Deep variants are profiled on the meta device (shapes only, no arithmetic), which keeps this file fast;
 ``test_meta_profile_equals_real_profile`` checks that counting on meta gives the same numbers.
@@ -22,6 +23,8 @@ import archc
 from archc.analysis.cost import cost_report
 from archc.analysis.profile import GraphProfile, example_input, profile_graph
 from archc.errors import WeightsError
+
+from archc.testing import reference_check
 
 from conftest import SPECS, reference_file
 
@@ -135,11 +138,9 @@ def test_reference_checkpoints_reproduce_their_logits(variant, rel, fmt, referen
     ref = torch.load(path, map_location="cpu", weights_only=True)
     model = archc.build(SPECS / f"{variant}.yaml").eval()
     assert archc.load_weights(model, path) == fmt
-    with torch.no_grad():
-        out = model(ref["input"])
-    err = (out - ref["logits"]).abs().max().item()
-    assert err < 1e-5, f"{rel}: max abs diff {err:.3g}"
-    assert ref["logits"].std() > 1e-2  # logits with spread: a 1e-5 match cannot be luck
+    check = reference_check(model, ref["input"], ref["logits"])
+    assert check.ok, f"{rel}: {check.describe()}"
+    assert ref["logits"].std() > 1e-2  # logits with spread: a match at rounding level cannot be luck
 
 
 def test_apple_keys_map_onto_timm_keys_value_for_value(reference_dir):
