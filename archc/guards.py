@@ -173,6 +173,10 @@ def _activation_peak(spec, size: Tuple[int, int]) -> Tuple[int, str]:
 def memory_bytes(spec, batch: int = 1, size: Optional[Tuple[int, int]] = None) -> Dict[str, float]:
     """Weights (float32) and peak inference activations at ``batch`` x ``size`` (default: the spec's)."""
     size = tuple(size or spec.input_size)
+    if size != tuple(spec.input_size):
+        from .spec import load_spec, sized_to_input
+        if sized_to_input(spec):  # its attention biases are sized to input_size: measure the graph built there
+            spec = load_spec(spec, {"input_size": list(size)})
     peak, part = _activation_peak(spec, size)
     weights = 4 * sum(param_counts(spec).values())
     return {"weights": weights, "activations": peak * batch, "total": weights + peak * batch, "part": part}

@@ -5,6 +5,7 @@ model, so a timm checkpoint of ``fastvit_sa12`` loads into ``create_model("fastv
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Union
 
@@ -14,7 +15,8 @@ from .catalog import list_models as _list_models
 from .errors import WeightsError
 
 #: the classifier's parameters: dropped from a checkpoint when ``num_classes`` asks for another head
-CLASSIFIER_PREFIX = "head.fc."
+#: (``head.fc.*`` for FastViT, MobileOne and MetaFormer; EfficientFormer's ``head.*`` and distilled ``head_dist.*``)
+CLASSIFIER_KEYS = re.compile(r"^(head\.fc\.|head\.(weight|bias)$|head_dist\.(weight|bias)$)")
 
 Overrides = Union[Sequence[str], Mapping[str, Any], None]
 
@@ -32,7 +34,7 @@ def create_model(name: Union[str, Path], weights: Union[str, Path, Mapping[str, 
       with ``deploy=True`` reparameterized checkpoints load too.
     - ``deploy``: return the verified deploy graph (a ``torch.fx.GraphModule`` in eval mode) instead of
       the train-time ``ArchNet`` (returned in train mode, like timm's ``create_model``).
-    - ``num_classes``: a new classifier size. A checkpoint's classifier (``head.fc.*``) that does not fit
+    - ``num_classes``: a new classifier size. A checkpoint's classifier (``CLASSIFIER_KEYS``) that does not fit
       is left out and the new head keeps its fresh initialisation (timm's behaviour for fine-tuning);
       every other key must still fit.
     - ``overrides``: more spec overrides, as for ``archc.load_spec`` (e.g. ``["input_size=384"]``).
@@ -72,7 +74,7 @@ def _drop_unfit_classifier(model: nn.Module, weights: Union[str, Path, Mapping[s
     sd = to_model_keys(sd, fmt)
     own = model.state_dict()
     unfit = [k for k, v in sd.items()
-             if k.startswith(CLASSIFIER_PREFIX) and k in own and tuple(v.shape) != tuple(own[k].shape)]
+             if CLASSIFIER_KEYS.match(k) and k in own and tuple(v.shape) != tuple(own[k].shape)]
     if not unfit:
         return weights
     if isinstance(obj, Mapping) and obj.get("format") == ARCHC_FORMAT and obj.get("deploy"):

@@ -133,3 +133,27 @@ def test_a_graph_sized_to_its_input_is_profiled_predicted_and_timed_at_each_reso
     assert main(["bench", str(SPECS / "efficientformer_l1.yaml"), "--target", "cpu", "--resolutions", "160,224",
                  "--runs", "1", "--warmup", "0", "--json"]) == 0
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_guards_proxies_and_ablate_take_a_graph_sized_to_its_input(capsys, tmp_path, monkeypatch):
+    """The memory guard, the zero-cost proxies and ``archc ablate`` run EfficientFormer at a size other than
+    its ``input_size`` (they ended in a [8, 49] vs [8, 1] shape error inside the guard before): a spec is
+    measured and built at the size it is fed, as training builds it; a built model at its own size."""
+    from archc.cli import main
+    from archc.guards import memory_bytes
+    from archc.proxies import score
+    spec = archc.load_spec(SPECS / "efficientformer_l1.yaml")
+    at_128 = archc.load_spec(SPECS / "efficientformer_l1.yaml", ["input_size=128"])
+    assert memory_bytes(spec, 2, (128, 128))["activations"] == memory_bytes(at_128, 2)["activations"]
+    assert memory_bytes(spec, 2, (128, 128))["activations"] < memory_bytes(spec, 2)["activations"]
+    assert score(spec, "params") == pytest.approx(sum(p.numel() for p in archc.build(spec).parameters()) / 1e6)
+    fed = score(spec, "naswot", batch=4, resolution=64)  # built at 64 px
+    assert fed == score(archc.load_spec(SPECS / "efficientformer_l1.yaml", ["input_size=64"]), "naswot",
+                        batch=4, resolution=64)
+    torch.manual_seed(0)
+    small = archc.build(archc.load_spec(SPECS / "efficientformer_l1.yaml", ["input_size=64"]))
+    assert score(small, "naswot", batch=4, resolution=96) == pytest.approx(fed)  # built: scored at its 64 px
+    monkeypatch.chdir(tmp_path)  # ablate keeps its locks under ./runs
+    assert main(["ablate", str(SPECS / "efficientformer_l1.yaml"), "--target", "none", "--objective", "params",
+                 "--json"]) == 0
+    assert "Traceback" not in capsys.readouterr().err

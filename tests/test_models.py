@@ -203,3 +203,18 @@ def test_schema_json_and_output_under_a_new_folder(capsys, tmp_path):
     target = tmp_path / "runs" / "archc.schema.json"
     code, out, err = run(capsys, "schema", "--json", "-o", str(target))
     assert code == 0 and json.loads(out)["schema_file"] == str(target) and target.is_file()
+
+
+def test_create_model_new_head_for_a_distilled_classifier(tmp_path):
+    """EfficientFormer's classifier is ``head.*`` plus the distilled ``head_dist.*``: both give way to a new
+    ``num_classes`` (refused as wrongly shaped before), and every other weight still loads exactly."""
+    torch.manual_seed(0)
+    model = archc.create_model("efficientformer_l1", overrides=["input_size=64"])
+    path = archc.save_weights(model, tmp_path / "l1.pt", spec=model.spec)
+    ten = archc.create_model("efficientformer_l1", weights=path, num_classes=10, overrides=["input_size=64"])
+    assert ten.head.out_features == 10 and ten.head_dist.out_features == 10
+    own = model.state_dict()
+    kept = {k: v for k, v in ten.state_dict().items() if not k.startswith(("head.", "head_dist."))}
+    assert kept and all(torch.equal(v, own[k]) for k, v in kept.items())
+    with pytest.raises(archc.WeightsError, match="wrongly shaped"):  # only the classifier may differ
+        archc.create_model("efficientformer_l3", weights=path, num_classes=10, overrides=["input_size=64"])

@@ -48,7 +48,7 @@ PROXIES: Dict[str, ProxyFn] = {
 }
 
 PROXY_SETTINGS: Dict[str, ProxySettings] = {
-    "params": ProxySettings(1, 32, "parameter count (M); no forward pass"),
+    "params": ProxySettings(1, None, "parameter count (M); no forward pass"),
     "synflow": ProxySettings(1, None, "log synaptic flow; |weights|, all-ones input, float64, BN removed"),
     "naswot": ProxySettings(32, 128, "log det of the activation-code kernel (active = pre-activation > 0)"),
     "zico": ProxySettings(16, 128, "sum over layers of log sum mean|g|/std(g) over 2 mini-batches of 8"),
@@ -81,19 +81,28 @@ def score(spec_or_model, name: str = None, *, batch: int = None, resolution: int
     """Compute proxy ``name`` (default ``DEFAULT``) for a spec or a built train-time model.
 
     A spec is built with weights drawn from ``seed``; inputs and targets are drawn from ``seed`` too;
-    ``batch`` and ``resolution`` default to the proxy's ``PROXY_SETTINGS``.
+    ``batch`` and ``resolution`` default to the proxy's ``PROXY_SETTINGS``. A spec whose graph is sized to
+    its input (EfficientFormer's attention biases) is built at that resolution, as training builds it; such
+    a model passed already built is scored at its own ``input_size``, the only size it runs at.
     """
     from ..builder import build
+    from ..spec import load_spec, sized_to_input
     name = check_name(name or DEFAULT)
     settings = PROXY_SETTINGS[name]
+    res = resolution or settings.resolution
     if isinstance(spec_or_model, nn.Module):
         model = spec_or_model
+        spec = getattr(model, "spec", None)
+        if spec is not None and sized_to_input(spec):
+            res = None  # attention biases sized to input_size: a built graph runs at that size only
     else:
+        spec = spec_or_model
+        if res and sized_to_input(spec) and tuple(spec.input_size) != (res, res):
+            spec = load_spec(spec, {"input_size": res})  # as training does: built at the size it is fed
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = build(spec_or_model)
-    spec = getattr(model, "spec", None)
-    res = resolution or settings.resolution
+            model = build(spec)
+        spec = getattr(model, "spec", spec)
     size = (res, res) if res else (tuple(spec.input_size) if spec else (224, 224))
     if spec is not None:  # the proxy's batch and size, not only the spec's batch-1 forward, must fit
         from ..guards import check_memory
