@@ -13,7 +13,8 @@ from typing import List, Optional
 from ..errors import ArchcError
 
 #: subcommand modules, in the order ``archc --help`` lists them
-COMMANDS = ["build", "models", "schema", "export", "bench", "devices", "calibrate", "proxies", "search", "slim", "ablate"]
+COMMANDS = ["build", "models", "schema", "train", "export", "bench", "devices", "calibrate", "proxies", "search", "slim",
+            "ablate"]
 
 
 #: top-level modules of optional dependencies -> the extra that installs them (pyproject.toml)

@@ -53,7 +53,8 @@ _STAGE_EXTRA = {
 STAGE_KEYS = (("depth", "width", "width_mult", "mixer", "mlp_ratio") + _MIXER_KEYS
               + ("ffn", "ffn_kernel", "conv_branches", "downsample_kernel", "pos_enc", "pos_enc_kernel"))
 #: top-level spec keys a space may fix or vary (scalars only)
-SPEC_KEYS = ("input_size", "num_classes", "activation", "norm", "layer_scale_init", "drop_path_rate", "drop_rate")
+SPEC_KEYS = ("input_size", "num_classes", "in_chans", "activation", "norm", "layer_scale_init", "drop_path_rate",
+             "drop_rate")
 #: spec fields that are training settings, not architecture: a start point may differ from the
 #: space's base in these (e.g. Apple trains SA36/MA36 with layer scale 1e-6)
 TRAINING_FIELDS = ("layer_scale_init", "drop_path_rate", "drop_rate")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -43,9 +43,13 @@ class TrainResult:
                 "train_seconds": round(self.seconds, 2), "train_steps": self.steps}
 
 
-def training_spec(spec: Spec, num_classes: int, resolution: int) -> Spec:
-    """``spec`` with the dataset's head and the training resolution (a SpecError if it cannot take them)."""
-    return load_spec(spec_to_dict(spec), {"num_classes": num_classes, "input_size": [resolution, resolution]})
+def training_spec(spec: Spec, num_classes: int, resolution: int, in_chans: Optional[int] = None) -> Spec:
+    """``spec`` with the dataset's head, the training resolution and (where the data fixes them) its input
+    channels (a SpecError if it cannot take them)."""
+    overrides = {"num_classes": num_classes, "input_size": [resolution, resolution]}
+    if in_chans is not None:
+        overrides["in_chans"] = in_chans
+    return load_spec(spec_to_dict(spec), overrides)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> List[dict]:
@@ -119,10 +123,10 @@ def batches(dataset: Dataset, cfg: TrainConfig) -> DataLoader:
 
 
 def train_candidate(spec: Spec, train_set: Dataset, val: Tuple[torch.Tensor, torch.Tensor], cfg: TrainConfig,
-                    num_classes: int, *, build_fn=build) -> TrainResult:
+                    num_classes: int, *, build_fn=build, in_chans: Optional[int] = None) -> TrainResult:
     """Train ``spec`` for ``cfg.total_steps(len(train_set))`` steps and evaluate on ``val`` (preloaded)."""
     from ..search.metrics import torch_threads
-    spec = training_spec(spec, num_classes, cfg.resolution)
+    spec = training_spec(spec, num_classes, cfg.resolution, in_chans)
     steps = cfg.total_steps(len(train_set))
     warmup = cfg.warmup(steps)
     t0 = time.perf_counter()

@@ -19,6 +19,8 @@ from .config import TrainConfig
 from .loop import TrainResult, preload, train_candidate
 
 NAME = "train"
+#: the validation hold-out of an IDX set is fixed, whatever the training seed
+IDX_SPLIT_SEED = 0
 
 
 class Score(float):
@@ -38,6 +40,8 @@ class Data:
     val: Tuple[torch.Tensor, torch.Tensor]
     classes: List[str]
     description: str
+    test: Optional[Tuple[torch.Tensor, torch.Tensor]] = None  # an official test split: reported, never chosen on
+    in_chans: Optional[int] = None  # the images' channels where the spec must take them (1: grey IDX sets)
 
 
 def seeded_subset(dataset: Dataset, limit: int, seed: int) -> Dataset:
@@ -49,6 +53,10 @@ def seeded_subset(dataset: Dataset, limit: int, seed: int) -> Dataset:
 
 def open_data(cfg: TrainConfig) -> Data:
     """The training set and the preloaded validation set that ``cfg`` names."""
+    from .idx import resolve_dir
+    idx_dir = resolve_dir(cfg.data) if cfg.data else None
+    if idx_dir is not None:
+        return open_idx_data(idx_dir, cfg)
     if cfg.data:
         from .folder import image_folder
         splits = image_folder(cfg.data, cfg.resolution, val_fraction=cfg.val_fraction, seed=cfg.seed)
@@ -88,7 +96,8 @@ class TrainScore:
         this objective opened."""
         data = self.prepare()
         kw = {"build_fn": self.build_fn} if self.build_fn else {}
-        self.last = train_candidate(spec, data.train, data.val, cfg or self.cfg, len(data.classes), **kw)
+        self.last = train_candidate(spec, data.train, data.val, cfg or self.cfg, len(data.classes),
+                                    in_chans=data.in_chans, **kw)
         return self.last
 
     def __call__(self, spec, name: str = NAME) -> Score:
@@ -108,3 +117,21 @@ class TrainScore:
                      train_seconds=round(sum(r.seconds for r in runs), 2), train_steps=runs[0].steps,
                      **{f"top1_seed{base.seed + k}": round(t, 4) for k, t in enumerate(top1)})
         return Score(mean, attrs)
+
+
+def open_idx_data(folder, cfg: TrainConfig) -> Data:
+    """An IDX set (Fashion-MNIST): ``val_images`` held out of the official training split, class-balanced,
+    the rest trained on; the official test split kept apart, for reporting only. The hold-out is the same for
+    every training seed (``IDX_SPLIT_SEED``), so seed replicates are scored on the same images. The images
+    keep their one grey channel (the spec is built with ``in_chans: 1``)."""
+    from .idx import TensorImages, open_idx, stratified_split
+    s = open_idx(folder)
+    (images, labels), (test_x, test_y) = s.train, s.test
+    train_idx, val_idx = stratified_split(labels, cfg.val_images, IDX_SPLIT_SEED)
+    train = TensorImages(images[train_idx], labels[train_idx], s.classes, cfg.resolution, train=True)
+    val = TensorImages(images[val_idx], labels[val_idx], s.classes, cfg.resolution, train=False)
+    test = TensorImages(test_x, test_y, s.classes, cfg.resolution, train=False)
+    desc = (f"IDX set {folder}: {len(s.classes)} classes, {len(train)} train / {len(val)} val (held out of the "
+            f"training split) / {len(test)} test images, 1 grey channel")
+    return Data(train=train, val=(val.images, val.labels), classes=list(s.classes), description=desc,
+                test=(test.images, test.labels), in_chans=1)
