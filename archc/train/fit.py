@@ -3,11 +3,12 @@
 The recipe is the brief-training one of ``loop`` (AdamW without decay on 1-d parameters, linear warm-up then
 cosine per step, label smoothing, gradient clipping) run for whole epochs, with an optional EMA of the
 weights (``torch.optim.swa_utils.AveragedModel``). After every epoch the validation split (carved from the
-training set) is scored and three files are replaced atomically in ``out``:
+training set) is scored and these files are replaced atomically in ``out``:
 
 - ``last.pt`` / ``best.pt``: archc checkpoints (``save_weights`` format: weights + spec) of the evaluated
   weights (the EMA when on), which ``archc export --weights``, ``bench --weights`` and
   ``create_model(weights=)`` load; ``best.pt`` is the epoch with the best validation top-1;
+- ``spec.yaml``: the spec as trained (the dataset's classes, channels and size), for ``--weights`` users;
 - ``state.pt``: everything a resume needs (weights, optimiser, schedule, EMA, RNG state, history), so a
   kill -9 loses at most the epoch in flight, and a resumed run is the same run: each epoch's order and
   augmentation come from ``(seed, epoch)``.
@@ -118,6 +119,13 @@ def _atomic_save(obj: Any, path: Path) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _write_spec(spec: Spec, path: Path) -> None:
+    from ..spec import save_spec
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.yaml")
+    save_spec(spec, tmp)
+    os.replace(tmp, path)
 
 
 def _checkpoint(model: nn.Module, spec: Spec) -> Dict[str, Any]:
@@ -245,6 +253,8 @@ def fit(spec: Spec, data: Data, cfg: TrainConfig, *, epochs: int, out: Optional[
                 best, best_epoch = val_top1, epoch + 1
             if out is not None and dist.main:
                 out.mkdir(parents=True, exist_ok=True)
+                if not (out / "spec.yaml").exists():
+                    _write_spec(spec, out / "spec.yaml")
                 ckpt = _checkpoint(scored, spec)
                 _atomic_save(ckpt, out / "last.pt")
                 if improved:
