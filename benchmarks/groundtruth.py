@@ -211,8 +211,11 @@ def train_point(cand: dict, band: int, seed: int) -> dict:
             "command": f"python3 benchmarks/groundtruth.py --point {cand['id']} --seed {seed}"}
 
 
-def worker(index: int, workers: int, jobs: list, cands: dict) -> None:
+def worker(index: int, workers: int, jobs: list, cands: dict, parent: int = None) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
+    if parent is not None:
+        from archc.process import die_with_parent
+        die_with_parent(parent)  # a stopped run leaves no orphan training on
     for k, (band, pid, seed) in enumerate(jobs):
         if k % workers != index:
             continue
@@ -266,7 +269,8 @@ def main(argv=None) -> int:
         worker(0, 1, jobs, by_id)
     else:
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=worker, args=(i, args.workers, jobs, by_id)) for i in range(args.workers)]
+        procs = [ctx.Process(target=worker, args=(i, args.workers, jobs, by_id, os.getpid()))
+                 for i in range(args.workers)]
         for p in procs:
             p.start()
         for p in procs:

@@ -169,3 +169,28 @@ def test_cli_train_json_and_bad_flags(tmp_path, capsys):
         assert main(args) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_torchrun_two_cpu_processes_match_one_within_noise(tmp_path):
+    """``torchrun --nproc_per_node 2 -m archc train``: DistributedDataParallel over gloo, each process half of
+    every global batch; the losses match one process's within noise (BatchNorm statistics are per process)."""
+    import shutil
+    import subprocess
+    import sys
+    spec_path = tmp_path / "tiny.yaml"
+    archc.save_spec(archc.load_spec(TINY), spec_path)
+    common = ["train", str(spec_path), "--data", str(SLICE), "--epochs", "2", "--batch", "50", "--val-images", "100",
+              "--threads", "1", "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ARCHC_PROGRESS": "off"}
+    torchrun = shutil.which("torchrun") or pytest.skip("torchrun is not on PATH")
+    two = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "archc", *common,
+                          "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    one = subprocess.run([sys.executable, "-m", "archc", *common, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    a, b = json.loads(one.stdout), json.loads(two.stdout)
+    assert a["processes"] == 1 and b["processes"] == 2
+    for ha, hb in zip(a["history"], b["history"]):
+        assert abs(ha["train_loss"] - hb["train_loss"]) < 0.03
+    assert (tmp_path / "two" / "best.pt").exists() and not (tmp_path / "two" / ".best.pt.tmp").exists()

@@ -263,6 +263,8 @@ def _threads_per_worker(workers: int) -> int:
 
 def _worker_process(cfg_dict: Dict[str, Any], index: int, parent: int) -> None:
     """Entry point of a spawned worker: quiet, single-purpose, exits when its parent dies."""
+    from ..process import die_with_parent
+    die_with_parent(parent)  # at once, even mid-trial (its heartbeat goes stale and the trial is retried)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     cfg = SearchConfig(**cfg_dict)
     torch.set_num_threads(_threads_per_worker(cfg.workers))

@@ -71,6 +71,7 @@ class FitResult:
     history: List[EpochRecord] = field(default_factory=list)
     out: Optional[str] = None
     resumed_from: int = 0             # epochs already done when this process started
+    processes: int = 1                # DistributedDataParallel processes (torchrun), sharing each batch
 
     def to_json(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -280,7 +281,7 @@ def fit(spec: Spec, data: Data, cfg: TrainConfig, *, epochs: int, out: Optional[
                        test_top1=round(test, 4) if test is not None else None,
                        params=sum(p.numel() for p in model.parameters()), train_seconds=round(seconds, 2),
                        history=history, out=str(out) if out is not None else None,
-                       resumed_from=state["epoch"] if state is not None else 0)
+                       resumed_from=state["epoch"] if state is not None else 0, processes=dist.world)
     if out is not None and dist.main:
         tmp = out / ".summary.json.tmp"
         tmp.write_text(json.dumps(result.to_json(), indent=1) + "\n")
