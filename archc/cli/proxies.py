@@ -30,6 +30,12 @@ def register(sub) -> None:
                    "shipped in archc/data/reference)")
     p.add_argument("--specs-dir", metavar="DIR", help="where the published points' specs are (default: the shipped "
                    "spec of each row's model name)")
+    p.add_argument("--groundtruth", nargs="?", const="shipped", default=None, metavar="FILE",
+                   help="with --eval: rank against a trained ground truth (JSONL; default: the shipped "
+                        "Fashion-MNIST one), overall and per latency band, with bootstrap intervals and regret; "
+                        "--proxy train adds the brief-training objective (100 steps on Fashion-MNIST)")
+    p.add_argument("--truth", default="test", choices=("test", "val"),
+                   help="with --groundtruth: rank against mean test (default) or validation top-1")
     p.add_argument("--batch", type=int, default=None, metavar="N",
                    help="batch size for every proxy (default: each proxy's own, see docs/PROXIES.md)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights and inputs (default 0)")
@@ -42,6 +48,8 @@ def _names(args):
     if args.all:
         return list(PROXIES)
     if args.proxy:
+        if args.groundtruth and args.eval:
+            return [n if n == "train" else check_name(n) for n in args.proxy]
         return [check_name(n) for n in args.proxy]
     return list(PROXIES) if args.eval else [DEFAULT]
 
@@ -50,9 +58,13 @@ def run(args) -> int:
     names = _names(args)
     if args.batch is not None and args.batch < 1:
         raise ArchcError(f"--batch must be >= 1, got {args.batch}")
+    if args.groundtruth and not args.eval:
+        raise ArchcError("--groundtruth goes with --eval (archc proxies --eval --groundtruth [FILE])")
     if args.eval:
         if args.specs:
             raise ArchcError("--eval scores the published points; do not pass SPEC files with it")
+        if args.groundtruth:
+            return run_groundtruth_eval(args, names)
         return run_eval(args, names)
     if not args.specs:
         raise ArchcError("give SPEC files to score, or --eval")
@@ -121,4 +133,57 @@ def run_eval(args, names) -> int:
                     right=("Kendall tau-b", "Spearman rho", "batch", "seconds")))
     con.print(f"{meta['date']}, {meta['machine']}, {os.cpu_count()} CPUs, torch {torch.__version__}; "
               f"tau-b and rho against the published top-1; default proxy: {DEFAULT}")
+    return 0
+
+
+def run_groundtruth_eval(args, names) -> int:
+    import torch
+    from ..proxies.groundtruth import default_file, evaluate_groundtruth, noise_ceiling, read_groundtruth
+    from .progress import Progress
+    path = default_file() if args.groundtruth == "shipped" else Path(args.groundtruth)
+    archs = read_groundtruth(path, args.truth)
+    train_score = None
+    if "train" in names:
+        from ..train import TrainConfig, TrainScore
+        size = archs[0].spec.get("input_size", [32, 32])
+        train_score = TrainScore(TrainConfig(data="fashion-mnist", resolution=int(size[0]), threads=1))
+    with Progress("proxies --eval --groundtruth", total=len(names) * len(archs)) as prog:
+        step = {"n": 0}
+
+        def progress(signal: str, name: str) -> None:
+            if step["n"]:
+                prog.advance()
+            step["n"] += 1
+            prog.update(status=f"{signal}: {name}")
+
+        results = evaluate_groundtruth(archs, names, seed=args.seed, batch=args.batch, train_score=train_score,
+                                       progress=progress)
+        prog.advance()
+    ceiling = noise_ceiling(archs)
+    meta = {"groundtruth": str(path), "architectures": len(archs), "truth": f"mean {args.truth}_top1 over seeds (%)",
+            "seed": args.seed, "date": _dt.date.today().isoformat(),
+            "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+            "noise_ceiling": ceiling}
+    if args.json:
+        print_json({**meta, "results": [r.to_json() for r in results]})
+        return 0
+    con = console()
+    bands = sorted({a.band for a in archs})
+
+    def ci(pair) -> str:
+        return "-" if pair is None else f"[{pair[0]:+.2f}, {pair[1]:+.2f}]"
+    rows = []
+    for r in sorted(results, key=lambda r: -(r.kendall_tau if r.kendall_tau == r.kendall_tau else -9)):
+        per = {b["band"]: b for b in r.bands}
+        rows.append([r.signal, f"{r.kendall_tau:+.3f} {ci(r.kendall_tau_ci)}", f"{r.spearman:+.3f} {ci(r.spearman_ci)}"]
+                    + [f"{per[b]['kendall_tau']:+.2f} / {per[b]['regret']:.2f}" if b in per else "-" for b in bands]
+                    + [f"{r.seconds:.1f}"])
+    con.print(table(f"signals vs trained ground truth ({len(archs)} architectures, {path.name}; truth: "
+                    f"mean {args.truth} top-1)", ["signal", "Kendall tau-b [95%]", "Spearman [95%]"]
+                    + [f"{b}: tau / regret" for b in bands] + ["seconds"], rows))
+    if ceiling.get("n", 0) >= 3:
+        con.print(f"noise ceiling (seed 0 vs seed 1, {ceiling['n']} architectures): Kendall tau "
+                  f"{ceiling['kendall_tau']:+.3f} {ci(ceiling['kendall_tau_ci'])}, mean |difference| "
+                  f"{ceiling['mean_abs_diff']:.2f} points")
+    con.print(f"{meta['date']}, {meta['machine']}; regret = band's best true top-1 minus the pick's (points)")
     return 0
