@@ -40,7 +40,16 @@ def create_model(name: Union[str, Path], weights: Union[str, Path, Mapping[str, 
     - ``overrides``: more spec overrides, as for ``archc.load_spec`` (e.g. ``["input_size=384"]``).
     """
     from .builder import build
+    from .errors import SpecError
     from .spec import load_spec
+    if not isinstance(deploy, bool):
+        raise SpecError(f"create_model(deploy=...) takes True or False, got {type(deploy).__name__} {deploy!r:.40}")
+    if weights is not None and not isinstance(weights, (str, Path, Mapping)):
+        raise WeightsError(f"create_model(weights=...) takes a checkpoint path or a state dict, got "
+                           f"{type(weights).__name__}")
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)):
+        raise SpecError(f"create_model(num_classes=...) takes an integer, got {type(num_classes).__name__} "
+                        f"{num_classes!r:.40}")
     spec = load_spec(name, _with_num_classes(overrides, num_classes))
     if weights is not None and num_classes is not None:
         weights = _drop_unfit_classifier(build(spec), weights)

@@ -296,3 +296,61 @@ def test_printed_lines_are_never_wrapped(capsys):
     line = "study s in sqlite:////" + "long/" * 40 + "runs.db: 6 of 6 trials finished (12 s this run)"
     console().print(line)
     assert capsys.readouterr().out == line + "\n"
+
+
+# ---------------------------------------------------------------------------------- round three (issue 23)
+def test_api_inputs_of_the_wrong_kind_are_one_clear_error():
+    import archc
+    deep = {}
+    cur = deep
+    for _ in range(5000):
+        cur["x"] = {}
+        cur = cur["x"]
+    cases = [(lambda: archc.load_spec("a" * 300), "File name too long|name too long"),
+             (lambda: archc.load_spec(deep), "nested deeper than 32 levels"),
+             (lambda: archc.load_spec("fastvit_t8", {"stages[0].depth": deep}), "nested deeper"),
+             (lambda: archc.create_model("fastvit_t8", overrides=5), "overrides are a list"),
+             (lambda: archc.create_model("fastvit_t8", deploy="yes"), "takes True or False"),
+             (lambda: archc.create_model("fastvit_t8", num_classes="ten"), "takes an integer"),
+             (lambda: archc.create_model("fastvit_t8", weights=3.5), "checkpoint path or a state dict")]
+    for call, message in cases:
+        with pytest.raises(archc.ArchcError, match=message):
+            call()
+
+
+def test_count_like_training_settings_are_bounded_by_the_machine():
+    import os
+    from archc.train import TrainConfig
+    cores = os.cpu_count() or 1
+    for kw, message in ((dict(repeats=100_000), "--train-repeats must be at most 100"),
+                        (dict(loader_workers=1000), f"--train-workers must be 0 to {cores}"),
+                        (dict(threads=1000), f"--train-threads must be 1 to {cores}"),
+                        (dict(batch=10 ** 7), "--train-batch must be at most"),
+                        (dict(epochs=1e9), "--train-epochs must be at most")):
+        with pytest.raises(ArchcError, match=message):
+            TrainConfig(**kw).check()
+
+
+def test_the_memory_guard_covers_training_batches():
+    import archc
+    from archc.train.loop import check_training_memory
+    spec = archc.load_spec("fastvit_t8")
+    with pytest.raises(archc.SpecError, match="--train-batch: needs about"):
+        check_training_memory(spec, 60_000)
+
+
+def test_image_folders_follow_no_symlink_loop_count_each_image_once_and_skip_fifos(tmp_path):
+    import os
+    from archc.train.folder import scan
+    from PIL import Image
+    root = tmp_path / "data"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(root / c / f"{i}.png")
+    (root / "a" / "loop").symlink_to(root / "a")            # a folder that contains itself
+    (root / "a" / "again").symlink_to(root / "a")
+    (root / "b" / "copy.png").symlink_to(root / "b" / "0.png")  # the same image under a second name
+    os.mkfifo(root / "b" / "pipe.png")                        # would block forever if opened
+    samples = scan(root, ["a", "b"])
+    assert len(samples) == 6

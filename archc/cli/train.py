@@ -104,6 +104,7 @@ def run(args) -> int:
     data = open_data(cfg)
     trained = training_spec(spec, len(data.classes), resolution, data.in_chans)
     check_memory(trained, args.batch, key="--batch")  # inference peak at the batch: a floor for training
+    del trained
     main_rank = int(os.environ.get("RANK", "0")) == 0
     con = console(stderr=True)
     if main_rank and not args.json:

@@ -52,6 +52,7 @@ def resolve_raw(source: SpecSource) -> Located:
         from .dump import spec_to_dict
         return Located(spec_to_dict(source), {}, source.source or f"<spec {source.name}>")
     if isinstance(source, Mapping):
+        _check_nesting(source, "<dict>")
         loc = Located(copy.deepcopy(dict(source)), {}, "<dict>")
         return _resolve_base(loc, Path.cwd(), seen=())
     path = _spec_file(source)
@@ -61,7 +62,28 @@ def resolve_raw(source: SpecSource) -> Located:
 def _spec_file(source: Union[str, Path]) -> Path:
     """A path as given, or the shipped spec of a model name (``fastvit_sa12``; see ``archc.catalog``)."""
     from ..catalog import resolve_spec
-    return resolve_spec(source)
+    try:
+        return resolve_spec(source)
+    except OSError as exc:  # a name over the file system's limit, a path through a file, ...
+        shown = str(source) if len(str(source)) <= 80 else str(source)[:60] + f"... ({len(str(source))} characters)"
+        raise SpecError(f"spec {shown!r}: {exc.strerror or exc}") from None
+
+
+#: deeper nesting than any spec has (a spec is at most stages -> stage -> mixer -> value)
+MAX_NESTING = 32
+
+
+def _check_nesting(data: Any, source: str) -> None:
+    """Refuse absurdly nested mappings/lists before anything recursive touches them (no RecursionError)."""
+    stack = [(data, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise SpecError(f"{source}: nested deeper than {MAX_NESTING} levels; not a spec")
+        if isinstance(item, Mapping):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, depth + 1) for v in item)
 
 
 def _resolve_base(loc: Located, directory: Path, seen: Tuple[Path, ...]) -> Located:
@@ -153,6 +175,7 @@ def parse_override(text: str) -> Tuple[PathKey, Any]:
 
 def apply_overrides(loc: Located, overrides: Union[Sequence[str], Mapping[str, Any]]) -> None:
     items: Iterable[Tuple[PathKey, Any]]
+    _check_nesting(overrides, "overrides")
     if isinstance(overrides, Mapping):
         for k in overrides:
             if not isinstance(k, str):
@@ -160,8 +183,11 @@ def apply_overrides(loc: Located, overrides: Union[Sequence[str], Mapping[str, A
         items = [(parse_key_path(k), v) for k, v in overrides.items()]
     elif isinstance(overrides, str):
         items = [parse_override(overrides)]
-    else:
+    elif isinstance(overrides, (list, tuple)):
         items = [parse_override(o) for o in overrides]
+    else:
+        raise SpecError(f"overrides are a list of 'KEY=VALUE' strings or a {{key path: value}} mapping, got "
+                        f"{type(overrides).__name__}")
     for path, value in items:
         set_path(loc, path, value)
 

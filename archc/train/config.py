@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ..errors import ArchcError
+
+#: upper bounds of the count-like settings: beyond them a run is a typo, not a plan (hours per candidate)
+MAX_REPEATS = 100
+MAX_BATCH = 65_536
+MAX_STEPS = 10_000_000
+MAX_EPOCHS = 10_000
+MAX_IMAGES = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -74,10 +82,17 @@ class TrainConfig:
             raise bad("label_smoothing", "in [0, 1)")
         if not 0 < self.val_fraction < 1:
             raise bad("val_fraction", "in (0, 1)")
-        if self.loader_workers < 0:
-            raise bad("loader_workers", "0 or more")
-        if self.threads is not None and self.threads < 1:
-            raise bad("threads", "at least 1")
+        cores = os.cpu_count() or 1
+        if not 0 <= self.loader_workers <= cores:
+            raise bad("loader_workers", f"0 to {cores} (this machine's cores)")
+        if self.threads is not None and not 1 <= self.threads <= cores:
+            raise bad("threads", f"1 to {cores} (this machine's cores)")
+        for name, most in (("repeats", MAX_REPEATS), ("batch", MAX_BATCH), ("steps", MAX_STEPS),
+                           ("val_images", MAX_IMAGES), ("synthetic_images", MAX_IMAGES)):
+            if int(getattr(self, name)) > most:
+                raise bad(name, f"at most {most:,}")
+        if self.epochs is not None and self.epochs > MAX_EPOCHS:
+            raise bad("epochs", f"at most {MAX_EPOCHS:,}")
         return self
 
     def describe(self) -> str:

@@ -40,7 +40,7 @@ from ..builder import build
 from ..errors import TrainError
 from ..spec import Spec, spec_to_dict
 from .config import TrainConfig
-from .loop import evaluate, param_groups, prepare, training_spec, warmup_cosine
+from .loop import check_training_memory, evaluate, param_groups, prepare, training_spec, warmup_cosine
 from .score import Data
 
 STATE_VERSION = 1
@@ -180,6 +180,7 @@ def fit(spec: Spec, data: Data, cfg: TrainConfig, *, epochs: int, out: Optional[
         raise TrainError(f"--batch {cfg.batch} does not split over {dist.world} processes; use a multiple of "
                          f"{dist.world}")
     spec = training_spec(spec, len(data.classes), cfg.resolution, data.in_chans)
+    check_training_memory(spec, cfg.batch // dist.world)
     per_epoch = len(data.train) // cfg.batch
     if per_epoch < 1:
         raise TrainError(f"--batch {cfg.batch} is larger than the training split ({len(data.train)} images)")

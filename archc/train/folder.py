@@ -8,6 +8,7 @@ split by a seeded shuffle, so a fixed seed always holds out the same images.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple, Union
@@ -33,15 +34,43 @@ def find_classes(root: Path) -> List[str]:
     return classes
 
 
+def _identity(path: Path, regular: bool = False):
+    """(device, inode) of what ``path`` points to, or None if it cannot be read or (``regular``) is not a
+    regular file: the same image reached through two links is one image, and a FIFO is never opened."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if regular and not stat.S_ISREG(st.st_mode):
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def scan(root: Path, classes: Sequence[str], require_all: bool = True) -> List[Sample]:
-    """Every image under ``root/CLASS`` (recursive, sorted) with its class index."""
+    """Every image under ``root/CLASS`` (recursive, sorted) with its class index: regular files only, each
+    file and folder once however many symlinks lead to it (no loop, no copies on both sides of a split)."""
     samples: List[Sample] = []
     empty = []
+    seen_files: set = set()
     for index, name in enumerate(classes):
         found = []
+        seen_dirs: set = set()
         for dirpath, dirnames, filenames in os.walk(root / name, followlinks=True):
+            ident = _identity(Path(dirpath))
+            if ident is None or ident in seen_dirs:  # a symlink loop or a second link to a folder: once only
+                dirnames[:] = []
+                continue
+            seen_dirs.add(ident)
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            found += [Path(dirpath) / f for f in sorted(filenames) if f.lower().endswith(IMAGE_EXTENSIONS)]
+            for f in sorted(filenames):
+                p = Path(dirpath) / f
+                if not f.lower().endswith(IMAGE_EXTENSIONS):
+                    continue
+                ident = _identity(p, regular=True)
+                if ident is None or ident in seen_files:  # FIFOs, devices, dangling links; one image once
+                    continue
+                seen_files.add(ident)
+                found.append(p)
         if not found:
             empty.append(name)
         samples += [(p, index) for p in found]

@@ -52,6 +52,14 @@ def training_spec(spec: Spec, num_classes: int, resolution: int, in_chans: Optio
     return load_spec(spec_to_dict(spec), overrides)
 
 
+def check_training_memory(spec: Spec, batch: int) -> None:
+    """The memory guard at the training batch (``--train-batch``): weights plus the inference peak of
+    ``batch`` images, a floor of what training needs (it also keeps activations for the backward pass), so a
+    batch that cannot fit is refused before anything is allocated."""
+    from ..guards import check_memory
+    check_memory(spec, batch, key="--train-batch")
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> List[dict]:
     """timm's rule: 1-d parameters (norm weights, biases, layer scales) get no weight decay."""
     decay, no_decay = [], []
@@ -127,6 +135,7 @@ def train_candidate(spec: Spec, train_set: Dataset, val: Tuple[torch.Tensor, tor
     """Train ``spec`` for ``cfg.total_steps(len(train_set))`` steps and evaluate on ``val`` (preloaded)."""
     from ..search.metrics import torch_threads
     spec = training_spec(spec, num_classes, cfg.resolution, in_chans)
+    check_training_memory(spec, cfg.batch)
     steps = cfg.total_steps(len(train_set))
     warmup = cfg.warmup(steps)
     t0 = time.perf_counter()

@@ -88,7 +88,12 @@ class TrainScore:
 
     def prepare(self) -> Data:
         if self._data is None:
-            self._data = open_data(self.cfg)
+            data = open_data(self.cfg)
+            if self.cfg.batch > len(data.train):
+                from ..errors import ArchcError
+                raise ArchcError(f"--train-batch {self.cfg.batch} is larger than the training set "
+                                 f"({len(data.train)} images: {data.description})")
+            self._data = data
         return self._data
 
     def result(self, spec, cfg: Optional[TrainConfig] = None) -> TrainResult:
