@@ -244,8 +244,19 @@ def test_nested_mixer_mapping_equals_todays_flat_keys():
     nested = load_spec(_stage(mixer={"type": "attention", "head_dim": 16}))
     flat = load_spec(_stage(mixer="attention", head_dim=16))
     assert nested == flat and nested.stages[0].mixer.head_dim == 16
-    # a flat key the stage's mixer kind lacks is still checked, then ignored (as before the redesign)
-    assert load_spec(_stage(mixer="attention", mixer_kernel=5)) == load_spec(_stage(mixer="attention"))
+    # a flat key the stage's mixer kind lacks is an error like any unknown key (issue 23: it was dropped)
+    with pytest.raises(SpecError, match=r"stages\[0\]\.mixer_kernel: 'mixer_kernel' is a key of the repmixer "
+                                        r"mixer, not of 'attention' \(its flat keys: head_dim\)"):
+        load_spec(_stage(mixer="attention", mixer_kernel=5))
+    # ... except a base spec's key for the mixer that a child spec or an override replaced
+    assert load_spec(SPECS / "sa12.yaml", ["stages[3].mixer=repmixer"]).stages[3].mixer == RepMixerParams()
+    with pytest.raises(SpecError, match=r"\(override\) stages\[0\]\.meta3d: 'meta3d' is a key of the meta4d"):
+        load_spec(SPECS / "t8.yaml", ["stages[0].meta3d=2"])
+    # a stage_defaults key of one mixer applies to that mixer's stages only
+    mixed = load_spec({"name": "k", "stage_defaults": {"head_dim": 16},
+                       "stages": [{"depth": 1, "width": 32, "mixer": "repmixer"},
+                                  {"depth": 1, "width": 32, "mixer": "attention"}]})
+    assert mixed.stages[1].mixer.head_dim == 16
     with pytest.raises(SpecError, match=r"stages\[0\]\.pool_size: kernel size 4 must be odd"):
         load_spec(_stage(mixer="attention", pool_size=4))
     # the mixer mapping's own value wins over a flat key (e.g. one from stage_defaults)

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence, Tuple, Union
 
 from ..errors import SpecError, did_you_mean
 from .convert import convert, public_fields
+from ..blocks import MIXERS
 from .model import Spec, StageSpec
 from .rules import check_spec
 from .yamlsrc import Located, Origins, PathKey, format_path, parse_yaml, read_yaml
@@ -273,9 +274,15 @@ def _with_defaults(stage: Any, defaults: dict, index: int, loc: Located) -> Any:
     if not isinstance(stage, dict):
         return stage  # the converter reports the type error with its path
     out = dict(stage)
+    mixer = out.get("mixer", defaults.get("mixer"))
+    name = mixer.get("type") if isinstance(mixer, dict) else mixer
+    kind = MIXERS[name] if isinstance(name, str) and name in MIXERS else None
+    flat = StageSpec.flat_keys()
     for key, value in defaults.items():
         if key == "downsample" and index == 0 and key not in out:
             continue  # stage 0 takes the stem's output; it gets a downsample only if it sets one
+        if key in flat and kind is not None and key not in kind.search_keys:
+            continue  # a default for another mixer's key applies to the stages of that mixer only
         if key not in out:
             out[key] = copy.deepcopy(value)
             _copy_origin(loc, ("stage_defaults", key), ("stages", index, key))

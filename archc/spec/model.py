@@ -69,7 +69,17 @@ class StageSpec:
         mixer = dict(mixer)
         for key, value in found.items():
             fname = kind.search_keys.get(key)
-            if fname is not None and fname not in mixer:
+            if fname is None:
+                origins = getattr(loc, "origins", {})
+                key_from = str(origins.get(path + (key,), ("", None))[0])
+                mixer_from = str(origins.get(path + ("mixer",), ("", None))[0])
+                if key_from and not key_from.endswith("(override)") and key_from != mixer_from:
+                    continue  # a base spec's key for the mixer a child spec or an override replaced: it goes too
+                takes = ", ".join(kind.search_keys) or "none"
+                owners = ", ".join(o.name for o, _ in flat[key])
+                raise loc.error(path + (key,), f"'{key}' is a key of the {owners} mixer, not of "
+                                               f"'{mixer['type']}' (its flat keys: {takes})")
+            if fname not in mixer:
                 mixer[fname] = value
         data["mixer"] = mixer
         return data
