@@ -164,7 +164,9 @@ def test_cli_train_json_and_bad_flags(tmp_path, capsys):
     for bad, message in ((["--threads", "1000"], "--threads 1000: must be 1 to"),
                          (["--epochs", "0"], "--epochs 0: must be 1 to"),
                          (["--ema", "1.5"], "--ema 1.5: must be a decay"),
-                         (["--data", str(tmp_path / "nowhere")], "does not exist")):
+                         (["--data", str(tmp_path / "nowhere")], "does not exist"),
+                         (["--device", "tpu"], "--device tpu: valid: cpu, cuda, cuda:N")) + \
+            ((((["--device", "cuda"], "has no CUDA device")),) if not torch.cuda.is_available() else ()):
         args = argv[:2] + ["--data", str(SLICE), "--out", str(tmp_path / "bad")] + bad
         assert main(args) == 2
         err = capsys.readouterr().err

@@ -223,7 +223,7 @@ def fit(spec: Spec, data: Data, cfg: TrainConfig, *, epochs: int, out: Optional[
                                 num_workers=cfg.loader_workers)
             total, count = 0.0, 0
             for i, (x, y) in enumerate(loader):
-                x, y = prepare(x, data.train).to(dev), torch.as_tensor(y).to(dev)
+                x, y = prepare(x.to(dev), data.train), torch.as_tensor(y).to(dev)
                 loss = criterion(net(x), y)
                 if not torch.isfinite(loss):
                     raise TrainError(f"{spec.name}: training loss became {float(loss.detach())} in epoch "
