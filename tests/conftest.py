@@ -45,3 +45,14 @@ def reference_file(rel: str) -> Path:
     if not p.is_file():
         pytest.skip(f"reference file {p} not present")
     return p
+
+
+def own_flat_keys(stage: dict) -> dict:
+    """``stage`` without the flat mixer keys (head_dim, pool_size, ...) its mixer does not take: generators
+    draw every flat key, and a flat key of another mixer is an error (tests/test_spec_load.py)."""
+    from archc.blocks import MIXERS
+    from archc.spec.model import StageSpec
+    mixer = stage.get("mixer")
+    kind = mixer.get("type") if isinstance(mixer, dict) else mixer
+    takes = MIXERS[kind].search_keys if kind in MIXERS else {}
+    return {k: v for k, v in stage.items() if k not in StageSpec.flat_keys() or k in takes}

@@ -15,6 +15,8 @@ from archc.blocks import HEADS, MIXERS
 from archc.errors import SpecError
 from archc.spec import load_spec, stage_resolutions
 
+from conftest import own_flat_keys
+
 #: ARCHC_FUZZ_EXAMPLES=2000 explores harder (the default keeps the suite fast)
 SETTINGS = settings(max_examples=int(os.environ.get("ARCHC_FUZZ_EXAMPLES", 40)), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -40,7 +42,7 @@ def small_specs(draw):
         if s["mixer"] == "mobileone":  # a plain MobileOne stage: strides itself, no downsample / pos_enc
             s["mixer"] = {"type": "mobileone", "kernel": draw(odd), "stride": draw(st.integers(1, 2)),
                           "se_blocks": draw(st.integers(0, s["depth"]))}
-            stages.append(s)
+            stages.append(own_flat_keys(s))
             continue
         if i or draw(st.booleans()):
             s["downsample"] = draw(st.one_of(
@@ -51,7 +53,7 @@ def small_specs(draw):
                 st.fixed_dictionaries({"type": st.just("conv"), "kernel": odd, "stride": st.integers(1, 3)})))
         if draw(st.booleans()):
             s["pos_enc"] = {"kernel": draw(odd)}
-        stages.append(s)
+        stages.append(own_flat_keys(s))
     stem = draw(st.one_of(
         st.fixed_dictionaries({"type": st.just("mobileone"), "kernel": odd, "conv_branches": st.integers(1, 2),
                                "scale_branch": st.booleans()}),

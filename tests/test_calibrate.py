@@ -27,7 +27,7 @@ stage_defaults:
   downsample: {{type: replk, kernel: 5, small_kernel: 3, stride: 2}}
 stages:
   - {{depth: {d}, width: {w}, mixer: repmixer}}
-  - {{depth: 1, width: {w2}, mixer: {mixer}, head_dim: 16}}
+  - {{depth: 1, width: {w2}, mixer: {mixer}}}
 head: {{type: mobileone_se, expansion: 2, se_ratio: 0.0625}}
 """
 # (file, depth, width, mlp ratio, ffn kernel, last mixer); resolutions vary per row below
@@ -39,7 +39,7 @@ TRUTH = {"const": 0.3, "macs_dense": 40.0, "macs_dw": 300.0, "attn_elems": 2.0}
 
 def write_specs(folder):
     for name, d, w, mlp, k, mixer in VARIANTS:
-        (folder / f"{name}.yaml").write_text(TINY.format(name=name, d=d, w=w, w2=2 * w, mlp=mlp, k=k, mixer=mixer))
+        (folder / f"{name}.yaml").write_text(TINY.format(name=name, d=d, w=w, w2=2 * w, mlp=mlp, k=k, mixer=mixer if mixer != "attention" else "{type: attention, head_dim: 16}"))
 
 
 def true_ms(path, res):

@@ -16,7 +16,7 @@ from archc.passes import constant_multiplies, invariant_violations, reparameteri
 from archc.passes.kernels import lower_for_kernels
 from archc.testing import randomize_, reference_check
 
-from conftest import PARITY_DEEP, reference_file, shipped_specs
+from conftest import PARITY_DEEP, own_flat_keys, reference_file, shipped_specs
 
 DEEP = {"sa24", "sa36", "ma36", "sa36_384", "ma36_384"}
 
@@ -107,7 +107,7 @@ def random_specs(draw):
             stage["mixer"] = {"type": "mobileone", "kernel": draw(st.sampled_from([1, 3, 5])),
                               "stride": draw(st.sampled_from([1, 2])), "se_blocks": draw(st.integers(0, 1))}
             stage["conv_branches"] = draw(st.integers(1, 2))
-            stages.append(stage)
+            stages.append(own_flat_keys(stage))
             continue
         if i > 0:
             k = draw(st.sampled_from([3, 5, 7]))
@@ -119,7 +119,7 @@ def random_specs(draw):
                 stage["downsample"] = {"type": "conv", "kernel": k, "stride": 2}
         if draw(st.booleans()):
             stage["pos_enc"] = {"kernel": draw(st.sampled_from([3, 7]))}
-        stages.append(stage)
+        stages.append(own_flat_keys(stage))
     return {"name": "random", "num_classes": 10, "input_size": draw(st.sampled_from([32, 40, 47])),
             "norm": draw(st.sampled_from(["batchnorm", "groupnorm"])),
             "layer_scale_init": draw(st.sampled_from([None, 1e-5])),
