@@ -1,67 +1,13 @@
-"""Compile a ``Spec`` into a trainable PyTorch model (train-time graph with all branches).
-
-Every part comes from its kind in ``archc.blocks`` (stem, each stage's block kind, head); this module
-only wires them together.
-"""
+"""Compile a spec into a trainable PyTorch model (train-time graph with all branches): check it, refuse it
+if it is too big (``archc.guards``), then build the ``ArchNet`` (``archc.network``)."""
 from __future__ import annotations
 
-import torch
-import torch.nn as nn
-
-from .blocks import HEADS, MIXERS, STEMS, BuildContext
-from .nn import ClassifierHead, ConvFFN, Mlp, Stage  # noqa: F401  (Stage, ClassifierHead: re-exported)
-from .spec import ACTIVATIONS, NORMS, Spec, load_spec
+from .guards import check_memory
+from .network import ArchNet
+from .spec import load_spec
 from .spec.load import SpecSource
 
-
-class ArchNet(nn.Module):
-    """A compiled spec: ``stem -> stages -> final_conv (optional) -> head``. ``spec`` is kept on the model."""
-
-    def __init__(self, spec: Spec):
-        super().__init__()
-        self.spec = spec
-        act = ACTIVATIONS[spec.activation]
-        norm = NORMS[spec.norm]
-        self.stem = STEMS[spec.stem.type].build(BuildContext(spec, spec.stem, act, norm, spec.in_chans))
-        n = sum(spec.depths)  # linear from 0 to drop_path_rate over all blocks (timm), plain floats: meta-safe
-        drop_rates = [spec.drop_path_rate * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
-        stages, prev, k = [], spec.stem_width, 0
-        for i, stage in enumerate(spec.stages):
-            ctx = BuildContext(spec, stage.mixer, act, norm, prev, stage, i, tuple(drop_rates[k:k + stage.depth]))
-            stages.append(MIXERS[stage.mixer.type].build(ctx))
-            prev, k = stage.width, k + stage.depth
-        self.stages = nn.Sequential(*stages)
-        final_conv, head, *top = HEADS[spec.head.type].build(BuildContext(spec, spec.head, act, norm, prev))
-        self.final_conv = final_conv
-        for name, mod in (top[0] if top else {"head": head}).items():  # in timm's order
-            setattr(self, name, mod)
-        self.apply(_init_weights)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stages(self.stem(x))
-        if self.final_conv is not None:
-            x = self.final_conv(x)
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        head_forward = HEADS[self.spec.head.type].forward
-        if head_forward is not None:
-            return head_forward(self, self.forward_features(x))
-        return self.head(self.forward_features(x))
-
-
-def _init_weights(m: nn.Module) -> None:
-    """timm's FastViT init: truncated normal (std 0.02) for linear layers and 1x1 FFN convs."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, (ConvFFN, Mlp)):
-        convs = (m.conv.conv, m.fc1, m.fc2) if isinstance(m, ConvFFN) else (m.fc1, m.fc2)
-        for conv in convs:
-            nn.init.trunc_normal_(conv.weight, std=0.02)
-            if conv.bias is not None:
-                nn.init.zeros_(conv.bias)
+__all__ = ["ArchNet", "build"]
 
 
 def build(spec: SpecSource) -> ArchNet:
@@ -70,7 +16,6 @@ def build(spec: SpecSource) -> ArchNet:
     A ``Spec`` is checked again (one made with ``dataclasses.replace`` skipped the loader), and the
     resource guards (``archc.guards``) count its parameters and its batch-1 memory on the meta device
     first, so an absurd spec is refused before anything is allocated."""
-    from .guards import check_memory
     spec = load_spec(spec)
     check_memory(spec)
     return ArchNet(spec)

@@ -8,15 +8,12 @@ drift from what is built and need no per-block formula:
   and input size, tracked op by op on meta tensors. An attention op counts its N x N score matrix
   (B x heads x N x N), which math and export back ends materialise even where a fused CPU kernel would not.
 
-Limits are options: ``ARCHC_MAX_PARAMS`` / ``ARCHC_MAX_MEMORY_GB`` in the environment, the CLI's
-``--max-params`` / ``--max-memory``, or ``set_limits`` from Python.
+The limits themselves (options, environment, defaults) live in ``archc.limits``.
 """
 from __future__ import annotations
 
 import functools
-import os
 import weakref
-from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -25,74 +22,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from .errors import SpecError
-
-GB = 1e9
-DEFAULT_MAX_PARAMS = 2_000_000_000
-#: default memory limit: half the machine's RAM, at most 32 GB (a spec that needs more is refused)
-DEFAULT_MAX_MEMORY_CAP = 32 * GB
-
-
-def _physical_memory() -> Optional[int]:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return None
-
-
-def _default_memory() -> float:
-    ram = _physical_memory()
-    return min(DEFAULT_MAX_MEMORY_CAP, ram / 2) if ram else DEFAULT_MAX_MEMORY_CAP
-
-
-@dataclass(frozen=True)
-class Limits:
-    """``max_params``: parameters; ``max_memory``: bytes of weights + peak inference activations."""
-
-    max_params: int = DEFAULT_MAX_PARAMS
-    max_memory: float = DEFAULT_MAX_MEMORY_CAP
-
-
-def _env_number(name: str, default: float, scale: float = 1.0) -> float:
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = float(raw) * scale
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        flag = {"ARCHC_MAX_PARAMS": "--max-params", "ARCHC_MAX_MEMORY_GB": "--max-memory"}[name]
-        raise SpecError(f"{flag} / {name}: {raw!r} is not a positive number")
-    return value
-
-
-_override: Optional[Limits] = None
-
-
-def limits() -> Limits:
-    """The limits in force: ``set_limits`` if called, else the environment, else the defaults."""
-    if _override is not None:
-        return _override
-    return Limits(max_params=int(_env_number("ARCHC_MAX_PARAMS", DEFAULT_MAX_PARAMS)),
-                  max_memory=_env_number("ARCHC_MAX_MEMORY_GB", _default_memory(), GB))
-
-
-def set_limits(max_params: Optional[float] = None, max_memory_gb: Optional[float] = None) -> Limits:
-    """Set the limits for this process (None keeps the current one); returns the limits now in force."""
-    global _override
-    cur = limits()
-    for name, value in (("max_params", max_params), ("max_memory_gb", max_memory_gb)):
-        if value is not None and not (value > 0 and value != float("inf")):
-            raise SpecError(f"{name} must be a positive number, got {value!r}")
-    _override = Limits(max_params=int(max_params) if max_params is not None else cur.max_params,
-                       max_memory=max_memory_gb * GB if max_memory_gb is not None else cur.max_memory)
-    return _override
-
-
-def reset_limits() -> None:
-    global _override
-    _override = None
-
+from .limits import GB, Limits, limits, reset_limits, set_limits  # noqa: F401  (public here too)
+from .network import ArchNet
+from .spec import load_spec, sized_to_input
 
 # ------------------------------------------------------------------------------------------ counting
 def _part_key(name: str) -> str:
@@ -105,7 +37,6 @@ def _part_key(name: str) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _meta_model(spec) -> nn.Module:
-    from .builder import ArchNet  # the builder imports this module's callers; import when used
     with torch.device("meta"):
         return ArchNet(spec)
 
@@ -174,7 +105,6 @@ def memory_bytes(spec, batch: int = 1, size: Optional[Tuple[int, int]] = None) -
     """Weights (float32) and peak inference activations at ``batch`` x ``size`` (default: the spec's)."""
     size = tuple(size or spec.input_size)
     if size != tuple(spec.input_size):
-        from .spec import load_spec, sized_to_input
         if sized_to_input(spec):  # its attention biases are sized to input_size: measure the graph built there
             spec = load_spec(spec, {"input_size": list(size)})
     peak, part = _activation_peak(spec, size)

@@ -9,7 +9,7 @@ target; anything not listed keeps its own name (a new op shows up in a histogram
 from __future__ import annotations
 
 import operator
-from typing import Dict, Mapping, Optional, Tuple, Union
+from typing import Mapping, Optional, Tuple, Union
 
 import torch
 import torch.fx as fx

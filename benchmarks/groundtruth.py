@@ -97,7 +97,7 @@ def sample_candidates(n_fastvit: int, n_mobileone: int, seed: int) -> list:
     import torch
     from archc.latency.fit import arch_key
     from archc.latency.measure import measure_latency
-    from archc.search.space import InfeasiblePoint, load_space, spec_from_trial
+    from archc.space import InfeasiblePoint, load_space, spec_from_trial
     from archc.spec import spec_to_dict
     from archc.errors import ArchcError
     torch.set_num_threads(1)

@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     m = start(1)
     from archc.latency import latency
     from archc.search.slim import run_slim
-    from archc.search.space import load_space
+    from archc.space import load_space
     from archc.train import TrainConfig
     from archc.train.score import TrainScore
 

@@ -119,7 +119,7 @@ def test_cli_build_takes_a_name_and_an_archc_checkpoint(capsys, tmp_path):
 
 
 def test_search_space_resolves_by_name_and_repository_path_from_anywhere(tmp_path, monkeypatch):
-    from archc.search.space import load_space
+    from archc.space import load_space
     monkeypatch.chdir(tmp_path)
     assert load_space("fastvit").name == "fastvit"
     assert load_space("search/fastvit.yaml").name == "fastvit"  # the README's form, after a plain install

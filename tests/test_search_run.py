@@ -23,7 +23,7 @@ from archc.search.census import ERROR_TRIAL_ATTR, SURPLUS_ATTR, census, take_cen
 from archc.search.objective import Objective, Surplus
 from archc.search.report import finalize
 from archc.search.runner import SearchConfig, open_study, run_search
-from archc.search.space import load_space
+from archc.space import load_space
 from archc.search.storage import mask_url, open_storage, scrub
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -305,6 +305,7 @@ def test_a_study_not_made_by_archc_is_refused(cfg):
 
 def test_predicted_candidates_carry_the_profiles_held_out_error(cfg, tmp_path, capsys):
     from archc.cli.search import print_report
+    from archc.latency import LatencyTarget
     cfg.trials = 6
     run = run_search(cfg, latency_fn=fake_latency)
 
@@ -314,7 +315,7 @@ def test_predicted_candidates_carry_the_profiles_held_out_error(cfg, tmp_path, c
 
     objective = Objective(space=run.space, objective="params", target="cpu", budget_ms=BUDGET, n_trials=cfg.trials,
                           lock_dir=Path(cfg.lock_dir), latency_fn=predicted)
-    objective.measured = False
+    objective.resolved = LatencyTarget("cpu", "predicted")  # as a profile would resolve
     report = finalize(run.study, run.space, objective, tmp_path / "out", metrics=False)
     assert report.candidates and all(c.final_error_pct == 4.6 for c in report.candidates)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())

@@ -11,7 +11,7 @@ from optuna.trial import FixedTrial
 
 from archc import load_spec
 from archc.errors import SpecError
-from archc.search.space import (InfeasiblePoint, load_space, point_from_spec, spec_from_trial, spec_from_values,
+from archc.space import (InfeasiblePoint, load_space, point_from_spec, spec_from_trial, spec_from_values,
                                 start_points)
 from archc.spec import spec_to_dict
 
@@ -188,7 +188,7 @@ def test_shipped_spaces_load():
 
 def test_default_space_resolves_from_any_directory(tmp_path, monkeypatch):
     """`archc search` run outside the checkout still finds the shipped search/fastvit.yaml."""
-    from archc.search.space import load_space as _load
+    from archc.space import load_space as _load
     monkeypatch.chdir(tmp_path)
     space = _load("search/fastvit.yaml")
     assert space.start_from  # its start points (specs/...) resolve relative to the space file too

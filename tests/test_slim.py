@@ -11,7 +11,7 @@ import torch
 import archc
 from archc.errors import SearchError
 from archc.search.slim import build_supernet, slim, stage_choices, train_supernet
-from archc.search.space import load_space, point_from_spec
+from archc.space import load_space, point_from_spec
 from archc.search.supernet import PATH_3D, PATH_4D, PATH_SKIP
 from archc.train import TrainConfig
 from archc.train.synthetic import SyntheticImages

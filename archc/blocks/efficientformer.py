@@ -14,6 +14,7 @@ from ..nn import Stage
 from ..nn.efficientformer import ConvBNDownsample, DistilledHead, Flat, StemConvReLU, meta_blocks
 from ..nn.geometry import conv_out
 from .downsamples import DOWNSAMPLES
+from .geometry import stage_resolutions
 from .heads import HEADS
 from .kind import MAX_DEPTH, MAX_KERNEL, MAX_WIDTH, BuildContext, CheckContext, Kind, opt, type_field
 from .stage import MIXERS, build_part
@@ -73,8 +74,6 @@ class Meta4DParams:
 
 
 def _meta4d_stage(ctx: BuildContext) -> nn.Module:
-    from ..spec.rules import stage_resolutions
-
     s, p, spec = ctx.stage, ctx.params, ctx.spec
     downsample = build_part(DOWNSAMPLES, s.downsample, ctx)
     ls = spec.layer_scale_init if spec.layer_scale_init is not None else 1.0

@@ -105,6 +105,10 @@ def run(args) -> int:
     from ..latency.predict import BUILTIN_DIR, user_profile_dir
     if not NAME_RE.match(args.device):
         raise ArchcError(f"--device: {args.device!r} is not a valid profile name (letters, digits, '_', '-', '.')")
+    from ..latency import MEASURED_TARGETS
+    if args.device in MEASURED_TARGETS:  # --target NAME must mean one thing: the measured target keeps its name
+        raise ArchcError(f"--device: {args.device!r} names a measured target ({', '.join(MEASURED_TARGETS)}); "
+                         f"choose another profile name, such as {args.device}-mine")
     if args.folds < 0:
         raise ArchcError(f"--folds must be >= 0 (got {args.folds})")
     if args.channel_block < 1 or not args.cache_mb > 0:

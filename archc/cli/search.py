@@ -10,7 +10,7 @@ from pathlib import Path
 from ..blocks import MIXERS
 from ..proxies import objective_label
 from ..search.census import ERROR_ATTR, Census
-from ..search.metrics import torch_threads
+from ..threads import torch_threads
 from ..search.objective import Objective
 from ..search.report import SearchReport, finalize, fmt, held_out
 from ..search.runner import SAMPLERS, SearchConfig, run_search, storage_errors, validate

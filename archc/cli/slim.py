@@ -33,7 +33,7 @@ def run(args) -> int:
     from ..latency import latency
     from ..search.objective import check_target
     from ..search.slim import plot_trace, run_slim
-    from ..search.space import load_space
+    from ..space import load_space
     from ..spec import save_spec
     from ..train import TrainConfig
 

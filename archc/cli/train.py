@@ -10,7 +10,6 @@ again after a stop and it resumes from the last finished epoch. See ``archc.trai
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from .common import add_spec_args, console, load_from_args, print_json, table

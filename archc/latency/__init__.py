@@ -1,67 +1,14 @@
 """Latency, measured on a device (``measure``) or predicted from a calibrated device profile (``predict``).
 
-``latency(spec, target)`` is the one entry point the CLI and the search use; it dispatches on the
-target name: profile names (``iphone12pro`` and user-calibrated ones) are predicted, everything else
-(``cpu``, ``cuda``, ``onnxruntime``, ``coreml``, ``iphone``) is measured.
+A target name is resolved once (``resolve_target``) into a ``LatencyTarget`` that says whether it is
+predicted (a profile: ``iphone12pro`` and user-calibrated ones) or measured (``cpu``, ``cuda``,
+``onnxruntime``, ``coreml``, ``iphone``) and how; ``latency(spec, target)`` is the one entry point the CLI
+and the search use.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from .result import MEASURED_TARGETS, LatencyResult
 
-from ..errors import DeviceError
+from .target import LatencyTarget, latency, resolve_target
 
-MEASURED_TARGETS = ("cpu", "cuda", "onnxruntime", "coreml", "iphone")
-
-
-@dataclass
-class LatencyResult:
-    """One latency figure and how it was obtained."""
-
-    target: str
-    ms: float                       # median of the runs (measured) or the prediction
-    kind: str                       # "measured" or "predicted"
-    batch: int
-    resolution: Tuple[int, int]
-    iqr_ms: Optional[float] = None  # measured: interquartile range of the runs
-    cv: Optional[float] = None      # measured: coefficient of variation (std / mean)
-    runs: Optional[int] = None
-    expected_error_pct: Optional[float] = None  # predicted: the profile's held-out MAPE (widened outside its data)
-    error_bound_pct: Optional[float] = None     # predicted: the worst held-out miss that applies (the error band)
-    caveats: List[str] = field(default_factory=list)  # predicted: why the error was widened (unseen ops, ranges)
-    detail: Dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> Dict[str, Any]:
-        d = asdict(self)
-        d["resolution"] = list(self.resolution)
-        return d
-
-    def describe(self) -> str:
-        if self.kind == "predicted":
-            err = " (prediction"
-            if self.expected_error_pct:
-                err += f", expected error ±{self.expected_error_pct:.1f}%"
-            if self.error_bound_pct:
-                err += f", worst held-out ±{self.error_bound_pct:.1f}%"
-            if self.caveats:
-                err += "; " + "; ".join(self.caveats)
-            return f"{self.ms:.3f} ms on {self.target}{err})"
-        extra = f", IQR {self.iqr_ms:.3f} ms, CV {100 * self.cv:.1f}%" if self.cv is not None else ""
-        return f"{self.ms:.3f} ms median on {self.target} (batch {self.batch}, {self.runs} runs{extra})"
-
-
-def latency(spec, target: str = "cpu", **kwargs) -> LatencyResult:
-    """Latency of ``spec`` on ``target``: measured, or predicted where ``target`` names a device profile."""
-    try:
-        from .predict import available_profiles, predict_latency
-    except ImportError:  # pragma: no cover - during development only
-        available_profiles = lambda: {}  # noqa: E731
-        predict_latency = None
-    if target in available_profiles():
-        return predict_latency(spec, target, **{k: v for k, v in kwargs.items() if k in ("resolution",)})
-    if target in MEASURED_TARGETS:
-        from .measure import measure_latency
-        return measure_latency(spec, target, **kwargs)
-    valid = ", ".join(list(MEASURED_TARGETS) + sorted(available_profiles()))
-    from ..errors import did_you_mean
-    raise DeviceError(f"unknown latency target '{target}'{did_you_mean(target, list(MEASURED_TARGETS) + list(available_profiles()))}; valid: {valid}")
+__all__ = ["MEASURED_TARGETS", "LatencyResult", "LatencyTarget", "latency", "resolve_target"]

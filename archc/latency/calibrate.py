@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -52,7 +51,7 @@ def _draw(param, rng: random.Random) -> Any:
 
 def sample_spaces(spaces: Sequence[str], n: int, seed: int = 0, max_tries: int = 200) -> List[Sampled]:
     """``n`` distinct feasible architectures, split evenly over ``spaces`` (uniform over each space's values)."""
-    from ..search.space import InfeasiblePoint, load_space, spec_from_values
+    from ..space import InfeasiblePoint, load_space, spec_from_values
     if n < 1:
         raise ArchcError(f"--n must be >= 1 (got {n})")
     loaded = [load_space(s) for s in spaces]

@@ -27,7 +27,8 @@ import numpy as np
 from scipy.optimize import least_squares, nnls
 
 from ..errors import ArchcError, SpecError
-from ..proxies.rank import inversions, kendall_tau_b
+from ..rankstats import inversions, kendall_tau_b
+from ..spec import arch_key  # noqa: F401  (public here too: archc.latency.fit.arch_key)
 from .costmodel import CANDIDATES, CostModel, Stack, aggregate, predict
 
 #: the v1 feature set (compute only), kept for ``archc calibrate --features``
@@ -229,7 +230,6 @@ def fit(points: Sequence[Point], model: Optional[CostModel] = None, *,
     merged, notes = merge_duplicates(points)
     archs = len({p.arch_id or p.arch_key for p in merged})
     pool = [model] if model is not None else list(candidates)
-    need = max(len(m.terms) for m in pool) + 1
     if archs < min(len(m.terms) for m in pool) + 1:
         raise ArchcError(f"calibration needs at least {min(len(m.terms) for m in pool) + 1} distinct architectures "
                          f"for a {min(len(m.terms) for m in pool)}-term model with a held-out check; got {archs}")
@@ -274,17 +274,6 @@ def fit(points: Sequence[Point], model: Optional[CostModel] = None, *,
                  for p in points],
         "duplicates": notes,
     }
-
-
-def arch_key(spec, resolution: Optional[int]) -> str:
-    """What makes two rows the same measurement: the spec minus its name and train-only settings."""
-    from ..spec import spec_to_dict
-    d = spec_to_dict(spec)
-    for k in ("name", "drop_path_rate", "drop_rate"):
-        d.pop(k, None)
-    if resolution:
-        d["input_size"] = [int(resolution), int(resolution)]
-    return json.dumps(d, sort_keys=True)
 
 
 def featurize(points: Sequence[Point]) -> str:

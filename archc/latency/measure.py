@@ -17,6 +17,7 @@ Where a target cannot run here, ``DeviceError`` says what is missing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import platform
 import shutil
@@ -30,7 +31,8 @@ import torch
 import torch.nn as nn
 
 from ..errors import DeviceError
-from . import MEASURED_TARGETS, LatencyResult
+from ..threads import torch_threads
+from .result import MEASURED_TARGETS, LatencyResult
 
 #: batch size when none is given: the paper's GPU protocol uses 8, its iPhone protocol 1
 DEFAULT_BATCH = {"cuda": 8}
@@ -169,16 +171,13 @@ def measure_side_by_side(models: Dict[str, nn.Module], shape: Sequence[int], tar
     if device == "cuda":
         _check_cuda()
     rt = "onnxruntime" if target == "onnxruntime" else resolve_runtime(runtime, device)
-    prev_threads = torch.get_num_threads()
     threads = DEFAULT_CPU_THREADS if threads is None and device == "cpu" else threads
-    if threads:
-        torch.set_num_threads(threads)
     keep_freed_memory()
     x = torch.randn(tuple(shape), generator=torch.Generator().manual_seed(0))
-    runners = {}
-    try:
+    runners: Dict[str, Any] = {}
+    with torch_threads(threads), contextlib.ExitStack() as closing:
         for name, model in models.items():
-            runners[name] = make_runner(model, x, rt, device)
+            runners[name] = closing.enter_context(contextlib.closing(make_runner(model, x, rt, device)))
         steps = {}
         for name, runner in runners.items():
             xin = runner.prepare(x)
@@ -187,10 +186,6 @@ def measure_side_by_side(models: Dict[str, nn.Module], shape: Sequence[int], tar
             else:
                 steps[name] = lambda r=runner, v=xin: r(v)
         return time_interleaved(steps, runs, warmup, block=block)
-    finally:
-        for runner in runners.values():
-            runner.close()
-        torch.set_num_threads(prev_threads)
 
 
 # ------------------------------------------------------------------------------------ entry point
@@ -226,14 +221,11 @@ def measure_latency(spec, target: str = "cpu", *, model: Optional[nn.Module] = N
     m = inference_model(spec, weights, deploy=deploy, model=model)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     detail: Dict[str, Any] = {"deploy": deploy, "spec": getattr(spec, "name", None), "load_before": _loadavg()}
-    prev_threads = torch.get_num_threads()
     if threads is None and target in ("cpu", "onnxruntime"):
         threads = DEFAULT_CPU_THREADS
     if threads is not None and threads < 1:
         raise DeviceError(f"threads must be >= 1 (got {threads})")
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         if target in ("cpu", "onnxruntime"):
             rt = "onnxruntime" if target == "onnxruntime" else resolve_runtime(runtime, "cpu")
             samples = _measure_torch(m, x, rt, "cpu", runs, warmup, detail)
@@ -243,8 +235,6 @@ def measure_latency(spec, target: str = "cpu", *, model: Optional[nn.Module] = N
             samples = _measure_coreml(m, x, runs, warmup, compute_units, detail)
         else:
             samples = _measure_iphone(m, x, runs, warmup, compute_units, detail)
-    finally:
-        torch.set_num_threads(prev_threads)
     detail["load_after"] = _loadavg()
     med, iqr, cv = summarize(samples)
     return LatencyResult(target=target, ms=med, kind="measured", batch=batch, resolution=(shape[2], shape[3]),

@@ -24,7 +24,7 @@ import yaml
 
 from ..errors import DeviceError, did_you_mean
 from ..spec import Spec, load_spec
-from . import LatencyResult
+from .result import LatencyResult
 from .costmodel import DEFAULT_CACHE_MB, TERMS, CostModel, Stack, aggregate, breakdown, memory_bound_ops, predict
 from .features import (DEFAULT_CHANNEL_BLOCK, FEATURES, spec_features, spec_node_table, spec_op_kinds,
                        spec_op_patterns)

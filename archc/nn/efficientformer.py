@@ -7,7 +7,7 @@ rounding; they are plain tensor code that ``torch.fx`` traces to primitive ops t
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn as nn

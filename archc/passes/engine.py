@@ -9,7 +9,6 @@ which a check at the end of the pass cannot tell.
 """
 from __future__ import annotations
 
-import copy
 from typing import Callable, Iterator, Optional, Sequence, Tuple
 
 import torch.fx as fx

@@ -23,7 +23,7 @@ from ..analysis.profile import example_input
 from ..errors import LoweringError
 from ..blocks import MIXERS
 from ..nn import LargeKernelConv, MobileOneBlock, RepCPE
-from .engine import apply_rules, matching_rules
+from .engine import apply_rules
 from .verify import assert_invariants, check_equivalence, debug_check
 
 LEVELS = ("full", "reference")

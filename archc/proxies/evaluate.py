@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from ..errors import ArchcError
-from .rank import kendall_tau_b, spearman_rho
+from ..rankstats import kendall_tau_b, spearman_rho
+from ..spec import arch_key
 
 CSV_NAME = "published_fastvit.csv"
 
@@ -73,7 +74,6 @@ def evaluate(points: Sequence[PublishedPoint], proxies: Sequence[str], *, seed: 
              batch: Optional[int] = None, resolution: Optional[int] = None,
              progress: Optional[Callable[[str, str], None]] = None) -> List[ProxyEval]:
     """Score every point with every proxy; rank-correlate the scores with the published top-1."""
-    from ..latency.fit import arch_key
     from ..spec import load_spec
     from . import score
     specs = {p.name: load_spec(p.spec_path) for p in points}

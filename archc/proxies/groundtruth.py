@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import ArchcError
-from .rank import kendall_tau_b, spearman_rho
+from ..rankstats import kendall_tau_b, spearman_rho
 
 REQUIRED = ("arch", "spec", "family", "seed", "val_top1", "test_top1", "latency_ms", "params", "band")
 FILE_NAME = "fashion_mnist_groundtruth.jsonl"

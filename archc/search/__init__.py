@@ -8,7 +8,7 @@ See search/README.md for the space format, the rules and the trial accounting.
 """
 from .census import Census, census
 from .runner import SearchConfig, SearchRun, run_search
-from .space import (InfeasiblePoint, SearchSpace, load_space, point_from_spec, spec_from_trial, spec_from_values,
+from ..space import (InfeasiblePoint, SearchSpace, load_space, point_from_spec, spec_from_trial, spec_from_values,
                     start_points)
 
 __all__ = ["Census", "InfeasiblePoint", "SearchConfig", "SearchRun", "SearchSpace", "census", "load_space",

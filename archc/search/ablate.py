@@ -16,9 +16,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from ..errors import SpecError
+from ..latency import resolve_target
 from ..spec import Spec, load_spec, parse_key_path
-from .metrics import spec_metrics, torch_threads
-from .objective import default_latency, default_score, is_predicted, latency_of
+from ..threads import torch_threads
+from .metrics import spec_metrics
+from .objective import default_latency, default_score, latency_of
 
 
 @dataclass
@@ -119,14 +121,14 @@ def evaluate(rows: List[AblationRow], *, target: Optional[str], objective: Optio
              score_fn: Callable[[Spec, str], float] = default_score,
              progress: Optional[Callable[[AblationRow], None]] = None) -> List[AblationRow]:
     """Fill each row's params, MACs, latency and score (in place; returned for convenience)."""
-    measured = target is not None and not is_predicted(target)
+    target = resolve_target(target) if target else None  # once for every row
     for row in rows:
         with torch_threads(1):
             m = spec_metrics(row.spec)
         row.params, row.macs, row.macs_graph = m.params, m.macs, m.graph
         if target:
             with torch_threads(1):  # as in the search; a measured result records its threads
-                lat = latency_of(row.spec, target, measured=measured, lock_dir=lock_dir, runs=runs, warmup=warmup,
+                lat = latency_of(row.spec, target, lock_dir=lock_dir, runs=runs, warmup=warmup,
                                  latency_fn=latency_fn)
             row.latency_ms, row.latency_kind, row.latency_detail = lat.ms, lat.kind, lat.describe()
             if lat.kind == "predicted":

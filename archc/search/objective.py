@@ -21,7 +21,6 @@ those details are recorded per trial as ``score_KEY``.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import socket
 import time
@@ -34,9 +33,10 @@ import optuna
 
 from ..builder import build
 from ..errors import DataError, DeviceError
+from ..latency import LatencyTarget, latency, resolve_target
 from .census import ERROR_ATTR, ERROR_TRIAL_ATTR, SURPLUS_ATTR, slot_rank
 from .locks import device_lock
-from .space import InfeasiblePoint, SearchSpace, spec_from_values, suggest_values
+from ..space import InfeasiblePoint, SearchSpace, spec_from_values, suggest_values
 
 LatencyFn = Callable[..., Any]          # (spec, target, **kw) -> LatencyResult
 ScoreFn = Callable[[Any, str], float]     # (spec, objective name) -> score
@@ -52,8 +52,7 @@ class Surplus(Exception):
     """Raised when a trial finds the study full (another worker took the last slot)."""
 
 
-def default_latency(spec, target: str, **kw):
-    from ..latency import latency
+def default_latency(spec, target, **kw):
     return latency(spec, target, **kw)
 
 
@@ -87,39 +86,14 @@ def make_score_fn(name: str, train: Optional[Dict[str, Any]] = None) -> ScoreFn:
     return default_score
 
 
-def _profiles() -> list:
-    """Names of the latency profiles (empty where archc.latency.predict is not installed)."""
-    try:
-        from ..latency.predict import available_profiles
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.endswith("latency.predict"):
-            return []
-        raise  # predict exists but is broken: say so, do not pretend it is absent
-    return sorted(available_profiles())
-
-
-def is_predicted(target: str) -> bool:
+def is_predicted(target) -> bool:
     """Whether ``target`` is a device profile (predicted, no lock needed) rather than a measured device."""
-    return target in _profiles()
+    return resolve_target(target).predicted
 
 
-def check_target(target: str) -> str:
+def check_target(target) -> str:
     """Return 'predicted' or 'measured'; DeviceError listing the valid targets otherwise."""
-    from ..errors import did_you_mean
-    from ..latency import MEASURED_TARGETS
-    if is_predicted(target):
-        return "predicted"
-    if target in MEASURED_TARGETS:
-        try:
-            importlib.import_module(f"{__package__.rsplit('.', 1)[0]}.latency.measure")
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.endswith("latency.measure"):
-                raise DeviceError(f"measured target '{target}' needs archc.latency.measure, which this "
-                                  "installation lacks") from None
-            raise
-        return "measured"
-    valid = list(MEASURED_TARGETS) + _profiles()
-    raise DeviceError(f"unknown latency target '{target}'{did_you_mean(target, valid)}; valid: {', '.join(valid)}")
+    return resolve_target(target).kind
 
 
 @dataclass
@@ -135,10 +109,14 @@ class Objective:
     latency_warmup: int = 5
     latency_fn: LatencyFn = default_latency
     score_fn: ScoreFn = default_score
-    measured: bool = field(init=False)
+    resolved: LatencyTarget = field(init=False)
 
     def __post_init__(self) -> None:
-        self.measured = not is_predicted(self.target)
+        self.resolved = resolve_target(self.target)  # once: predicted or measured, and how
+
+    @property
+    def measured(self) -> bool:
+        return self.resolved.measured
 
     def __call__(self, trial: optuna.Trial) -> Any:
         self._claim(trial)
@@ -202,15 +180,19 @@ class Objective:
 
     def measure(self, spec, final: bool):
         """Latency of ``spec``; the final re-measurement of a candidate takes 5x the runs."""
-        return latency_of(spec, self.target, measured=self.measured, lock_dir=self.lock_dir,
+        return latency_of(spec, self.resolved, lock_dir=self.lock_dir,
                           runs=self.latency_runs * (5 if final else 1), warmup=self.latency_warmup,
                           latency_fn=self.latency_fn)
 
 
-def latency_of(spec, target: str, *, measured: bool, lock_dir: Path, runs: int, warmup: int,
-               latency_fn: LatencyFn = default_latency):
-    """Latency of ``spec`` on ``target``: measurements hold the target's lock, predictions do not."""
-    if measured:
-        with device_lock(lock_dir, target):
-            return latency_fn(spec, target, runs=runs, warmup=warmup)
-    return latency_fn(spec, target)
+def latency_of(spec, target, *, lock_dir: Path, runs: int, warmup: int,
+               latency_fn: Optional[LatencyFn] = None):
+    """Latency of ``spec`` on ``target`` (a name or a resolved ``LatencyTarget``): measurements hold the target's
+    lock, predictions do not. ``latency_fn(spec, name, **kw)`` replaces the measurement (tests, custom devices)."""
+    target = resolve_target(target)
+    if latency_fn is None or latency_fn is default_latency:
+        latency_fn = lambda s, _name, **kw: target.latency(s, **kw)  # noqa: E731  (resolved once, not per call)
+    if target.measured:
+        with device_lock(lock_dir, target.name):
+            return latency_fn(spec, target.name, runs=runs, warmup=warmup)
+    return latency_fn(spec, target.name)

@@ -24,7 +24,7 @@ from .census import (ERROR_ATTR, ERROR_TRIAL_ATTR, SURPLUS_ATTR, Census, is_feas
 from .metrics import SpecMetrics, spec_metrics
 from .objective import Objective
 from ..proxies import objective_label
-from .space import SearchSpace, spec_from_values
+from ..space import SearchSpace, spec_from_values
 
 
 @dataclass

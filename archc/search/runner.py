@@ -28,11 +28,12 @@ import optuna
 import torch
 
 from ..errors import ArchcError, SearchError
+from ..threads import torch_threads
 from .census import Census, census
 from .objective import (TRAIN, Objective, Surplus, TrialFailed, check_objective, check_target, default_latency,
                         make_score_fn)
 from .sampler import SAMPLERS, make_sampler
-from .space import SearchSpace, load_space, start_points
+from ..space import SearchSpace, load_space, start_points
 from .storage import DEFAULT_STORAGE, heartbeat_orphans, mask_url, open_storage, scrub
 
 
@@ -361,18 +362,15 @@ def _run_search(cfg: SearchConfig, progress: Optional[ProgressFn], latency_fn, s
                             name=f"archc-search-worker-{i}")
             p.start()
             procs.append(p)
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(_threads_per_worker(cfg.workers))
     try:
-        final = run_worker(cfg, space=space, progress=progress, latency_fn=latency_fn, score_fn=score_fn)
+        with torch_threads(_threads_per_worker(cfg.workers)):
+            final = run_worker(cfg, space=space, progress=progress, latency_fn=latency_fn, score_fn=score_fn)
     except BaseException:
         for p in procs:
             p.terminate()
         for p in procs:
             p.join(timeout=10)
         raise
-    finally:
-        torch.set_num_threads(old_threads)
     codes = []
     for p in procs:
         p.join()

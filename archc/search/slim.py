@@ -23,7 +23,7 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from ..errors import SearchError
 from ..spec import Spec, stage_resolutions
 from ..train import TrainConfig
-from .space import InfeasiblePoint, SearchSpace, spec_from_values
+from ..space import InfeasiblePoint, SearchSpace, spec_from_values
 from .supernet import PATH_3D, PATH_4D, PATH_SKIP, StageChoices, SuperNet
 
 #: the per-stage keys slimming can vary

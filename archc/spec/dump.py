@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, Optional, Union
 
 import yaml
 
@@ -34,3 +35,14 @@ def save_spec(spec: Spec, path: Union[str, Path], header: str = "") -> Path:
     text = "".join(f"# {line}\n" for line in header.splitlines()) + spec_to_yaml(spec)
     p.write_text(text, encoding="utf-8")
     return p
+
+
+def arch_key(spec: Spec, resolution: Optional[int] = None) -> str:
+    """An architecture's identity: the spec minus its name and train-only settings (drop rates), at
+    ``resolution`` where given. Two specs with one key are the same network to measure, predict or rank."""
+    d = spec_to_dict(spec)
+    for k in ("name", "drop_path_rate", "drop_rate"):
+        d.pop(k, None)
+    if resolution:
+        d["input_size"] = [int(resolution), int(resolution)]
+    return json.dumps(d, sort_keys=True)

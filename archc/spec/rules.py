@@ -5,39 +5,12 @@ Rules that belong to one kind (whole attention heads, replk width multiples, ...
 """
 from __future__ import annotations
 
-from typing import Tuple
-
 from ..blocks import DOWNSAMPLES, HEADS, MIXERS, POS_ENCS, STEMS, CheckContext
+from ..blocks.geometry import sized_to_input, stage_resolutions, stem_out  # noqa: F401  (public here too)
 from ..blocks.stage import metaformer_estimate
-from ..nn.geometry import conv_out, conv_padding  # noqa: F401  (re-exported: archc.spec.rules.conv_padding)
+from ..limits import limits
 from .model import Spec
 from .yamlsrc import Located
-
-#: a spec estimated beyond this many parameters is rejected as absurd before anything is allocated
-MAX_PARAMS = 2_000_000_000
-
-
-def stem_out(spec: Spec, size: int) -> int:
-    return STEMS[spec.stem.type].out_size(spec.stem, size)
-
-
-def sized_to_input(spec: Spec) -> bool:
-    """True when the built graph holds modules sized to ``spec.input_size`` (``Kind.sized_to_input``), so it runs
-    at that resolution only: timing or profiling another size needs a graph built for it."""
-    return any(MIXERS[s.mixer.type].sized_to_input(s.mixer) for s in spec.stages)
-
-
-def stage_resolutions(spec: Spec) -> Tuple[Tuple[int, int], ...]:
-    """Feature-map size (H, W) at the end of every stage for the spec's input size."""
-    out = []
-    h, w = (stem_out(spec, s) for s in spec.input_size)
-    for stage in spec.stages:
-        for part, family in ((stage.downsample, DOWNSAMPLES), (stage.mixer, MIXERS)):
-            if part is not None:
-                size = family[part.type].out_size
-                h, w = size(part, h), size(part, w)
-        out.append((h, w))
-    return tuple(out)
 
 
 def estimate_params(spec: Spec) -> int:
@@ -79,7 +52,6 @@ def check_spec(spec: Spec, loc: Located) -> None:
             raise loc.error(("input_size",), f"input {spec.input_size[0]}x{spec.input_size[1]} is too small: "
                                              f"stage {i} would have {max(h, 0)}x{max(w, 0)} tokens")
     # a cheap early refusal (the estimate leaves parts out, so it errs low); archc.guards counts exactly
-    from ..guards import limits
     est, limit = estimate_params(spec), limits().max_params
     if est > limit:
         size = f"{est / 1e9:.1f}B" if est >= 1e8 else f"{est:,}"

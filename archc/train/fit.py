@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -169,7 +168,7 @@ def fit(spec: Spec, data: Data, cfg: TrainConfig, *, epochs: int, out: Optional[
         ema: Optional[float] = None, device: str = "cpu", resume: bool = True,
         progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> FitResult:
     """Train ``spec`` on ``data`` for ``epochs`` epochs (see the module docstring)."""
-    from ..search.metrics import torch_threads
+    from ..threads import torch_threads
     if epochs < 1:
         raise TrainError(f"--epochs must be at least 1, got {epochs}")
     if ema is not None and not 0 < ema < 1:

@@ -133,7 +133,7 @@ def batches(dataset: Dataset, cfg: TrainConfig) -> DataLoader:
 def train_candidate(spec: Spec, train_set: Dataset, val: Tuple[torch.Tensor, torch.Tensor], cfg: TrainConfig,
                     num_classes: int, *, build_fn=build, in_chans: Optional[int] = None) -> TrainResult:
     """Train ``spec`` for ``cfg.total_steps(len(train_set))`` steps and evaluate on ``val`` (preloaded)."""
-    from ..search.metrics import torch_threads
+    from ..threads import torch_threads
     spec = training_spec(spec, num_classes, cfg.resolution, in_chans)
     check_training_memory(spec, cfg.batch)
     steps = cfg.total_steps(len(train_set))
