@@ -90,6 +90,11 @@ class Kind:
     #: block kinds: True when the stage's modules are sized to the spec's input (EfficientFormer's learned
     #: attention bias per token pair), so its graph runs at that resolution only and is rebuilt for another
     sized_to_input: Callable[[Any], bool] = lambda params: False
+    #: block kinds: module types the deploy graph keeps in this kind's stages (the norm before a nonlinear mixer,
+    #: max pooling say, has nothing to fold into); the pass's invariants allow them there and nowhere else
+    deploy_leaves: Tuple[type, ...] = ()
+    #: block kinds: the spec norms (``norm:``) the kind accepts (None: every norm); a spec with another is refused
+    norms: Optional[Tuple[str, ...]] = None
 
 
 class Family:

@@ -1,14 +1,16 @@
 """What a deploy graph must satisfy: structural invariants, and numerical equivalence to the train graph."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 import copy
+import re
+from dataclasses import asdict, dataclass
 from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from ..blocks import MIXERS
 from ..errors import LoweringError
 from .engine import matching_rules
 from .graph import constant, module
@@ -97,17 +99,26 @@ def check_equivalence(reference: nn.Module, deploy: nn.Module, x: torch.Tensor,
     return eq
 
 
+def declared_leaves(gm: fx.GraphModule, node: fx.Node) -> Tuple[type, ...]:
+    """The module types the block kind of ``node``'s stage declares it leaves in a deploy graph (``Kind.deploy_leaves``)."""
+    spec = getattr(gm, "spec", None)
+    found = re.match(r"stages[._](\d+)[._]", str(node.target)) if node.op == "call_module" else None
+    if spec is None or found is None or int(found.group(1)) >= len(spec.stages):
+        return ()
+    return MIXERS[spec.stages[int(found.group(1))].mixer.type].deploy_leaves
+
+
 def invariant_violations(gm: fx.GraphModule) -> List[str]:
     """Structural invariants of a fully lowered deploy graph (empty list: all hold).
 
-    - no BatchNorm remains;
+    - no BatchNorm remains, except where a stage's block kind declares it (``Kind.deploy_leaves``);
     - no constant (layer-scale) multiply remains after a conv or linear;
     - no foldable rule still matches (the pass reached its fixpoint): so no parallel conv branches on one
       input, no ``x + conv(x)`` skip, no BN next to a conv it could fold into.
     """
     problems: List[str] = []
     for n in gm.graph.nodes:
-        if isinstance(module(gm, n), nn.BatchNorm2d):
+        if isinstance(module(gm, n), nn.BatchNorm2d) and not isinstance(module(gm, n), declared_leaves(gm, n)):
             problems.append(f"BatchNorm remains at {n.target}")
     for rule, node in matching_rules(gm):
         problems.append(f"rule {rule} still applies at {node}")

@@ -39,6 +39,9 @@ def check_spec(spec: Spec, loc: Located) -> None:
             where = "the stem" if i == 0 else f"stages[{i - 1}]"
             raise loc.error(p + ("width",), f"width {s.width} differs from {where}'s width {prev} but the stage "
                                             "has no downsample to change it; add a downsample or match widths")
+        if kind.norms is not None and spec.norm not in kind.norms:
+            raise loc.error(("norm",), f"norm '{spec.norm}' cannot be used with mixer '{kind.name}' (stages[{i}]), "
+                                       f"which accepts: {', '.join(kind.norms)}")
         for params, family in ((s.downsample, DOWNSAMPLES), (s.pos_enc, POS_ENCS), (s.mixer, MIXERS)):
             check = family[params.type].check if params is not None else None
             if check:
