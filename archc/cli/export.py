@@ -40,6 +40,22 @@ def register(sub) -> None:
     p.add_argument("--license", default=None, metavar="TEXT", help="license stored in the metadata")
     p.add_argument("--onnx-opset", type=int, default=None, metavar="N",
                    help="ONNX opset (default 20: a single Gelu op; 17 for runtimes without opset 20)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
+                   help="int8: also write NAME.int8.onnx (ONNX Runtime static quantization, QDQ S8S8, activations "
+                        "calibrated on --calibrate-data); fp16: Core ML in fp16 (its default). With --calibrate-data, "
+                        "each precision's fidelity against the fp32 deploy graph is measured on held-out images")
+    p.add_argument("--calibrate-data", metavar="DATA", default=None,
+                   help="real images for calibration and the fidelity check: fashion-mnist, an IDX folder or an "
+                        "image folder (needed for int8)")
+    p.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default="percentile",
+                   help="int8 activation ranges (default: percentile 99.999, measured best here; docs/QUANTIZATION.md)")
+    p.add_argument("--per-channel", action="store_true",
+                   help="int8 weights per output channel (default per tensor: measured better on reparameterized "
+                        "FastViTs here, docs/QUANTIZATION.md)")
+    p.add_argument("--calibration-images", type=int, default=256, metavar="N",
+                   help="images to calibrate on (default 256, class-balanced)")
+    p.add_argument("--eval-images", type=int, default=2000, metavar="N",
+                   help="held-out images the fidelity is measured on (default 2000)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=run)
 
@@ -96,7 +112,25 @@ def run(args) -> int:
     if args.cpu_kernels and "coreml" in formats:
         raise ExportError("--cpu-kernels is for CPU runtimes (ONNX Runtime, torch); Core ML gets the deploy graph "
                           "as it is: export coreml without --cpu-kernels")
+    if args.precision == "int8":
+        if "onnx" not in formats:
+            raise ExportError("--precision int8 is written as ONNX (ONNX Runtime QDQ); add onnx to --format")
+        if "coreml" in formats:
+            raise ExportError("--precision int8 for Core ML (coremltools.optimize) is not implemented yet; "
+                              "use --format onnx")
+        if not args.calibrate_data:
+            raise ExportError("--precision int8 needs --calibrate-data (real images to calibrate activations on), "
+                              "e.g. --calibrate-data fashion-mnist")
+        if args.train or args.cpu_kernels:
+            raise ExportError("--precision int8 quantizes the deploy graph; drop --train / --cpu-kernels")
+    if args.precision == "fp16" and args.fp32:
+        raise ExportError("--precision fp16 and --fp32 contradict each other")
     model = inference_model(spec, args.weights, deploy=not args.train)
+    images = None
+    if args.calibrate_data:
+        from ..quant.evaluate import quant_images
+        images = quant_images(args.calibrate_data, spec.input_size[0], spec.in_chans, args.calibration_images,
+                              args.eval_images)
     example = torch.randn(input_shape(spec, args.batch))
     if args.cpu_kernels:
         from ..passes.kernels import lower_for_kernels
@@ -128,9 +162,12 @@ def run(args) -> int:
         results = export_model(model, example, formats, Path(args.out), name=name,
                                fp32=args.fp32, normalization=norm, on_done=progress, metadata=meta,
                                onnx_opset=opset, class_labels=labels)
+    precision_rows = _precision_rows(args, model, results, images, name) if images is not None else []
     if args.json:
         print_json({"spec": args.spec, "name": spec.name, "graph": graph, "input_shape": list(example.shape),
-                    "residual_adds": residual, "batchnorm_layers": bns, "exports": [r.to_dict() for r in results]})
+                    "residual_adds": residual, "batchnorm_layers": bns, "exports": [r.to_dict() for r in results],
+                    **({"fidelity": {"data": images.description, "rows": [r.to_dict() for r in precision_rows]}}
+                       if images is not None else {})})
         return 0
     rows = []
     for r in results:
@@ -150,4 +187,30 @@ def run(args) -> int:
                       f"{r.detail['residual_adds']} (allowed {allowed['batch_norm']} and {allowed['residual_adds']}: "
                       f"{graph} graph has {bns} BatchNorm layers and {residual} residual adds{norms})")
             con.print(f"image input 'image': {r.detail['normalization']}")
+    if precision_rows:
+        con.print(table(f"fidelity against the fp32 deploy graph: {images.description}",
+                        ["precision", "how", "top-1 fp32", "top-1", "drop", "agreement", "SQNR dB"],
+                        [(r.precision, r.how, f"{r.fidelity.top1_fp32:.2f}%", f"{r.fidelity.top1:.2f}%",
+                          f"{r.fidelity.drop:+.2f}", f"{r.fidelity.agreement:.2f}%", f"{r.fidelity.sqnr_db:.1f}")
+                         for r in precision_rows],
+                        right=("top-1 fp32", "top-1", "drop", "agreement", "SQNR dB")))
+        for r in precision_rows:
+            if r.precision == "int8":
+                con.print(f"wrote {r.detail['path']} ({r.detail['quantize_nodes']} QuantizeLinear, "
+                          f"{r.detail['dequantize_nodes']} DequantizeLinear ops, read back)")
     return 0
+
+
+def _precision_rows(args, model, results, images, name):
+    """Quantize (int8) and measure every precision's fidelity on the held-out images."""
+    from ..quant.evaluate import precision_table
+    onnx_path = next((Path(r.path) for r in results if r.format == "onnx"), None)
+    int8 = None
+    if args.precision == "int8":
+        from ..quant.onnx_int8 import quantize_onnx_int8
+        out = Path(args.out) / f"{name}.int8.onnx"
+        export = quantize_onnx_int8(onnx_path, out, images.calibration, calibration=args.calibration,
+                                    per_channel=args.per_channel)
+        int8 = (out, export)
+    fp16 = args.precision == "fp16" or ("coreml" in [r.format for r in results] and not args.fp32)
+    return precision_table(model, onnx_path, images, int8=int8, fp16=fp16)

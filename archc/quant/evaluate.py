@@ -1,0 +1,105 @@
+"""Real images for calibration and for the fidelity check, and the fidelity table of one model at each precision.
+
+Calibration images come from the training side of the data (never the images the fidelity is measured on):
+for an IDX set (Fashion-MNIST) a class-balanced draw from its training split, measured on its official test
+split; for an image folder, calibration from its training part and the check on its held-out part. Images are
+preprocessed exactly as ``archc train`` fed them (resized once, normalised with the set's mean and std).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..errors import DataError
+from ..train.idx import TensorImages, open_idx, resolve_dir, stratified_split
+from ..train.loop import preload, prepare
+from .fidelity import Fidelity, fidelity
+
+#: seed of the class-balanced calibration draw (fixed: one calibration set per data set and size)
+CALIBRATION_SEED = 1
+
+
+@dataclass
+class QuantImages:
+    calibration: np.ndarray      # N x C x H x W float32, preprocessed
+    images: np.ndarray           # held-out images the fidelity is measured on
+    labels: np.ndarray
+    description: str
+
+
+def quant_images(data: str, resolution: int, in_chans: int, calibration_images: int = 256,
+                 eval_images: int = 2000) -> QuantImages:
+    """Calibration and held-out images from ``data`` (``fashion-mnist``, an IDX folder or an image folder)."""
+    if calibration_images < 1 or eval_images < 1:
+        raise DataError(f"--calibration-images and --eval-images must be >= 1 (got {calibration_images}, {eval_images})")
+    idx = resolve_dir(data)
+    if idx is not None:
+        s = open_idx(idx)
+        (tx, ty), (ex, ey) = s.train, s.test
+        n_cal = min(calibration_images, len(ty))
+        _, cal = stratified_split(ty, n_cal, CALIBRATION_SEED)
+        calib = TensorImages(tx[cal], ty[cal], s.classes, resolution, train=False, channels=in_chans)
+        test = TensorImages(ex[:eval_images], ey[:eval_images], s.classes, resolution, train=False, channels=in_chans)
+        cal_x, _ = preload(calib)
+        test_x, test_y = preload(test)
+        desc = (f"IDX set {idx}: {len(cal_x)} calibration images (class-balanced, training split), "
+                f"{len(test_y)} held-out images (test split)")
+        return QuantImages(prepare(cal_x, calib).numpy(), prepare(test_x, test).numpy(), test_y.numpy(), desc)
+    from ..train.folder import image_folder
+    from ..train.score import seeded_subset
+    splits = image_folder(data, resolution, val_fraction=0.1, seed=0)
+    calib = seeded_subset(splits.train, calibration_images, CALIBRATION_SEED)
+    held = seeded_subset(splits.val, eval_images, 0)
+    cal_x, _ = preload(calib)
+    test_x, test_y = preload(held)
+    if cal_x.shape[1] != in_chans:
+        raise DataError(f"{data}: images have {cal_x.shape[1]} channels but the spec takes in_chans {in_chans}")
+    desc = f"{data}: {len(cal_x)} calibration images (training part), {len(test_y)} held-out images"
+    return QuantImages(prepare(cal_x, splits.train).numpy(), prepare(test_x, splits.val).numpy(), test_y.numpy(),
+                       desc)
+
+
+@torch.no_grad()
+def torch_logits(model: nn.Module, images: np.ndarray, dtype: torch.dtype = torch.float32, batch: int = 256) -> np.ndarray:
+    """Logits of ``model`` run in ``dtype`` (float16: an fp16 deploy simulated in torch on this CPU)."""
+    m = copy.deepcopy(model).eval().to(dtype)
+    x = torch.from_numpy(images)
+    return torch.cat([m(x[i:i + batch].to(dtype)).float() for i in range(0, len(x), batch)]).numpy()
+
+
+@dataclass
+class PrecisionRow:
+    precision: str
+    how: str                     # runtime and method, "simulated" where it is
+    fidelity: Fidelity
+    detail: Dict[str, Any]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"precision": self.precision, "how": self.how, **self.fidelity.to_dict(), **self.detail}
+
+
+def precision_table(model: nn.Module, fp32_onnx: Optional[Path], images: QuantImages,
+                    int8: Optional[Tuple[str, Any]] = None, fp16: bool = False) -> List[PrecisionRow]:
+    """Fidelity rows against the fp32 deploy graph (torch): fp32 ONNX, fp16 (torch, simulated), int8 ONNX."""
+    from .onnx_int8 import run_onnx
+    ref = torch_logits(model, images.images)
+    rows = [PrecisionRow("fp32", "torch (reference)", fidelity(ref, ref, images.labels), {})]
+    if fp32_onnx is not None:
+        rows.append(PrecisionRow("fp32", "ONNX Runtime", fidelity(ref, run_onnx(fp32_onnx, images.images),
+                                                                   images.labels), {"path": str(fp32_onnx)}))
+    if fp16:
+        rows.append(PrecisionRow("fp16", "torch float16 on CPU (simulated: Core ML predicts only on macOS)",
+                                 fidelity(ref, torch_logits(model, images.images, torch.float16), images.labels), {}))
+    if int8 is not None:
+        path, export = int8
+        how = (f"ONNX Runtime QDQ S8S8, {export.calibration} calibration, "
+               f"{'per-channel' if export.per_channel else 'per-tensor'} weights")
+        rows.append(PrecisionRow("int8", how, fidelity(ref, run_onnx(path, images.images), images.labels),
+                                 export.to_dict()))
+    return rows
