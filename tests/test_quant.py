@@ -137,3 +137,17 @@ def test_cli_refuses_bad_precision_flags_in_one_line(tmp_path, capsys, extra, me
     code = main(["export", str(_spec_file(tmp_path)), "--out", str(tmp_path / "out")] + extra)
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_layer_sensitivity_names_every_quantizable_layer_by_spec_part(tiny):
+    import onnx as onnx_lib
+
+    from archc.quant.sensitivity import layer_sensitivity, spec_part
+    _, model, images, path = tiny
+    n = sum(1 for node in onnx_lib.load(str(path)).graph.node if node.op_type in ("Conv", "Gemm", "MatMul"))
+    ref = torch_logits(model, images.images[:50])
+    rows = layer_sensitivity(path, images.calibration, images.images[:50], ref, calibration="minmax")
+    assert len(rows) == n and [r.sqnr_db for r in rows] == sorted(r.sqnr_db for r in rows)
+    assert all(r.where.split("[")[0] in ("stem", "stages", "head", "final_conv") for r in rows), rows
+    assert any(r.where.startswith("stages[1].blocks[0]") for r in rows)
+    assert spec_part("stages.2.blocks.1.mlp.fc1") == "stages[2].blocks[1]" and spec_part("stem.0.reparam_conv") == "stem"
