@@ -151,3 +151,13 @@ def test_layer_sensitivity_names_every_quantizable_layer_by_spec_part(tiny):
     assert all(r.where.split("[")[0] in ("stem", "stages", "head", "final_conv") for r in rows), rows
     assert any(r.where.startswith("stages[1].blocks[0]") for r in rows)
     assert spec_part("stages.2.blocks.1.mlp.fc1") == "stages[2].blocks[1]" and spec_part("stem.0.reparam_conv") == "stem"
+
+
+def test_cli_keep_float_names_the_layers_it_kept(tmp_path, capsys):
+    from archc.cli import main
+    code = main(["export", str(_spec_file(tmp_path)), "--format", "onnx", "--precision", "int8", "--calibrate-data",
+                 str(SLICE), "--calibration-images", "20", "--eval-images", "40", "--keep-float", "2",
+                 "--out", str(tmp_path / "out"), "--json"])
+    assert code == 0
+    row = next(r for r in json.loads(capsys.readouterr().out)["fidelity"]["rows"] if r["precision"] == "int8")
+    assert len(row["kept_in_float"]) == 2 and len(row["excluded"]) == 2 and "dB alone" in row["kept_in_float"][0]

@@ -52,6 +52,9 @@ def register(sub) -> None:
     p.add_argument("--per-channel", action="store_true",
                    help="int8 weights per output channel (default per tensor: measured better on reparameterized "
                         "FastViTs here, docs/QUANTIZATION.md)")
+    p.add_argument("--keep-float", type=int, default=0, metavar="K",
+                   help="int8: keep the K layers most sensitive to int8 in float (measured one layer at a time on "
+                        "the calibration images, archc.quant.sensitivity; default 0)")
     p.add_argument("--calibration-images", type=int, default=256, metavar="N",
                    help="images to calibrate on (default 256, class-balanced)")
     p.add_argument("--eval-images", type=int, default=2000, metavar="N",
@@ -123,6 +126,8 @@ def run(args) -> int:
                               "e.g. --calibrate-data fashion-mnist")
         if args.train or args.cpu_kernels:
             raise ExportError("--precision int8 quantizes the deploy graph; drop --train / --cpu-kernels")
+    if args.keep_float < 0 or (args.keep_float and args.precision != "int8"):
+        raise ExportError(f"--keep-float {args.keep_float}: a number of layers >= 0, with --precision int8")
     if args.precision == "fp16" and args.fp32:
         raise ExportError("--precision fp16 and --fp32 contradict each other")
     model = inference_model(spec, args.weights, deploy=not args.train)
@@ -198,6 +203,8 @@ def run(args) -> int:
             if r.precision == "int8":
                 con.print(f"wrote {r.detail['path']} ({r.detail['quantize_nodes']} QuantizeLinear, "
                           f"{r.detail['dequantize_nodes']} DequantizeLinear ops, read back)")
+                if r.detail.get("kept_in_float"):
+                    con.print("kept in float: " + "; ".join(r.detail["kept_in_float"]))
     return 0
 
 
@@ -209,8 +216,18 @@ def _precision_rows(args, model, results, images, name):
     if args.precision == "int8":
         from ..quant.onnx_int8 import quantize_onnx_int8
         out = Path(args.out) / f"{name}.int8.onnx"
+        exclude, kept = [], []
+        if args.keep_float > 0:
+            from ..quant.evaluate import torch_logits
+            from ..quant.sensitivity import layer_sensitivity
+            ranked = layer_sensitivity(onnx_path, images.calibration, images.calibration,
+                                       torch_logits(model, images.calibration), calibration=args.calibration,
+                                       per_channel=args.per_channel)
+            exclude = [r.node for r in ranked[:args.keep_float]]
+            kept = [f"{r.module} ({r.sqnr_db:.1f} dB alone)" for r in ranked[:args.keep_float]]
         export = quantize_onnx_int8(onnx_path, out, images.calibration, calibration=args.calibration,
-                                    per_channel=args.per_channel)
+                                    per_channel=args.per_channel, exclude=exclude)
+        export.detail["kept_in_float"] = kept
         int8 = (out, export)
     fp16 = args.precision == "fp16" or ("coreml" in [r.format for r in results] and not args.fp32)
     return precision_table(model, onnx_path, images, int8=int8, fp16=fp16)
