@@ -61,3 +61,21 @@ def writable_file(path: PathLike, what: str = "--save") -> Path:
         raise ArchcError(f"{what} {str(p)!r}: cannot write there: permission denied")
     writable_dir(p.parent if str(p.parent) else Path("."), what=f"{what} {str(p)!r}: folder")
     return p
+
+
+def atomic_torch_save(obj, path: PathLike, what: str = "") -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename: a crash or a full disk leaves the old file
+    (or none), never a truncated one. A write that fails is an ArchcError naming the file and why."""
+    import torch
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, p)
+    except OSError as exc:
+        raise ArchcError(f"{what + ' ' if what else ''}{str(p)!r}: cannot write: {_why(exc)}"
+                         + ("; nothing was replaced" if p.exists() else "")) from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return p

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from .errors import WeightsError
+from .outputs import atomic_torch_save
 
 ARCHC_FORMAT = "archc"
 ARCHC_FORMAT_VERSION = 1
@@ -238,5 +239,4 @@ def save_weights(model: nn.Module, path: Union[str, Path], spec: Optional[Any] =
     payload = {"format": ARCHC_FORMAT, "version": ARCHC_FORMAT_VERSION, "deploy": bool(deploy),
                "spec": spec_to_dict(spec) if spec is not None else None,
                "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-    torch.save(payload, p)
-    return p
+    return atomic_torch_save(payload, p)

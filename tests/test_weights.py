@@ -184,3 +184,27 @@ def test_apple_key_mapping_rule():
         "stages.2.blocks.0.token_mixer.qkv.weight",
         "final_conv.se.fc1.weight", "final_conv.se.fc2.bias", "head.fc.weight", "head.fc.bias",
     ])
+
+
+def test_a_full_disk_leaves_the_old_checkpoint_and_says_why(tmp_path, monkeypatch, capsys):
+    """``archc build --save`` on a full disk: one line naming the file and the reason; the old file is intact."""
+    import errno
+
+    import torch
+
+    from archc.cli import main
+    path = tmp_path / "t8.pt"
+    assert main(["build", "fastvit_t8", "--save", str(path)]) == 0
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **k):
+        real_save(obj, f, *a, **k)  # a partial file is written, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    capsys.readouterr()
+    assert main(["build", "fastvit_t8", "--save", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and str(path) in err and "Traceback" not in err
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["t8.pt"]

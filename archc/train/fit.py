@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..builder import build
 from ..errors import TrainError
+from ..outputs import atomic_torch_save
 from ..spec import Spec, spec_to_dict
 from .config import TrainConfig
 from .loop import check_training_memory, evaluate, param_groups, prepare, training_spec, warmup_cosine
@@ -108,17 +109,6 @@ class EpochOrder(Sampler):
 
     def __len__(self) -> int:
         return (self.size // self.batch) * len(range(self.rank, self.batch, self.world))
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file beside ``path`` and rename: a crash leaves the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _write_spec(spec: Spec, path: Path) -> None:
@@ -257,10 +247,10 @@ def fit(spec: Spec, data: Data, cfg: TrainConfig, *, epochs: int, out: Optional[
                 if not (out / "spec.yaml").exists():
                     _write_spec(spec, out / "spec.yaml")
                 ckpt = _checkpoint(scored, spec)
-                _atomic_save(ckpt, out / "last.pt")
+                atomic_torch_save(ckpt, out / "last.pt")
                 if improved:
-                    _atomic_save(ckpt, out / "best.pt")
-                _atomic_save({"version": STATE_VERSION, "fingerprint": fingerprint, "epoch": epoch + 1,
+                    atomic_torch_save(ckpt, out / "best.pt")
+                atomic_torch_save({"version": STATE_VERSION, "fingerprint": fingerprint, "epoch": epoch + 1,
                               "model": model.state_dict(), "optimizer": opt.state_dict(),
                               "scheduler": sched.state_dict(), "ema": averaged.state_dict() if averaged else None,
                               "rng": torch.get_rng_state(), "history": [dataclasses.asdict(h) for h in history],
