@@ -95,7 +95,13 @@ def test_calibrate_too_few_architectures(tmp_path, profiles_dir, capsys):
     ("spec,latency\na.yaml,1\n", r"m.csv:1: header has no 'latency_ms' column; found spec, latency"),
     ("spec,latency_ms,res\na.yaml,1,64\n", r"m.csv:1: unknown column 'res'; valid: spec, latency_ms, resolution, label, family, uncertainty_ms"),
     ("spec,latency_ms\na.yaml,fast\n", r"m.csv:2 column 'latency_ms': 'fast' is not a number"),
-    ("spec,latency_ms\n# comment\na.yaml,-1\n", r"m.csv:3 column 'latency_ms': '-1' must be a positive number"),
+    ("spec,latency_ms\n# comment\na.yaml,-1\n", r"m.csv:3 column 'latency_ms': '-1' must be a number of milliseconds from 1e-06 to 1e\+06"),
+    ("spec,latency_ms\na.yaml,1e308\n", r"m.csv:2 column 'latency_ms': '1e308' must be a number of milliseconds"),
+    ("spec,latency_ms\na.yaml,1e-300\n", r"m.csv:2 column 'latency_ms': '1e-300' must be a number of milliseconds"),
+    ("spec,latency_ms,label\na.yaml,1,\x1b[31mred\n", r"m.csv:2: control character '\\x1b' in the row"),
+    ("spec,latency_ms,label\na.yaml,1," + "x" * 200_000 + "\n", r"m.csv:2: a row of 200,009 characters, over the limit of 4,096"),
+    ("spec,latency_ms\n" + "a.yaml,1\n" * 20_001, r"m.csv: 20,001 rows, over the limit of 20,000"),
+    ("spec,latency_ms\nfastvit_t9,1\n", r"no shipped model of that name \(did you mean 'fastvit_t8'\?\)"),
     ("spec,latency_ms\nnope.yaml,1\n", r"m.csv:2 column 'spec': spec file 'nope.yaml' not found"),
     ("spec,latency_ms,resolution\na.yaml,1,big\n", r"m.csv:2 column 'resolution': 'big' is not an integer"),
     ("spec,latency_ms\na.yaml\n", r"m.csv:2: 1 fields, the header has 2"),
@@ -107,6 +113,35 @@ def test_bad_csv_errors_name_file_line_and_column(tmp_path, text, message):
     (tmp_path / "m.csv").write_text(text)
     with pytest.raises(ArchcError, match=message):
         read_measurements(str(tmp_path / "m.csv"))
+
+
+def test_a_model_name_works_in_the_spec_column(tmp_path):
+    (tmp_path / "m.csv").write_text("spec,latency_ms\nfastvit_t8,1.5\n")
+    (point,) = read_measurements(str(tmp_path / "m.csv"))
+    assert Path(point.spec_path).name == "t8.yaml" and point.latency_ms == 1.5
+
+
+def test_a_fifo_or_a_huge_file_is_refused_before_reading(tmp_path, monkeypatch):
+    import os
+
+    import archc.latency.fit as fit
+    os.mkfifo(tmp_path / "pipe.csv")
+    with pytest.raises(ArchcError, match="pipe.csv: not a regular file"):
+        read_measurements(str(tmp_path / "pipe.csv"))  # returns at once: opening a FIFO would block
+    text = "spec,latency_ms\n" + "a.yaml,1\n" * 100
+    (tmp_path / "big.csv").write_text(text)
+    monkeypatch.setattr(fit, "MAX_MEASUREMENTS_BYTES", 100)
+    with pytest.raises(ArchcError, match=rf"big.csv: {len(text)} bytes, over the limit of 100"):
+        read_measurements(str(tmp_path / "big.csv"))
+
+
+def test_a_profile_name_of_a_builtin_or_a_measured_target_is_refused(tmp_path, profiles_dir, capsys):
+    write_specs(tmp_path)
+    (tmp_path / "m.csv").write_text("spec,latency_ms\na.yaml,1\n")
+    assert main(["calibrate", str(tmp_path / "m.csv"), "--device", "iphone12pro"]) == 2
+    assert "a built-in profile has that name" in capsys.readouterr().err and not profiles_dir.exists()
+    assert main(["calibrate", str(tmp_path / "m.csv"), "--device", "cpu"]) == 2
+    assert "names a measured target" in capsys.readouterr().err
 
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, profiles_dir, capsys):

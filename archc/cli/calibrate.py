@@ -30,6 +30,8 @@ def register(sub) -> None:
                        "~/.config/archc/profiles.")
     p.add_argument("measurements", metavar="MEASUREMENTS.csv", nargs="?")
     p.add_argument("--device", required=True, metavar="NAME", help="profile name, used as --target NAME")
+    p.add_argument("--shadow-builtin", action="store_true",
+                   help="allow a user profile named like a built-in one (it then replaces it as --target NAME)")
     p.add_argument("--description", default="", help="free text stored in the profile (device, runtime, batch)")
     p.add_argument("--features", default=None, metavar="F1,F2,...",
                    help="fix the model's terms instead of choosing among the candidates (see `archc devices --features`)")
@@ -118,6 +120,10 @@ def run(args) -> int:
     for flag, value in (("--out", args.out), ("--plot", args.plot)):
         if value:
             writable_file(value, flag)
+    if not args.out and not args.shadow_builtin and (BUILTIN_DIR / f"{args.device}.yaml").is_file():
+        raise ArchcError(f"--device {args.device}: a built-in profile has that name, and a user profile would "
+                         f"replace it as --target {args.device}; choose another name (e.g. {args.device}-mine), "
+                         "or pass --shadow-builtin to mean it")
     out = Path(args.out) if args.out else user_profile_dir() / f"{args.device}.yaml"
     con = console()
     checks = []

@@ -19,6 +19,8 @@ import csv
 import datetime as _dt
 import json
 import math
+import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -26,7 +28,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from scipy.optimize import least_squares, nnls
 
-from ..errors import ArchcError, SpecError
+from ..catalog import looks_like_path, model_index
+from ..errors import ArchcError, SpecError, did_you_mean
 from ..rankstats import inversions, kendall_tau_b
 from ..spec import arch_key  # noqa: F401  (public here too: archc.latency.fit.arch_key)
 from .costmodel import CANDIDATES, CostModel, Stack, aggregate, predict
@@ -295,14 +298,30 @@ def featurize(points: Sequence[Point]) -> str:
     return ",".join(sorted(graphs))
 
 
+#: a measurements CSV is tens to hundreds of rows; these bounds refuse what no calibration needs, before reading
+MAX_MEASUREMENTS_BYTES = 16 * 2 ** 20
+MAX_MEASUREMENTS_ROWS = 20_000
+MAX_FIELD_CHARS = 4096
+#: 1 ns to 1000 s: outside this a figure is a unit mistake, and 1e-300 or 1e308 break the fit's arithmetic
+MIN_LATENCY_MS, MAX_LATENCY_MS = 1e-6, 1e6
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x9b]")
+
+
 def read_measurements(path: str) -> List[Point]:
     """Read ``spec,latency_ms[,resolution]`` rows (header required, ``#`` comments allowed).
 
     Relative spec paths resolve against the CSV's folder first, then the current directory.
     """
     csv_path = Path(path)
-    if not csv_path.is_file():
-        raise ArchcError(f"{path}: measurements file not found")
+    try:
+        st = csv_path.stat()  # before opening: a FIFO or a device would block or never end
+    except OSError:
+        raise ArchcError(f"{path}: measurements file not found") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ArchcError(f"{path}: not a regular file (a measurements CSV is read whole)")
+    if st.st_size > MAX_MEASUREMENTS_BYTES:
+        raise ArchcError(f"{path}: {st.st_size:,} bytes, over the limit of {MAX_MEASUREMENTS_BYTES:,} for a "
+                         f"measurements CSV (at most {MAX_MEASUREMENTS_ROWS:,} rows)")
     try:
         text = csv_path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
@@ -310,6 +329,15 @@ def read_measurements(path: str) -> List[Point]:
     lines = [(i + 1, l) for i, l in enumerate(text.splitlines()) if l.strip() and not l.lstrip().startswith("#")]
     if not lines:
         raise ArchcError(f"{path}: no rows; expected a header 'spec,latency_ms[,resolution]' and one row per measurement")
+    if len(lines) - 1 > MAX_MEASUREMENTS_ROWS:
+        raise ArchcError(f"{path}: {len(lines) - 1:,} rows, over the limit of {MAX_MEASUREMENTS_ROWS:,} measurements "
+                         "(a profile is fitted from tens to hundreds; split the file or sample it)")
+    for lineno, line in lines:
+        bad = CONTROL_CHARS.search(line)
+        if bad:
+            raise ArchcError(f"{path}:{lineno}: control character {bad.group()!r} in the row; measurements are plain text")
+        if len(line) > MAX_FIELD_CHARS:
+            raise ArchcError(f"{path}:{lineno}: a row of {len(line):,} characters, over the limit of {MAX_FIELD_CHARS:,}")
     reader = csv.reader([l for _, l in lines])
     header = [h.strip().lower() for h in next(reader)]
     for col in ("spec", "latency_ms"):
@@ -331,14 +359,20 @@ def read_measurements(path: str) -> List[Point]:
             raise ArchcError(f"{where} column 'spec': empty spec path")
         resolved = csv_path.parent / spec
         spec_path = str(resolved if resolved.is_file() else Path(spec))
+        if not Path(spec_path).is_file() and not looks_like_path(spec) and spec in model_index():
+            spec_path = str(model_index()[spec])  # a shipped model's name, as everywhere a spec path goes
         if not Path(spec_path).is_file():
-            raise ArchcError(f"{where} column 'spec': spec file {spec!r} not found (looked in {csv_path.parent} and the current directory)")
+            where_looked = (f"{csv_path.parent} and the current directory" if str(csv_path.parent) not in ("", ".")
+                            else "the current directory")
+            raise ArchcError(f"{where} column 'spec': spec file {spec!r} not found (looked in {where_looked}) and "
+                             f"no shipped model of that name{did_you_mean(spec, list(model_index()))}")
         try:
             ms = float(rec["latency_ms"])
         except ValueError:
             raise ArchcError(f"{where} column 'latency_ms': {rec['latency_ms']!r} is not a number") from None
-        if not (math.isfinite(ms) and ms > 0):
-            raise ArchcError(f"{where} column 'latency_ms': {rec['latency_ms']!r} must be a positive number of milliseconds")
+        if not (math.isfinite(ms) and MIN_LATENCY_MS <= ms <= MAX_LATENCY_MS):
+            raise ArchcError(f"{where} column 'latency_ms': {rec['latency_ms']!r} must be a number of milliseconds "
+                             f"from {MIN_LATENCY_MS:g} to {MAX_LATENCY_MS:g}")
         res = None
         if rec.get("resolution"):
             try:
