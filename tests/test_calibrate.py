@@ -278,3 +278,21 @@ def test_measure_option_errors_are_one_line(tmp_path, profiles_dir, capsys, monk
     assert main(["calibrate", "--device", "x", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--n", "1000000000"], "--n 1000000000: at most 10,000"),
+    (["--threads", "1000"], "--threads 1000: at most"),
+    (["--runs", "10000000"], "--runs 10000000: at most 100,000"),
+])
+def test_measure_counts_are_bounded(tmp_path, profiles_dir, capsys, flags, message):
+    assert main(["calibrate", "--measure", "--device", "x", "--cache", str(tmp_path / "c.jsonl")] + flags) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_measure_refuses_a_fifo_cache(tmp_path, profiles_dir, capsys):
+    import os
+    os.mkfifo(tmp_path / "c.jsonl")
+    assert main(["calibrate", "--measure", "--device", "x", "--cache", str(tmp_path / "c.jsonl"), "--n", "5"]) == 2
+    assert "not a regular file" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import os
 import re
 from pathlib import Path
 
@@ -101,6 +102,10 @@ def _model(args):
     return CostModel(args.combine, terms, args.channel_block, args.cache_mb)
 
 
+#: calibrate --measure --n: architectures to sample and time (a profile is fitted from tens to hundreds)
+MAX_MEASURE_N = 10_000
+
+
 def run(args) -> int:
     from ..latency.costmodel import CANDIDATES
     from ..latency.fit import make_profile, read_measurements, save_profile
@@ -134,12 +139,21 @@ def run(args) -> int:
         if args.runs < 1 or args.check_runs < 1 or args.warmup < 0 or args.threads < 1:
             raise ArchcError("--runs, --check-runs and --threads must be >= 1 and --warmup >= 0 "
                              f"(got {args.runs}, {args.check_runs}, {args.threads}, {args.warmup})")
+        cores = os.cpu_count() or 1
+        for flag, value, top in (("--n", args.n, MAX_MEASURE_N), ("--threads", args.threads, cores),
+                                 ("--runs", args.runs, 100_000), ("--check-runs", args.check_runs, 100_000),
+                                 ("--warmup", args.warmup, 100_000)):
+            if value > top:
+                raise ArchcError(f"{flag} {value}: at most {top:,}" + (f" (this machine's {cores} cores)"
+                                                                       if flag == "--threads" else ""))
         resolutions = _ints(args.resolutions, "--resolutions")
         if not args.cached_only:
             from ..latency.measure import check_target
             check_target(args.target)  # what this machine lacks for the target, before sampling anything
         spaces = args.space or ([] if args.spec else ["search/fastvit.yaml", "search/metaformer.yaml"])
         cache = Path(args.cache or f"runs/calibrate/{args.device}.jsonl")
+        if cache.exists() and not cache.is_file():  # a FIFO or a device would block the first append
+            raise ArchcError(f"--cache {str(cache)!r}: not a regular file")
         samples = sample_spaces(spaces, args.n, args.seed) if spaces else []
         if args.spec:
             from ..latency.calibrate import Sampled, arch_hash
