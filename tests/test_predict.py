@@ -245,3 +245,18 @@ def test_a_broken_user_profile_is_skipped_not_fatal(tmp_path, monkeypatch, capsy
         load_profile("broken")
     assert main(["devices"]) == 0
     assert "not loaded:" in capsys.readouterr().out
+
+
+def test_a_fifo_among_the_user_profiles_is_skipped_at_once(tmp_path, monkeypatch):
+    """A FIFO named like a profile would block every command that lists targets; it is reported and skipped."""
+    import os
+    import warnings
+
+    from archc.latency.predict import available_profiles, invalid_profiles
+    monkeypatch.setenv("ARCHC_PROFILES", str(tmp_path))
+    os.mkfifo(tmp_path / "stuck.yaml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        names = available_profiles()
+    assert "stuck" not in names and "iphone12pro" in names
+    assert "not a regular file" in invalid_profiles()[str(tmp_path / "stuck.yaml")]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,10 +63,18 @@ _PARSED: Dict[tuple, Dict[str, Any]] = {}
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+#: a profile holds a few hundred points; a file beyond this is not one (read whole, so it is bounded first)
+MAX_PROFILE_BYTES = 32 * 2 ** 20
+
+
 def _read_shared(path: Path) -> Dict[str, Any]:
     """The validated profile at ``path``, parsed once per file version; callers must not modify it."""
     try:
         st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block every command that lists targets
+            raise DeviceError(f"{path}: not a regular file")
+        if st.st_size > MAX_PROFILE_BYTES:
+            raise DeviceError(f"{path}: {st.st_size:,} bytes, over the limit of {MAX_PROFILE_BYTES:,} for a profile")
         key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
         if key not in _PARSED:
             loader = _SAFE_LOADER(path.read_text())
