@@ -354,3 +354,12 @@ def test_image_folders_follow_no_symlink_loop_count_each_image_once_and_skip_fif
     os.mkfifo(root / "b" / "pipe.png")                        # would block forever if opened
     samples = scan(root, ["a", "b"])
     assert len(samples) == 6
+
+
+@pytest.mark.parametrize("raw", ["1e23", "100000000000000000000000", "0", "-5", "big"])
+def test_an_absurd_spec_size_limit_is_one_clear_line(tmp_path, monkeypatch, capsys, raw):
+    from archc.cli import main
+    monkeypatch.setenv("ARCHC_MAX_SPEC_BYTES", raw)
+    assert main(["build", "fastvit_t8"]) == 2
+    err = capsys.readouterr().err
+    assert "ARCHC_MAX_SPEC_BYTES" in err and "1 to 1,073,741,824" in err and "Traceback" not in err

@@ -214,15 +214,20 @@ def parse_yaml(text: str, file: str) -> Located:
 #: a spec or search space larger than this is refused unread (the shipped ones are under 4 kB);
 #: ``ARCHC_MAX_SPEC_BYTES`` raises it
 MAX_FILE_BYTES = 1 << 20
+MAX_FILE_BYTES_CAP = 1 << 30
 
 
 def max_file_bytes() -> int:
     import os
     raw = os.environ.get("ARCHC_MAX_SPEC_BYTES", "")
     try:
-        return int(raw) if raw.strip() else MAX_FILE_BYTES
+        value = int(raw) if raw.strip() else MAX_FILE_BYTES
     except ValueError:
-        raise SpecError(f"ARCHC_MAX_SPEC_BYTES={raw!r} must be an integer number of bytes") from None
+        value = 0
+    if not 1 <= value <= MAX_FILE_BYTES_CAP:
+        raise SpecError(f"ARCHC_MAX_SPEC_BYTES={raw!r} must be a whole number of bytes from 1 to "
+                        f"{MAX_FILE_BYTES_CAP:,} (1 GiB)")
+    return value
 
 
 def read_text_file(path: Union[str, Path], limit: int) -> str:
