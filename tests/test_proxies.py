@@ -209,3 +209,27 @@ def test_synflow_attention_has_constant_probabilities():
     with _ConstantAttentionProbs():
         nn.functional.scaled_dot_product_attention(big, big, v2).sum().backward()
     assert float(v2.grad.abs().max()) <= 5.0 + 1e-9
+
+
+def test_eval_keeps_finished_proxies_when_interrupted(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during the second proxy: the first one's result is printed, saved with --save, and exit is 130."""
+    import json
+
+    import archc.proxies.evaluate as ev
+    from archc.cli import main
+
+    def fake(points, proxies, **kw):
+        if proxies == ["synflow"]:
+            raise KeyboardInterrupt
+        return [ev.ProxyEval(proxies[0], 0.5, 0.6, 0.1, {p.name: 1.0 for p in points})]
+
+    monkeypatch.setattr(ev, "evaluate", fake)
+    save = tmp_path / "eval.json"
+    code = main(["proxies", "--eval", "--proxy", "params", "--proxy", "synflow", "--save", str(save)])
+    captured = capsys.readouterr()
+    assert code == 130
+    assert "interrupted: 1 of 2 proxies finished" in captured.err and "params" in captured.out
+    doc = json.loads(save.read_text())
+    assert doc["finished"] == ["params"] and doc["complete"] is False and doc["results"][0]["kendall_tau"] == 0.5
+    assert main(["proxies", "--proxy", "params", "--save", str(save), "fastvit_t8"]) == 2
+    assert "--save goes with --eval" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import sys
 from pathlib import Path
 
 from ..errors import ArchcError
@@ -39,8 +40,36 @@ def register(sub) -> None:
     p.add_argument("--batch", type=int, default=None, metavar="N",
                    help="batch size for every proxy (default: each proxy's own, see docs/PROXIES.md)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights and inputs (default 0)")
+    p.add_argument("--save", metavar="FILE.json", default=None,
+                   help="with --eval: write the results so far to FILE.json after each proxy finishes (an "
+                        "interrupted run keeps what it finished)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
+
+
+def _one_by_one(names, evaluate_one, prog, save, meta: dict, to_json):
+    """Evaluate proxies one at a time: each result is announced (stderr) and saved as it finishes, and Ctrl-C
+    keeps the finished ones. Returns (results, interrupted)."""
+    import json
+
+    results = []
+    try:
+        for name in names:
+            results.append(evaluate_one(name))
+            r = results[-1]
+            tau = getattr(r, "kendall_tau", float("nan"))
+            prog.note(f"{name}: Kendall tau-b {tau:+.3f} ({r.seconds:.1f} s)")
+            if save:
+                doc = {**meta, "finished": [x.proxy if hasattr(x, "proxy") else x.signal for x in results],
+                       "complete": len(results) == len(names), "results": [to_json(x) for x in results]}
+                tmp = Path(save).with_name(f".{Path(save).name}.tmp")
+                tmp.write_text(json.dumps(doc, indent=1))
+                tmp.replace(save)
+    except KeyboardInterrupt:
+        print(f"archc: interrupted: {len(results)} of {len(names)} proxies finished"
+              + (f" (saved in {save})" if save and results else ""), file=sys.stderr)
+        return results, True
+    return results, False
 
 
 def _names(args):
@@ -60,6 +89,11 @@ def run(args) -> int:
         raise ArchcError(f"--batch must be >= 1, got {args.batch}")
     if args.groundtruth and not args.eval:
         raise ArchcError("--groundtruth goes with --eval (archc proxies --eval --groundtruth [FILE])")
+    if args.save:
+        if not args.eval:
+            raise ArchcError("--save goes with --eval (it keeps the evaluation's results as they finish)")
+        from ..outputs import writable_file
+        writable_file(args.save, "--save")
     if args.eval:
         if args.specs:
             raise ArchcError("--eval scores the published points; do not pass SPEC files with it")
@@ -110,17 +144,24 @@ def run_eval(args, names) -> int:
             step["n"] += 1
             prog.update(status=f"{proxy}: {name}")
 
-        results = evaluate(points, names, seed=args.seed, batch=args.batch, resolution=args.input_size,
-                           progress=progress)
-        prog.advance()
-    meta = {"csv": str(csv_path), "points": len(points), "seed": args.seed, "batch": args.batch or "per proxy",
-            "resolution": args.input_size or "per proxy",
-            "date": _dt.date.today().isoformat(), "machine": f"{platform.machine()} {platform.system()}",
-            "default": DEFAULT}
+        meta = {"csv": str(csv_path), "points": len(points), "seed": args.seed,
+                "batch": args.batch or "per proxy", "resolution": args.input_size or "per proxy",
+                "date": _dt.date.today().isoformat(), "machine": f"{platform.machine()} {platform.system()}",
+                "default": DEFAULT}
+
+        def to_json(r):
+            return {"proxy": r.proxy, "kendall_tau": r.kendall_tau, "spearman_rho": r.spearman_rho,
+                    "seconds": round(r.seconds, 2), "scores": r.scores}
+
+        def one(name):
+            return evaluate(points, [name], seed=args.seed, batch=args.batch, resolution=args.input_size,
+                            progress=progress)[0]
+        results, interrupted = _one_by_one(names, one, prog, args.save, meta, to_json)
+        if not interrupted:
+            prog.advance()
     if args.json:
-        print_json({**meta, "results": [{"proxy": r.proxy, "kendall_tau": r.kendall_tau, "spearman_rho": r.spearman_rho,
-                                         "seconds": round(r.seconds, 2), "scores": r.scores} for r in results]})
-        return 0
+        print_json({**meta, "complete": not interrupted, "results": [to_json(r) for r in results]})
+        return 130 if interrupted else 0
     rows = []
     for r in sorted(results, key=lambda r: -r.kendall_tau):
         s = PROXY_SETTINGS[r.proxy]
@@ -133,7 +174,7 @@ def run_eval(args, names) -> int:
                     right=("Kendall tau-b", "Spearman rho", "batch", "seconds")))
     con.print(f"{meta['date']}, {meta['machine']}, {os.cpu_count()} CPUs, torch {torch.__version__}; "
               f"tau-b and rho against the published top-1; default proxy: {DEFAULT}")
-    return 0
+    return 130 if interrupted else 0
 
 
 def run_groundtruth_eval(args, names) -> int:
@@ -156,17 +197,22 @@ def run_groundtruth_eval(args, names) -> int:
             step["n"] += 1
             prog.update(status=f"{signal}: {name}")
 
-        results = evaluate_groundtruth(archs, names, seed=args.seed, batch=args.batch, train_score=train_score,
-                                       progress=progress)
-        prog.advance()
-    ceiling = noise_ceiling(archs)
-    meta = {"groundtruth": str(path), "architectures": len(archs), "truth": f"mean {args.truth}_top1 over seeds (%)",
-            "seed": args.seed, "date": _dt.date.today().isoformat(),
-            "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
-            "noise_ceiling": ceiling}
+        ceiling = noise_ceiling(archs)
+        meta = {"groundtruth": str(path), "architectures": len(archs),
+                "truth": f"mean {args.truth}_top1 over seeds (%)", "seed": args.seed,
+                "date": _dt.date.today().isoformat(),
+                "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+                "noise_ceiling": ceiling}
+
+        def one(name):
+            return evaluate_groundtruth(archs, [name], seed=args.seed, batch=args.batch, train_score=train_score,
+                                        progress=progress)[0]
+        results, interrupted = _one_by_one(names, one, prog, args.save, meta, lambda r: r.to_json())
+        if not interrupted:
+            prog.advance()
     if args.json:
-        print_json({**meta, "results": [r.to_json() for r in results]})
-        return 0
+        print_json({**meta, "complete": not interrupted, "results": [r.to_json() for r in results]})
+        return 130 if interrupted else 0
     con = console()
     bands = sorted({a.band for a in archs})
 
@@ -186,4 +232,4 @@ def run_groundtruth_eval(args, names) -> int:
                   f"{ceiling['kendall_tau']:+.3f} {ci(ceiling['kendall_tau_ci'])}, mean |difference| "
                   f"{ceiling['mean_abs_diff']:.2f} points")
     con.print(f"{meta['date']}, {meta['machine']}; regret = band's best true top-1 minus the pick's (points)")
-    return 0
+    return 130 if interrupted else 0
