@@ -124,3 +124,19 @@ def test_cli_writes_a_buildable_spec_trace_and_plot(space, tmp_path, monkeypatch
     spec = archc.load_spec(trace["spec"])
     assert toy_latency(spec) == pytest.approx(trace["latency_ms"])
     assert main(["slim", space.file, "--latency-ms", "-1", "--out", str(out)]) == 2
+
+
+def test_an_unreachable_budget_is_refused_before_training_and_leaves_no_folder(space, tmp_path, monkeypatch, capsys):
+    import archc.latency as lat
+    import archc.search.slim as slim_mod
+    from archc.cli import main
+
+    class R:
+        def __init__(self, ms):
+            self.ms = ms
+    monkeypatch.setattr(lat, "latency", lambda spec, target, **kw: R(toy_latency(spec)))
+    monkeypatch.setattr(slim_mod, "train_supernet", lambda *a, **k: pytest.fail("trained although unreachable"))
+    out = tmp_path / "never"
+    assert main(["slim", space.file, "--latency-ms", "0.001", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot reach 0.001 ms: the smallest point of the space takes" in err and not out.exists()

@@ -42,6 +42,8 @@ def run(args) -> int:
     check_target(args.target)
     space = load_space(args.space)
     cfg = TrainConfig.from_dict(train_settings(args, "train")).check()
+    from ..search.slim import check_reachable, stage_choices
+    check_reachable(space, stage_choices(space), args.latency_ms, lambda spec: latency(spec, args.target).ms)
     out = Path(args.out or f"runs/slim-{space.name}-{args.target}-{args.latency_ms:g}ms")
     out.mkdir(parents=True, exist_ok=True)
     con = console()

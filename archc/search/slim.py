@@ -196,6 +196,22 @@ def _values(choices, depths, widths, meta3d) -> Dict[str, Any]:
     return out
 
 
+def check_reachable(space: SearchSpace, choices: List[StageChoices], budget_ms: float, latency: LatencyFn) -> None:
+    """SearchError if even the smallest point of the space (fewest blocks, narrowest widths, fewest Meta3D blocks)
+    is over the budget: slimming only removes from the widest point, so it could not get below that one."""
+    depths = [c.depth[0] for c in choices]
+    smallest = _values(choices, depths, [c.widths[0] for c in choices],
+                       [min(c.meta3d[0], d) for c, d in zip(choices, depths)])
+    try:
+        spec = spec_from_values(space, smallest, name=f"{space.name}_smallest")
+    except InfeasiblePoint:
+        return  # the all-smallest combination breaks a rule: nothing cheap to check, slimming will say
+    ms = latency(spec)
+    if ms is not None and ms > budget_ms:
+        raise SearchError(f"{space.file}: cannot reach {budget_ms:g} ms: the smallest point of the space takes "
+                          f"{ms:.3f} ms ({json.dumps(smallest)}); raise --latency-ms or widen the space")
+
+
 def initial_state(choices: List[StageChoices], imp: Dict[str, Any]) -> _State:
     """The widest, deepest point; in a stage that may hold Meta3D blocks, the longest suffix of positions
     that prefer Meta3D to Meta4D (within the space's meta3d bounds) is Meta3D: the supernet's MetaPath."""
@@ -354,6 +370,7 @@ def run_slim(space: SearchSpace, budget_ms: float, latency: LatencyFn, cfg: Trai
     """Train the supernet on ``cfg``'s data, then slim to ``budget_ms``."""
     from ..train.score import open_data
     choices = stage_choices(space)
+    check_reachable(space, choices, budget_ms, latency)  # seconds, before minutes of supernet training
     data = open_data(cfg)
     torch.manual_seed(cfg.seed)
     net = build_supernet(space, choices, len(data.classes), cfg.resolution)
