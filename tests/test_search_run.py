@@ -377,3 +377,22 @@ def test_pareto_plot_draws_pruned_over_budget_trials_grey_at_their_params(tmp_pa
     assert "over budget, pruned (2)" in [t.get_text() for t in ax.get_legend().get_texts()]
     pruned = next(c for c in ax.collections if c.get_label() == "over budget, pruned (2)")
     assert sorted(map(tuple, pruned.get_offsets().tolist())) == [(16.0, 8.0), (18.0, 9.0)]
+
+
+def test_trials_csv_grows_while_the_search_runs(cfg, monkeypatch):
+    """trials.csv is on disk before the search ends: a stopped or killed search leaves what it finished."""
+    import csv as csv_mod
+
+    import archc.search.runner as runner
+    monkeypatch.setattr(runner, "STREAM_EVERY_S", 0.0)
+    seen = []
+
+    def watching(spec, target, **kw):
+        path = runner.SearchConfig.out_dir(cfg, load_space(cfg.space)) / "trials.csv"
+        if path.exists():
+            with path.open() as f:
+                seen.append(len(list(csv_mod.DictReader(f))))
+        return fake_latency(spec, target, **kw)
+
+    run_search(cfg, latency_fn=watching)
+    assert seen and max(seen) >= cfg.trials // 2 and seen == sorted(seen)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -130,12 +131,15 @@ def write_trials(rows: List[Dict[str, Any]], out: Path) -> Dict[str, Path]:
     cols: List[str] = []
     for r in rows:
         cols += [k for k in r if k not in cols]
-    with csv_path.open("w", newline="", encoding="utf-8") as f:
+    tmp_csv, tmp_json = (p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in (csv_path, json_path))
+    with tmp_csv.open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         for r in rows:
             w.writerow({k: ("" if v is None else v) for k, v in r.items()})
-    json_path.write_text(json.dumps(rows, indent=1, default=str), encoding="utf-8")
+    tmp_json.write_text(json.dumps(rows, indent=1, default=str), encoding="utf-8")
+    os.replace(tmp_csv, csv_path)  # atomic: a reader (or a crash) sees the old table or the new one
+    os.replace(tmp_json, json_path)
     return {"trials_csv": csv_path, "trials_json": json_path}
 
 

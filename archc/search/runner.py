@@ -32,6 +32,7 @@ from ..threads import torch_threads
 from .census import Census, census
 from .objective import (TRAIN, Objective, Surplus, TrialFailed, check_objective, check_target, default_latency,
                         make_score_fn)
+from .report import trial_rows, write_trials
 from .sampler import SAMPLERS, make_sampler
 from ..space import SearchSpace, load_space, start_points
 from .storage import DEFAULT_STORAGE, heartbeat_orphans, mask_url, open_storage, scrub
@@ -196,6 +197,10 @@ def metric_names(cfg: SearchConfig) -> List[str]:
 ProgressFn = Callable[[Census, Optional[optuna.trial.FrozenTrial]], None]
 
 
+#: seconds between two streamed writes of trials.csv by one worker (each write reads every trial from storage)
+STREAM_EVERY_S = 5.0
+
+
 def run_worker(cfg: SearchConfig, *, space: Optional[SearchSpace] = None,
                progress: Optional[ProgressFn] = None, should_stop: Callable[[], bool] = lambda: False,
                latency_fn=None, score_fn=None) -> Census:
@@ -213,10 +218,17 @@ def run_worker(cfg: SearchConfig, *, space: Optional[SearchSpace] = None,
     deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
     poll = min(2.0, float(cfg.heartbeat))
 
+    streamed = {"at": 0.0}
+
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         c = census(study)
         if progress:
             progress(c, trial)
+        if time.monotonic() - streamed["at"] >= STREAM_EVERY_S or c.n_finished >= cfg.trials:
+            # trials.csv / trials.json as the search goes (atomically replaced): a stopped or killed search
+            # leaves the table of what it finished; the final report rewrites them with the same rows
+            write_trials(trial_rows(study, space), cfg.out_dir(space))
+            streamed["at"] = time.monotonic()
         if c.n_finished + len(c.running) >= cfg.trials or should_stop():
             study.stop()
 
@@ -348,7 +360,7 @@ def _run_search(cfg: SearchConfig, progress: Optional[ProgressFn], latency_fn, s
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = load_space(cfg.space)
     from ..outputs import writable_dir
-    writable_dir(cfg.out_dir(space), "--out")  # results are written at the end: fail now, not after the trials
+    writable_dir(cfg.out_dir(space), "--out")  # results are written as trials finish: fail now, not after them
     t0 = time.monotonic()
     study = open_study(cfg, space)
     cfg = dataclasses.replace(cfg, workers=worker_count(cfg.workers, cfg.trials - census(study).n_finished))
