@@ -240,3 +240,10 @@ def test_a_command_whose_dependency_is_missing_says_so_and_the_others_work(tmp_p
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "needs the Python package 'optuna'" in bad.stderr
+
+
+def test_archc_alone_lists_the_commands(capsys):
+    from archc.cli import COMMANDS, main
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert all(name in err for name in COMMANDS) and "usage: archc" in err

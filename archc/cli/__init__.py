@@ -58,6 +58,9 @@ def _register_missing(sub, name: str, exc: ModuleNotFoundError) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = make_parser()
+    if not (sys.argv[1:] if argv is None else argv):  # `archc` alone: the commands, not just "COMMAND required"
+        parser.print_help(sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     saved = {k: os.environ.get(k) for k in _LIMIT_ENV.values()}
     try:
