@@ -82,6 +82,8 @@ def test_every_shipped_spec_exports_to_onnx_within_1e4(path, tmp_path):
     with torch.no_grad():
         ref = train(x)
     assert (run_onnx(res.path, x) - ref).abs().max().item() <= 1e-4 * max(1.0, ref.abs().max().item())
+    import onnx
+    assert not [n.name for n in onnx.load(str(res.path)).graph.node if n.op_type == "Identity"]
 
 
 @pytest.mark.parametrize("name", ["t8", "sa12", "poolformer_s12"])

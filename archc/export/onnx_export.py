@@ -41,9 +41,36 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Union[str, Path],
                 torch.onnx.export(model.eval(), (example,), str(path), **kwargs)
     except Exception as exc:  # torch raises many types here; the user needs one message
         raise ExportError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
+    drop_identities(path)
     if metadata:
         add_metadata(path, metadata)
     return path
+
+
+def drop_identities(path: Union[str, Path]) -> int:
+    """Remove ``Identity`` nodes (torch's exporter writes one per parameter equal to another, e.g. two zero
+    biases): each consumer reads the Identity's input instead. Graph outputs keep theirs. Returns how many went;
+    the file is then verified against torch like every export."""
+    import onnx
+    m = onnx.load(str(path))
+    outputs = {o.name for o in m.graph.output}
+    alias = {n.output[0]: n.input[0] for n in m.graph.node if n.op_type == "Identity" and n.output[0] not in outputs}
+    if not alias:
+        return 0
+
+    def source(name: str) -> str:
+        while name in alias:
+            name = alias[name]
+        return name
+    keep = [n for n in m.graph.node if not (n.op_type == "Identity" and n.output[0] in alias)]
+    for n in keep:
+        for i, name in enumerate(n.input):
+            if name in alias:
+                n.input[i] = source(name)
+    del m.graph.node[:]
+    m.graph.node.extend(keep)
+    onnx.save(m, str(path))
+    return len(alias)
 
 
 def add_metadata(path: Union[str, Path], metadata: Dict[str, str]) -> None:
