@@ -37,21 +37,6 @@ class LatencyTarget:
     def measured(self) -> bool:
         return self.kind == "measured"
 
-    def describe(self) -> str:
-        """How this target's figures are obtained, in one line."""
-        if self.profile is not None:
-            err = (f", held-out error {self.profile.heldout_mape_pct:.1f}%"
-                   if self.profile.heldout_mape_pct is not None else "")
-            return f"{self.name}: predicted from the {self.profile.source} profile {self.profile.path}{err}"
-        return f"{self.name}: measured on this machine"
-
-    def check_available(self) -> "LatencyTarget":
-        """Raise DeviceError naming what this machine lacks to measure here (nothing to check for a profile)."""
-        if self.measured:
-            from .measure import check_target
-            check_target(self.name)
-        return self
-
     def latency(self, spec, **kwargs) -> LatencyResult:
         """The latency of ``spec`` here: predicted (only ``resolution`` applies) or measured (every option)."""
         if self.predicted:
