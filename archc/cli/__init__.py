@@ -13,7 +13,7 @@ from typing import List, Optional
 from ..errors import ArchcError
 
 #: subcommand modules, in the order ``archc --help`` lists them
-COMMANDS = ["build", "models", "schema", "train", "export", "bench", "devices", "calibrate", "proxies", "search", "slim",
+COMMANDS = ["build", "models", "schema", "train", "supernet", "export", "bench", "devices", "calibrate", "proxies", "search", "slim",
             "ablate"]
 
 

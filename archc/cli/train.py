@@ -48,6 +48,9 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="DataLoader worker processes (default: %(default)s, decode in the trainer)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
+    p.add_argument("--init", default=None, metavar="CKPT",
+                   help="start from these weights (an archc checkpoint of this architecture, loaded strictly), e.g. "
+                        "`archc supernet extract`'s inherited weights")
     p.add_argument("--fresh", action="store_true", help="start over even if DIR holds a resumable run")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.set_defaults(func=run)
@@ -82,6 +85,7 @@ def _check_args(args) -> None:
 
 
 def run(args) -> int:
+    from ..errors import ArchcError
     from ..guards import check_memory
     from ..train import TrainConfig
     from ..train.fit import fit
@@ -130,9 +134,14 @@ def run(args) -> int:
         bar.update(done - seen["offset"] if (done % stride == 0 or event["step"] == event["steps"]) else None,
                    status)
 
+    init = None
+    if args.init is not None:
+        init = Path(args.init)
+        if not init.is_file():
+            raise ArchcError(f"--init {args.init}: no such file")
     with bar:
         result = fit(spec, data, cfg, epochs=args.epochs, out=out, ema=args.ema, device=args.device,
-                     resume=not args.fresh, progress=progress)
+                     resume=not args.fresh, progress=progress, init=init)
     if not main_rank:
         return 0
     summary = result.to_json()

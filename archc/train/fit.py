@@ -156,8 +156,9 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 def fit(spec: Spec, data: Data, cfg: TrainConfig, *, epochs: int, out: Optional[Path] = None,
         ema: Optional[float] = None, device: str = "cpu", resume: bool = True,
-        progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> FitResult:
-    """Train ``spec`` on ``data`` for ``epochs`` epochs (see the module docstring)."""
+        progress: Optional[Callable[[Dict[str, Any]], None]] = None, init: Optional[Path] = None) -> FitResult:
+    """Train ``spec`` on ``data`` for ``epochs`` epochs (see the module docstring). ``init``: an archc
+    checkpoint of this architecture to start from (loaded strictly), e.g. a subnet extracted from a supernet."""
     from ..threads import torch_threads
     if epochs < 1:
         raise TrainError(f"--epochs must be at least 1, got {epochs}")
@@ -175,12 +176,18 @@ def fit(spec: Spec, data: Data, cfg: TrainConfig, *, epochs: int, out: Optional[
         raise TrainError(f"--batch {cfg.batch} is larger than the training split ({len(data.train)} images)")
     steps = epochs * per_epoch
     fingerprint = {"spec": spec_to_dict(spec), "recipe": recipe(cfg, ema), "epochs": epochs, "data": data.description}
+    if init is not None:
+        fingerprint["init"] = str(Path(init).resolve())
     state_path = out / "state.pt" if out is not None else None
     state = _read_state(state_path, fingerprint) if resume and state_path is not None and state_path.exists() else None
 
     with torch_threads(cfg.threads or torch.get_num_threads()):
         torch.manual_seed(cfg.seed)
-        model = build(spec).to(dev)
+        model = build(spec)
+        if init is not None and state is None:
+            from ..weights import load_weights
+            load_weights(model, init, strict=True)
+        model = model.to(dev)
         opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps, cfg.warmup(steps)))
         averaged = None

@@ -1,0 +1,1 @@
+"""Weight-sharing supernets for the search spaces (see ``shared``, ``sampling``, ``model``, ``train``)."""
