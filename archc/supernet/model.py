@@ -123,6 +123,7 @@ def meta_layouts(kernels: str) -> Callable[[Spec], Layout]:
 def recalibrate(model: nn.Module, images: torch.Tensor, batch: int = 64) -> None:
     """BatchNorm running statistics of ``model`` re-estimated on ``images`` (already normalised)."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None   # cumulative moving average: every batch counts equally
@@ -130,8 +131,8 @@ def recalibrate(model: nn.Module, images: torch.Tensor, batch: int = 64) -> None
     with torch.no_grad():
         for i in range(0, len(images), batch):
             model(images[i:i + batch])
-    for m in norms:
-        m.momentum = 0.1
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
     model.eval()
 
 
