@@ -142,3 +142,35 @@ def test_cli_errors_are_one_line(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "archc", "supernet", "train", str(SPACE), "--data", "synthetic",
                           "--out", str(tmp_path / "x"), "--random-subnets", "99"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--random-subnets 99" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_search_scores_with_the_supernet_and_is_bound_to_it(trained, tmp_path):
+    """`archc search --objective supernet`: every finished trial is scored by this supernet (its id stored per
+    trial); resuming the study with another supernet, or searching another space with it, is refused."""
+    import shutil
+
+    from archc.errors import SearchError
+    from archc.latency import LatencyResult
+    from archc.search.runner import SearchConfig, run_search
+
+    def fake_latency(spec, target, **kw):
+        return LatencyResult(target=target, ms=1.0, kind="measured", batch=1, resolution=spec.input_size)
+
+    out, _ = trained
+    cfg = SearchConfig(latency_ms=5.0, space=str(SPACE), target="cpu", supernet=str(out), objective="supernet",
+                       trials=3, seed=0, heartbeat=1, storage=f"sqlite:///{tmp_path}/study.db",
+                       lock_dir=str(tmp_path / "locks"))
+    run = run_search(cfg, latency_fn=fake_latency)
+    done = [t for t in run.study.trials if t.state.name == "COMPLETE"]
+    sid = read_state(out / FILE)["id"]
+    assert len(done) == 3 and {t.user_attrs["score_supernet_id"] for t in done} == {sid}
+    assert all(0 <= t.values[0] <= 100 for t in done)
+
+    other = tmp_path / "other"
+    shutil.copytree(out, other)
+    train_supernet(config(), other, stop_after=1, save_every_s=0)  # one more step: another supernet
+    again = SearchConfig(**{**cfg.__dict__, "supernet": str(other), "trials": 4})
+    with pytest.raises(SearchError, match="made by a different search"):
+        run_search(again, latency_fn=fake_latency)
+    with pytest.raises(SearchError, match="was trained on the space 'tiny_supernet'"):
+        run_search(SearchConfig(**{**cfg.__dict__, "space": "tiny"}), latency_fn=fake_latency)

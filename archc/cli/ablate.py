@@ -27,7 +27,11 @@ def register(sub) -> None:
                         "'none' to skip latency (default: %(default)s)")
     p.add_argument("--objective", default=None, metavar="NAME",
                    help="score column: a proxy, or 'train' (brief training, val top-1 %%; see the train options) "
-                        f"(default: {DEFAULT}, i.e. M params; proxies: {', '.join(PROXIES)}; 'none' to skip)")
+                        f"(default: {DEFAULT}, i.e. M params; proxies: {', '.join(PROXIES)}; 'none' to skip), or "
+                        "'supernet' (inherited val top-1 %% from --supernet)")
+    p.add_argument("--supernet", default=None, metavar="DIR",
+                   help="a supernet from `archc supernet train` whose space holds every row (implies --objective "
+                        "supernet)")
     p.add_argument("--runs", type=int, default=50, help="measured targets: timed runs per row (default: %(default)s)")
     p.add_argument("--reference", nargs="?", const="published", default=None, metavar="CSV",
                    help="add published figures, matched by spec name: without a value the FastViT table shipped "
@@ -52,7 +56,7 @@ def run(args) -> int:
     target = None if args.target in ("none", "") else args.target
     if target:
         check_target(target)
-    objective = args.objective
+    objective = args.objective or ("supernet" if args.supernet else None)
     if objective is None:
         from ..proxies import DEFAULT
         objective = DEFAULT
@@ -61,7 +65,10 @@ def run(args) -> int:
     elif objective:
         from ..search.objective import check_objective
         check_objective(objective)
-    score_fn = make_score_fn(objective, train_settings(args, objective)) if objective else None
+    if args.supernet and objective != "supernet":
+        from ..errors import ArchcError
+        raise ArchcError(f"--supernet applies to --objective supernet only (objective: {objective})")
+    score_fn = make_score_fn(objective, train_settings(args, objective), args.supernet) if objective else None
     if hasattr(score_fn, "prepare"):
         score_fn.prepare()  # a bad --data fails before any row is evaluated
     out_path = None
@@ -100,7 +107,9 @@ def run(args) -> int:
         for r in rows:
             if r.latency_caveats:
                 con.print(f"* {r.label}: {'; '.join(r.latency_caveats)}", highlight=False)
-        if hasattr(score_fn, "cfg"):
+        if hasattr(score_fn, "describe"):
+            con.print(f"score: {score_fn.describe()}")
+        elif hasattr(score_fn, "cfg"):
             con.print(f"score (train): {score_fn.cfg.describe()}")
         con.print("")
     print(md, end="")

@@ -28,15 +28,20 @@ def register(sub) -> None:
                                    "published FastViT points best of the zero-cost proxies (docs/PROXIES.md). "
                                    "Rerun the same command to continue an interrupted search.")
     p.add_argument("--latency-ms", type=float, required=True, metavar="MS", help="latency budget in milliseconds")
-    p.add_argument("--space", default="fastvit", help="search space: a YAML file or a shipped space by name "
-                   "(fastvit, tiny) (default: %(default)s, FastViT's four-stage layout)")
+    p.add_argument("--space", default=None, help="search space: a YAML file or a shipped space by name "
+                   "(fastvit, tiny) (default: fastvit, FastViT's four-stage layout; with --supernet, the space the "
+                   "supernet was trained on)")
     p.add_argument("--target", default="iphone12pro",
                    help="latency target: a device profile (predicted) or cpu/cuda/onnxruntime/coreml/iphone "
                         "(measured) (default: %(default)s, predicted)")
     p.add_argument("--objective", default=None, metavar="NAME",
                    help=f"score to maximise: a zero-cost proxy ({', '.join(PROXIES)}; default: {DEFAULT}, "
-                        "i.e. M params) or 'train': train each candidate briefly on --data "
-                        "or synthetic images and score its validation top-1 (see the train options below)")
+                        "i.e. M params), 'train': train each candidate briefly on --data "
+                        "or synthetic images and score its validation top-1 (see the train options below), or "
+                        "'supernet': validation top-1 with weights inherited from --supernet (about a second each)")
+    p.add_argument("--supernet", default=None, metavar="DIR",
+                   help="a supernet trained by `archc supernet train` on the search space (implies --objective "
+                        "supernet); the study is bound to it: resuming with another supernet is refused")
     p.add_argument("--trials", type=int, default=40, metavar="N",
                    help="finished trials in total for the study, across reruns and workers (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
@@ -91,8 +96,32 @@ class SearchProgress:
             self.bar.note(f"trial {trial.number} failed: {trial.user_attrs[ERROR_ATTR][:200]}")
 
 
+def _supernet_space(directory) -> str:
+    """The space a supernet was trained on, as its training named it (a shipped name or a file path)."""
+    from ..errors import ArchcError
+    from ..space import resolve_space_path
+    from ..supernet.score import supernet_info
+    info = supernet_info(directory)
+    for candidate in (info["config"].get("space"), info["space"]["name"]):
+        try:
+            resolve_space_path(candidate)
+            return candidate
+        except ArchcError:
+            continue
+    raise ArchcError(f"--supernet {directory} was trained on the space '{info['space']['name']}' "
+                     f"({info['config'].get('space')}), which is not here; pass --space FILE with that space")
+
+
 def run(args) -> int:
-    cfg = SearchConfig(latency_ms=args.latency_ms, space=args.space, target=args.target, objective=args.objective,
+    objective = args.objective or ("supernet" if args.supernet else None)
+    space = args.space
+    if space is None:
+        if objective == "supernet" and args.supernet:
+            space = _supernet_space(args.supernet)
+        else:
+            space = "fastvit"
+    cfg = SearchConfig(latency_ms=args.latency_ms, space=space, target=args.target, objective=objective,
+                       supernet=args.supernet,
                        trials=args.trials, timeout=args.timeout, storage=args.storage, study=args.study,
                        workers=args.workers, seed=args.seed, out=args.out, sampler=args.sampler,
                        heartbeat=args.heartbeat, score_infeasible=args.score_infeasible,
@@ -103,6 +132,10 @@ def run(args) -> int:
         validate(cfg)  # bad settings or data: one error line, not a description of them first
         from ..train import TrainConfig
         con.print(f"objective train: {TrainConfig.from_dict(cfg.train).describe()}")
+    elif cfg.resolved_objective() == "supernet":
+        validate(cfg)  # no supernet, or one of another space: one error line before the study opens
+        from ..supernet.score import describe_supernet
+        con.print(f"objective supernet: {describe_supernet(cfg.supernet)}")
     with SearchProgress(cfg.trials) as bar:
         result = run_search(cfg, progress=bar)
     study, space = result.study, result.space

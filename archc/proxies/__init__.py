@@ -67,6 +67,8 @@ def objective_label(name: str) -> str:
         return "params (M params; default proxy, higher = bigger model)"
     if name == "train":
         return "train (val top-1 %, brief training)"
+    if name == "supernet":
+        return "supernet (val top-1 %, inherited weights)"
     return f"{name} (zero-cost proxy score, higher = predicted better)"
 
 

@@ -15,8 +15,9 @@ A ``DeviceError`` (the target cannot run here at all) or a ``DataError`` (the tr
 read) is not the candidate's fault: it stops the search with one clear message instead of failing
 every trial the same way.
 
-The score is a zero-cost proxy (``archc.proxies``) or ``train`` (``archc.train``: brief training,
-validation top-1). A score function may return a float with an ``attrs`` mapping (``archc.train.Score``);
+The score is a zero-cost proxy (``archc.proxies``), ``train`` (``archc.train``: brief training,
+validation top-1) or ``supernet`` (``archc.supernet``: validation top-1 with weights inherited from a trained
+supernet, about a second per candidate). A score function may return a float with an ``attrs`` mapping (``archc.train.Score``);
 those details are recorded per trial as ``score_KEY``.
 """
 from __future__ import annotations
@@ -41,7 +42,8 @@ from ..space import InfeasiblePoint, SearchSpace, spec_from_values, suggest_valu
 LatencyFn = Callable[..., Any]          # (spec, target, **kw) -> LatencyResult
 ScoreFn = Callable[[Any, str], float]     # (spec, objective name) -> score
 
-TRAIN = "train"  # the brief-training objective; every other objective name is a proxy
+TRAIN = "train"  # the brief-training objective
+SUPERNET = "supernet"  # inherited weights of a trained supernet; every other objective name is a proxy
 
 
 class TrialFailed(Exception):
@@ -63,9 +65,9 @@ def default_score(spec, name: str) -> float:
 
 
 def objective_names() -> list:
-    """Valid ``--objective`` values: the zero-cost proxies and ``train``."""
+    """Valid ``--objective`` values: the zero-cost proxies, ``train`` and ``supernet``."""
     from ..proxies import PROXIES
-    return list(PROXIES) + [TRAIN]
+    return list(PROXIES) + [TRAIN, SUPERNET]
 
 
 def check_objective(name: str, error: type = None) -> str:
@@ -77,12 +79,19 @@ def check_objective(name: str, error: type = None) -> str:
     return name
 
 
-def make_score_fn(name: str, train: Optional[Dict[str, Any]] = None) -> ScoreFn:
-    """The score function for objective ``name``: the seeded proxy, or a ``TrainScore`` set up from
-    ``train`` (``archc.train.TrainConfig`` fields; None: its defaults)."""
+def make_score_fn(name: str, train: Optional[Dict[str, Any]] = None, supernet: Optional[str] = None) -> ScoreFn:
+    """The score function for objective ``name``: the seeded proxy, a ``TrainScore`` set up from
+    ``train`` (``archc.train.TrainConfig`` fields; None: its defaults), or a ``SupernetScore`` of the
+    supernet in the folder ``supernet``."""
     if name == TRAIN:
         from ..train import TrainConfig, TrainScore
         return TrainScore(TrainConfig.from_dict(train))
+    if name == SUPERNET:
+        from ..supernet.score import SupernetScore
+        if not supernet:
+            from ..errors import ArchcError
+            raise ArchcError("--objective supernet needs --supernet DIR (a folder made by `archc supernet train`)")
+        return SupernetScore(supernet)
     return default_score
 
 

@@ -30,7 +30,7 @@ import torch
 from ..errors import ArchcError, SearchError
 from ..threads import torch_threads
 from .census import Census, census
-from .objective import (TRAIN, Objective, Surplus, TrialFailed, check_objective, check_target, default_latency,
+from .objective import (SUPERNET, TRAIN, Objective, Surplus, TrialFailed, check_objective, check_target, default_latency,
                         make_score_fn)
 from .report import trial_rows, write_trials
 from .sampler import SAMPLERS, make_sampler
@@ -47,6 +47,7 @@ class SearchConfig:
     target: str = "iphone12pro"
     objective: Optional[str] = None          # None: archc.proxies.DEFAULT; "train": brief training
     train: Optional[Dict[str, Any]] = None   # archc.train.TrainConfig fields for objective "train"
+    supernet: Optional[str] = None           # the folder of a trained supernet, for objective "supernet"
     trials: int = 40
     timeout: Optional[float] = None
     storage: str = DEFAULT_STORAGE
@@ -90,6 +91,9 @@ def _meta(cfg: SearchConfig, space: SearchSpace) -> Dict[str, Any]:
     if meta["objective"] == TRAIN:  # scores from other training settings do not compare: part of the identity
         from ..train import TrainConfig
         meta["train"] = TrainConfig.from_dict(cfg.train).fingerprint()
+    if meta["objective"] == SUPERNET:  # another supernet (or the same one trained further) scores differently
+        from ..supernet.score import supernet_info
+        meta["supernet"] = supernet_info(cfg.supernet)["id"]
     return meta
 
 
@@ -129,8 +133,29 @@ def validate(cfg: SearchConfig, target: bool = True) -> None:
         train = TrainConfig.from_dict(cfg.train).check()
         if train.data:
             find_classes(Path(train.data))  # a missing folder stops here; workers read it in full
+    if cfg.supernet and name != SUPERNET:
+        raise SearchError(f"--supernet applies to --objective supernet only (objective: {name})")
+    if name == SUPERNET:
+        check_supernet_space(cfg)
     if target:
         check_target(cfg.target)
+
+
+def check_supernet_space(cfg: SearchConfig) -> None:
+    """The supernet must have been trained on the search space itself (same file content): a candidate outside
+    its shared shapes cannot inherit weights, and one from an edited space would be scored by stale weights."""
+    import hashlib
+    from ..space import resolve_space_path
+    from ..supernet.score import supernet_info
+    if not cfg.supernet:
+        raise SearchError("--objective supernet needs --supernet DIR (a folder made by `archc supernet train`)")
+    have = supernet_info(cfg.supernet)["space"]
+    path = resolve_space_path(cfg.space)
+    sha = hashlib.sha256(path.read_text().encode()).hexdigest()[:16]
+    if sha != have["sha256"]:
+        raise SearchError(f"--supernet {cfg.supernet} was trained on the space '{have['name']}' (sha256 "
+                          f"{have['sha256']}), not on --space {cfg.space} ({path}, sha256 {sha}); search "
+                          f"--space {have['name']}, or train a supernet of this space")
 
 
 def open_study(cfg: SearchConfig, space: SearchSpace, sampler: Optional[optuna.samplers.BaseSampler] = None,
@@ -208,7 +233,7 @@ def run_worker(cfg: SearchConfig, *, space: Optional[SearchSpace] = None,
     space = space or load_space(cfg.space)
     study = open_study(cfg, space, create=False)
     study.sampler = make_sampler(cfg.sampler, cfg.seed, cfg.n_startup_trials)  # seeded per trial number
-    score_fn = score_fn or make_score_fn(cfg.resolved_objective(), cfg.train)
+    score_fn = score_fn or make_score_fn(cfg.resolved_objective(), cfg.train, cfg.supernet)
     if hasattr(score_fn, "prepare"):
         score_fn.prepare()  # open the training data now: a bad folder stops the worker before any trial
     objective = Objective(space=space, objective=cfg.resolved_objective(), target=cfg.target,

@@ -9,9 +9,10 @@ them per trial).
 """
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -23,13 +24,42 @@ from .train import FILE, SupernetConfig, read_state
 NAME = "supernet"
 
 
-def load_supernet(directory, device: str = "cpu") -> Tuple[Supernet, Dict]:
-    """The trained supernet in ``directory`` (its ``supernet.pt``) and its saved state (minus optimiser)."""
+def supernet_file(directory) -> Path:
+    """``DIR/supernet.pt`` (or the file itself); an error saying how to make one where there is none."""
     path = Path(directory)
     path = path / FILE if path.is_dir() else path
     if not path.exists():
         raise SupernetError(f"{path}: no supernet here; train one with `archc supernet train SPACE --out "
                             f"{path.parent}`")
+    return path
+
+
+def supernet_info(directory) -> Dict[str, Any]:
+    """What identifies a trained supernet without its tensors: ``id`` (settings and step), ``space``
+    (name and sha256 of the space file it was trained on), ``step``/``steps``, ``config``. Read once per
+    file version in a process (a search checks it in validation and again when it opens the study)."""
+    path = supernet_file(directory)
+    st = path.stat()
+    return _info(str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _info(path: str, _mtime_ns: int, _size: int) -> Dict[str, Any]:
+    state = read_state(Path(path))
+    return {"id": state["id"], "space": dict(state["fingerprint"]["space"]), "step": state["step"],
+            "steps": state["steps"], "config": dict(state["config"])}
+
+
+def describe_supernet(directory, calib_images: int = 256, val_images: int = 1000) -> str:
+    """One line on what the ``supernet`` objective scores with (what ``SupernetScore.describe`` says)."""
+    info = supernet_info(directory)
+    return (f"{directory} ({info['space']['name']}, step {info['step']}/{info['steps']}, id {info['id']}): "
+            f"inherited val top-1 % on {val_images} images after BatchNorm recalibration on {calib_images}")
+
+
+def load_supernet(directory, device: str = "cpu") -> Tuple[Supernet, Dict]:
+    """The trained supernet in ``directory`` (its ``supernet.pt``) and its saved state (minus optimiser)."""
+    path = supernet_file(directory)
     state = read_state(path)
     net = Supernet(state["shapes"], state["kernels"])
     net.weights.load_state_dict(state["weights"])
@@ -58,10 +88,7 @@ class SupernetScore:
         return self.state["id"]
 
     def describe(self) -> str:
-        st = self.state
-        return (f"supernet {self.directory} ({st['fingerprint']['space']['name']}, step {st['step']}/{st['steps']}, "
-                f"id {st['id']}): inherited val top-1 % on {self.val_images} images after BatchNorm "
-                f"recalibration on {self.calib_images}")
+        return "supernet " + describe_supernet(self.directory, self.calib_images, self.val_images)
 
     def prepare(self):
         if self._data is None:
