@@ -159,7 +159,7 @@ def test_search_scores_with_the_supernet_and_is_bound_to_it(trained, tmp_path):
     out, _ = trained
     cfg = SearchConfig(latency_ms=5.0, space=str(SPACE), target="cpu", supernet=str(out), objective="supernet",
                        trials=3, seed=0, heartbeat=1, storage=f"sqlite:///{tmp_path}/study.db",
-                       lock_dir=str(tmp_path / "locks"))
+                       lock_dir=str(tmp_path / "locks"), out=str(tmp_path / "out"))
     run = run_search(cfg, latency_fn=fake_latency)
     done = [t for t in run.study.trials if t.state.name == "COMPLETE"]
     sid = read_state(out / FILE)["id"]

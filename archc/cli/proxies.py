@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import platform
 import sys
 from pathlib import Path
 
@@ -129,6 +127,7 @@ def run(args) -> int:
 
 def run_eval(args, names) -> int:
     import torch
+    from ..machine import cpu_description
     from ..proxies import DEFAULT, PROXY_SETTINGS
     from ..proxies.evaluate import default_csv, evaluate, read_published
     csv_path = Path(args.csv) if args.csv else default_csv()
@@ -146,7 +145,7 @@ def run_eval(args, names) -> int:
 
         meta = {"csv": str(csv_path), "points": len(points), "seed": args.seed,
                 "batch": args.batch or "per proxy", "resolution": args.input_size or "per proxy",
-                "date": _dt.date.today().isoformat(), "machine": f"{platform.machine()} {platform.system()}",
+                "date": _dt.date.today().isoformat(), "machine": cpu_description(),
                 "default": DEFAULT}
 
         def to_json(r):
@@ -172,13 +171,14 @@ def run_eval(args, names) -> int:
     con.print(table(f"proxies vs published top-1 ({len(points)} points from {csv_path.name}, seed {args.seed})",
                     ["proxy", "Kendall tau-b", "Spearman rho", "batch", "resolution", "seconds"], rows,
                     right=("Kendall tau-b", "Spearman rho", "batch", "seconds")))
-    con.print(f"{meta['date']}, {meta['machine']}, {os.cpu_count()} CPUs, torch {torch.__version__}; "
+    con.print(f"{meta['date']}, {meta['machine']}, torch {torch.__version__}; "
               f"tau-b and rho against the published top-1; default proxy: {DEFAULT}")
     return 130 if interrupted else 0
 
 
 def run_groundtruth_eval(args, names) -> int:
     import torch
+    from ..machine import cpu_description
     from ..proxies.groundtruth import default_file, evaluate_groundtruth, noise_ceiling, read_groundtruth
     from .progress import Progress
     path = default_file() if args.groundtruth == "shipped" else Path(args.groundtruth)
@@ -201,7 +201,7 @@ def run_groundtruth_eval(args, names) -> int:
         meta = {"groundtruth": str(path), "architectures": len(archs),
                 "truth": f"mean {args.truth}_top1 over seeds (%)", "seed": args.seed,
                 "date": _dt.date.today().isoformat(),
-                "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+                "machine": f"{cpu_description()}; torch {torch.__version__}",
                 "noise_ceiling": ceiling}
 
         def one(name):
