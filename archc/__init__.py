@@ -7,24 +7,36 @@ The small public API::
     archc.load_weights(model, "fastvit_sa12.pt")   # timm, Apple ml-fastvit or archc checkpoints
     archc.list_models("fastvit*")                  # shipped models by name (timm's names)
     model = archc.create_model("fastvit_sa12", weights="fastvit_sa12.pt", deploy=True)
+
+The names import on first use (``archc.lazy``): ``import archc`` and ``archc --help`` do not load torch.
 """
-from .builder import ArchNet, build
+from typing import TYPE_CHECKING
+
 from .errors import (ArchcError, DataError, DeviceError, ExportError, LoweringError, SearchError, SpecError,
                      TrainError, WeightsError)
-from .spec import Spec, load_spec, save_spec, spec_to_yaml
-from .weights import load_weights, save_weights
+from .lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ArchNet", "ArchcError", "DataError", "DeviceError", "ExportError", "LoweringError", "SearchError", "Spec", "SpecError",
-    "TrainError", "WeightsError", "build", "load_spec", "load_weights", "save_spec", "save_weights", "spec_to_yaml",
-]
+#: public name -> the submodule that defines it
+_PUBLIC = {
+    "ArchNet": "builder", "build": "builder",
+    "Spec": "spec", "load_spec": "spec", "save_spec": "spec", "spec_to_yaml": "spec",
+    "load_weights": "weights", "save_weights": "weights",
+    "deploy_model": "deploy", "reparameterize": "passes", "lower_for_kernels": "passes.kernels",
+    "create_model": "models", "list_models": "models",
+}
 
-from .deploy import deploy_model  # noqa: E402  (imports the pass, which needs the builder)
-from .passes import reparameterize  # noqa: E402
-from .passes.kernels import lower_for_kernels  # noqa: E402
+__all__ = ["ArchcError", "DataError", "DeviceError", "ExportError", "LoweringError", "SearchError", "SpecError",
+           "TrainError", "WeightsError", *_PUBLIC]
 
-from .models import create_model, list_models  # noqa: E402
+__getattr__, __dir__ = lazy_attributes(__name__, _PUBLIC, globals())
 
-__all__ += ["create_model", "deploy_model", "list_models", "lower_for_kernels", "reparameterize"]
+if TYPE_CHECKING:  # type checkers and editors see the names as if imported eagerly
+    from .builder import ArchNet, build
+    from .deploy import deploy_model
+    from .models import create_model, list_models
+    from .passes import reparameterize
+    from .passes.kernels import lower_for_kernels
+    from .spec import Spec, load_spec, save_spec, spec_to_yaml
+    from .weights import load_weights, save_weights

@@ -183,7 +183,7 @@ def test_a_missing_optional_package_names_the_extra(capsys, monkeypatch, tmp_pat
         import coremltools  # noqa: F401  (blocked below)
     from archc.cli import make_parser
     monkeypatch.setitem(sys.modules, "coremltools", None)
-    monkeypatch.setattr("archc.cli.make_parser", lambda: _parser_running(make_parser(), needs_coremltools))
+    monkeypatch.setattr("archc.cli.make_parser", lambda *a: _parser_running(make_parser(*a), needs_coremltools))
     code, out, err = run(capsys, "devices")
     assert code == 2 and err.strip() == ("archc: error: this needs the optional package 'coremltools': "
                                          "pip install 'archc[export]'")

@@ -12,9 +12,23 @@ from typing import List, Optional
 
 from ..errors import ArchcError
 
-#: subcommand modules, in the order ``archc --help`` lists them
-COMMANDS = ["build", "models", "schema", "train", "supernet", "export", "bench", "devices", "calibrate", "proxies", "search", "slim",
-            "ablate"]
+#: subcommand modules, in the order ``archc --help`` lists them, with the one-line summary each module's parser
+#: uses. Only the command being run imports its module (torch, Optuna), so ``archc --help`` stays fast.
+COMMANDS = {
+    "build": "compile a spec to a PyTorch model and print its cost per stage",
+    "models": "list the shipped models by name (archc build NAME, base: NAME)",
+    "schema": "write the JSON Schema of spec files (for editor completion)",
+    "train": "train a spec on real data (Fashion-MNIST, an image folder), resumably",
+    "supernet": "train a weight-sharing supernet of a search space; score or extract its subnets",
+    "export": "export the deploy graph to Core ML, ONNX, TorchScript or torch.export, verified",
+    "bench": "measure (or predict) latency: median, IQR and CV of N runs, train vs deploy",
+    "devices": "list latency profiles (predicted targets) and measured targets",
+    "calibrate": "fit a device latency profile to measured (spec, latency) points",
+    "proxies": "score specs with zero-cost proxies, or --eval them against published top-1",
+    "search": "search stage layouts under a latency budget (Optuna; resumable)",
+    "slim": "latency-driven slimming of a supernet over an EfficientFormer space",
+    "ablate": "compare spec variants: params, MACs, latency and proxy score (Table 4 style)",
+}
 
 
 #: top-level modules of optional dependencies -> the extra that installs them (pyproject.toml)
@@ -22,7 +36,9 @@ OPTIONAL_EXTRAS = {"onnx": "export", "onnxruntime": "export", "onnxscript": "exp
                    "PIL": "export", "psycopg2": "postgres"}
 
 
-def make_parser() -> argparse.ArgumentParser:
+def make_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The ``archc`` parser. With ``command``, only that command's module is imported and registered; the others
+    are listed by their summaries (enough for ``archc --help`` and for argparse's choices). None: all of them."""
     parser = argparse.ArgumentParser(prog="archc", description="Architecture config compiler and latency-"
                                      "constrained search for FastViT-style hybrid vision transformers.")
     from .. import __version__
@@ -34,7 +50,10 @@ def make_parser() -> argparse.ArgumentParser:
                              "the RAM, at most 32 GB, or ARCHC_MAX_MEMORY_GB)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMANDS:
+    for name, summary in COMMANDS.items():
+        if command is not None and name != command:
+            sub.add_parser(name, help=summary)  # listed only: main() builds the parser of the command it runs
+            continue
         try:
             importlib.import_module(f"{__name__}.{name}").register(sub)
         except ModuleNotFoundError as exc:  # a dependency missing from this environment: say so when used
@@ -45,8 +64,7 @@ def make_parser() -> argparse.ArgumentParser:
 def _register_missing(sub, name: str, exc: ModuleNotFoundError) -> None:
     """A placeholder for a command whose module cannot import, so the other commands still work and this
     one explains itself in one line instead of a traceback."""
-    msg = (f"'archc {name}' needs the Python package '{exc.name}', which is not installed here; install "
-           f"archc with its dependencies (python3 -m pip install archc) or `python3 -m pip install {exc.name}`")
+    msg = _missing_message(name, exc)
     # no option prefix, so every argument (``--latency-ms`` too) is taken as given and the error is ours
     p = sub.add_parser(name, help=f"(unavailable: needs {exc.name})", add_help=False, prefix_chars="\x01")
     p.add_argument("rest", nargs="*")
@@ -56,9 +74,16 @@ def _register_missing(sub, name: str, exc: ModuleNotFoundError) -> None:
     p.set_defaults(func=unavailable)
 
 
+def _missing_message(command: str, exc: ModuleNotFoundError) -> str:
+    return (f"'archc {command}' needs the Python package '{exc.name}', which is not installed here; install "
+            f"archc with its dependencies (python3 -m pip install archc) or `python3 -m pip install {exc.name}`")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = make_parser()
-    if not (sys.argv[1:] if argv is None else argv):  # `archc` alone: the commands, not just "COMMAND required"
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # the first word naming a command is the command (global options take numbers, never a command's name)
+    parser = make_parser(next((a for a in argv if a in COMMANDS), ""))
+    if not argv:  # `archc` alone: the commands, not just "COMMAND required"
         parser.print_help(sys.stderr)
         return 2
     args = parser.parse_args(argv)
@@ -81,12 +106,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("archc: interrupted", file=sys.stderr)
         return 130
-    except ModuleNotFoundError as exc:  # an optional dependency: say which extra brings it
-        extra = OPTIONAL_EXTRAS.get((exc.name or "").split(".")[0])
-        if extra is None:
+    except ModuleNotFoundError as exc:  # a dependency missing from this environment: say which, and how to get it
+        top = (exc.name or "").split(".")[0]
+        extra = OPTIONAL_EXTRAS.get(top)
+        if extra is not None:
+            print(f"archc: error: this needs the optional package '{exc.name}': pip install 'archc[{extra}]'",
+                  file=sys.stderr)
+        elif top and top != "archc":  # a required dependency (Optuna on a CUDA image): not an archc bug
+            print(f"archc: error: {_missing_message(args.command, exc)}", file=sys.stderr)
+        else:
             raise
-        print(f"archc: error: this needs the optional package '{exc.name}': pip install 'archc[{extra}]'",
-              file=sys.stderr)
         return 2
     finally:
         for var, value in saved.items():

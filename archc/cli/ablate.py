@@ -7,15 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..search.ablate import columns, evaluate, grid, markdown, read_reference, table_rows, write_csv
-from ..search.objective import make_score_fn
-from ..proxies import objective_label
+from . import COMMANDS
 from .common import add_train_args, console, print_json, table, train_settings
 
 
 def register(sub) -> None:
-    from ..proxies import DEFAULT, PROXIES
-    p = sub.add_parser("ablate", help="compare spec variants: params, MACs, latency and proxy score (Table 4 style)")
+    from ..proxies.names import DEFAULT, NAMES
+    p = sub.add_parser("ablate", help=COMMANDS["ablate"])
     p.add_argument("specs", nargs="+", metavar="SPEC", help="spec YAML files or shipped model names (each is a row, "
                    "or the base of a grid)")
     p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2",
@@ -27,7 +25,7 @@ def register(sub) -> None:
                         "'none' to skip latency (default: %(default)s)")
     p.add_argument("--objective", default=None, metavar="NAME",
                    help="score column: a proxy, or 'train' (brief training, val top-1 %%; see the train options) "
-                        f"(default: {DEFAULT}, i.e. M params; proxies: {', '.join(PROXIES)}; 'none' to skip), or "
+                        f"(default: {DEFAULT}, i.e. M params; proxies: {', '.join(NAMES)}; 'none' to skip), or "
                         "'supernet' (inherited val top-1 %% from --supernet)")
     p.add_argument("--supernet", default=None, metavar="DIR",
                    help="a supernet from `archc supernet train` whose space holds every row (implies --objective "
@@ -52,7 +50,9 @@ def _reference_path(value):
 
 
 def run(args) -> int:
-    from ..search.objective import check_target
+    from ..proxies import objective_label
+    from ..search.ablate import columns, evaluate, grid, markdown, read_reference, table_rows
+    from ..search.objective import check_target, make_score_fn
     target = None if args.target in ("none", "") else args.target
     if target:
         check_target(target)
@@ -119,6 +119,7 @@ def run(args) -> int:
 
 def _write_out(rows, path, target, objective, con) -> None:
     if path is not None:
+        from ..search.ablate import write_csv
         write_csv(rows, path, target, objective)
         if con is not None:
             con.print(f"wrote {path}")

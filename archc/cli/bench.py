@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ..errors import DeviceError, SpecError
+from . import COMMANDS
 from .common import add_spec_args, console, load_from_args, print_json, table
 
 
 def register(sub) -> None:
     from ..latency import MEASURED_TARGETS
     from ..runtime import RUNTIMES
-    p = sub.add_parser("bench", help="measure (or predict) latency: median, IQR and CV of N runs, train vs deploy")
+    p = sub.add_parser("bench", help=COMMANDS["bench"])
     add_spec_args(p, many=True)
     p.add_argument("--target", default="cpu",
                    help=f"{'|'.join(MEASURED_TARGETS)} (measured) or a device profile such as iphone12pro "

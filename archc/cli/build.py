@@ -1,19 +1,18 @@
 """``archc build SPEC``: compile a spec, optionally load weights and lower it, and print its cost."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from ..analysis.cost import CostReport, cost_report
-from ..analysis.memory import MemoryTraffic, memory_traffic
-from ..analysis.profile import example_input, profile_graph
-from ..builder import build
-from ..deploy import deploy_model
-from ..weights import load_weights, save_weights
+from . import COMMANDS
 from .common import add_input_size_arg, add_spec_args, console, human, load_from_args, print_json, table
+
+if TYPE_CHECKING:  # torch-heavy: imported where the command runs, so `archc --help` stays fast
+    from ..analysis.cost import CostReport
+    from ..analysis.memory import MemoryTraffic
 
 
 def register(sub) -> None:
-    p = sub.add_parser("build", help="compile a spec to a PyTorch model and print its cost per stage",
+    p = sub.add_parser("build", help=COMMANDS["build"],
                        description="Compile a spec (a YAML file, a shipped model name such as fastvit_sa12, or an "
                                    "archc checkpoint FILE.pt, which stores its spec) and print its cost per stage.")
     add_spec_args(p, checkpoints=True)
@@ -28,6 +27,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..analysis.cost import cost_report
+    from ..analysis.memory import memory_traffic
+    from ..analysis.profile import example_input, profile_graph
+    from ..builder import build
+    from ..deploy import deploy_model
+    from ..weights import load_weights, save_weights
     if args.save:
         from ..outputs import writable_file
         writable_file(args.save, "--save")

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from ..errors import ArchcError
+from . import COMMANDS
 from .common import console, print_json, table
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -21,7 +22,7 @@ MEASURE_DEFAULTS = dict(n=40, resolutions="160,256,384", runs=10, warmup=3)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("calibrate", help="fit a device latency profile to measured (spec, latency) points",
+    p = sub.add_parser("calibrate", help=COMMANDS["calibrate"],
                        description="Fit a latency profile (non-negative prices of compute, memory traffic and per-op "
                        "overhead; the model is chosen by held-out error) to a CSV with a header "
                        "'spec,latency_ms[,resolution][,label][,family][,uncertainty_ms]' ('#' comments allowed; relative "

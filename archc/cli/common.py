@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from rich.console import Console
 from rich.table import Table
 
-from ..spec import Spec, load_spec
+if TYPE_CHECKING:
+    from ..spec import Spec
+
 
 
 def add_spec_args(p, many: bool = False, checkpoints: bool = False) -> None:
@@ -29,6 +31,7 @@ def add_input_size_arg(p) -> None:
 
 def load_from_args(path, args) -> Spec:
     """Load a spec with the command's ``--set`` overrides and ``--input-size``."""
+    from ..spec import load_spec
     overrides = list(getattr(args, "overrides", None) or [])
     if getattr(args, "input_size", None) is not None:
         overrides.append(f"input_size={args.input_size}")

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from . import COMMANDS
 from .common import console, print_json, table
 
 
 def register(sub) -> None:
-    p = sub.add_parser("devices", help="list latency profiles (predicted targets) and measured targets")
+    p = sub.add_parser("devices", help=COMMANDS["devices"])
     p.add_argument("--features", action="store_true", help="also list the features a profile can use")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=run)

@@ -5,12 +5,13 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from ..errors import ExportError
+from . import COMMANDS
 from .common import add_input_size_arg, add_spec_args, console, load_from_args, print_json, table
 
 
 def register(sub) -> None:
     from ..export import FORMATS
-    p = sub.add_parser("export", help="export the deploy graph to Core ML, ONNX, TorchScript or torch.export, verified")
+    p = sub.add_parser("export", help=COMMANDS["export"])
     add_spec_args(p)
     add_input_size_arg(p)
     p.add_argument("--weights", metavar="FILE", help="timm, Apple ml-fastvit or archc checkpoint (strict)")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..catalog import DATA_DIR, list_models, model_index
+from . import COMMANDS
 from .common import console, print_json, table
 
 
@@ -14,7 +15,7 @@ def _abbrev(mixer: str) -> str:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("models", help="list the shipped models by name (archc build NAME, base: NAME)",
+    p = sub.add_parser("models", help=COMMANDS["models"],
                        description="List the shipped models: their names (timm's, where timm has the model), "
                                    "input size, stage layout and spec file.")
     p.add_argument("pattern", nargs="?", default="*", metavar="PATTERN",

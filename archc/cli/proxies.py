@@ -6,12 +6,13 @@ import sys
 from pathlib import Path
 
 from ..errors import ArchcError
+from . import COMMANDS
 from .common import add_input_size_arg, console, load_from_args, print_json, table
 
 
 def register(sub) -> None:
-    from ..proxies import DEFAULT, PROXIES
-    p = sub.add_parser("proxies", help="score specs with zero-cost proxies, or --eval them against published top-1",
+    from ..proxies.names import DEFAULT, NAMES
+    p = sub.add_parser("proxies", help=COMMANDS["proxies"],
                        description="Zero-cost proxies (synflow, naswot, zico, grad_norm, jacob_cov, params) computed "
                        "on the seeded, untrained train-time model. --eval ranks the published FastViT points "
                        "(published_fastvit.csv) by every proxy and reports Kendall tau-b and Spearman rho "
@@ -21,7 +22,7 @@ def register(sub) -> None:
                    help="override a spec key (repeatable)")
     add_input_size_arg(p)
     p.add_argument("--proxy", action="append", default=None, metavar="NAME",
-                   help=f"proxy to compute (repeatable): {', '.join(PROXIES)} (default: {DEFAULT}, the parameter "
+                   help=f"proxy to compute (repeatable): {', '.join(NAMES)} (default: {DEFAULT}, the parameter "
                         "count in M, or all with --eval)")
     p.add_argument("--all", action="store_true", help="compute every proxy")
     p.add_argument("--eval", action="store_true", help="rank-correlate proxies with the published top-1")

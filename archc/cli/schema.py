@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..spec import spec_json_schema
+from . import COMMANDS
 
 
 def register(sub) -> None:
-    p = sub.add_parser("schema", help="write the JSON Schema of spec files (for editor completion)")
+    p = sub.add_parser("schema", help=COMMANDS["schema"])
     p.add_argument("-o", "--out", metavar="FILE", help="write to FILE instead of standard output")
     p.add_argument("--json", action="store_true", help="JSON only on stdout: the schema, or with -o "
                    "{\"schema_file\": FILE, \"bytes\": N}")
@@ -16,6 +16,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..spec import spec_json_schema
     text = json.dumps(spec_json_schema(), indent=2) + "\n"
     if args.out:
         from ..outputs import writable_file

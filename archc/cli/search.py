@@ -7,21 +7,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..blocks import MIXERS
-from ..proxies import objective_label
-from ..search.census import ERROR_ATTR, Census
-from ..threads import torch_threads
-from ..search.objective import Objective
-from ..search.report import SearchReport, finalize, fmt, held_out
-from ..search.runner import SAMPLERS, SearchConfig, run_search, storage_errors, validate
-from ..search.storage import DEFAULT_STORAGE, mask_url
+from typing import TYPE_CHECKING
+
+from ..search.defaults import DEFAULT_STORAGE, SAMPLERS
+from . import COMMANDS
 from .common import add_train_args, console, human, print_json, table, train_settings
 from .progress import Progress
 
+if TYPE_CHECKING:  # the search loads Optuna and torch: imported where a command runs, so --help stays fast
+    from ..search.census import Census
+    from ..search.report import SearchReport
+
 
 def register(sub) -> None:
-    from ..proxies import DEFAULT, PROXIES
-    p = sub.add_parser("search", help="search stage layouts under a latency budget (Optuna; resumable)",
+    from ..proxies.names import DEFAULT, NAMES
+    p = sub.add_parser("search", help=COMMANDS["search"],
                        description="Search a space of architectures for the best proxy score within a latency "
                                    f"budget. By default it maximises the '{DEFAULT}' proxy, the parameter count in "
                                    "millions (M params): the biggest model that fits the budget; it ranked the "
@@ -35,7 +35,7 @@ def register(sub) -> None:
                    help="latency target: a device profile (predicted) or cpu/cuda/onnxruntime/coreml/iphone "
                         "(measured) (default: %(default)s, predicted)")
     p.add_argument("--objective", default=None, metavar="NAME",
-                   help=f"score to maximise: a zero-cost proxy ({', '.join(PROXIES)}; default: {DEFAULT}, "
+                   help=f"score to maximise: a zero-cost proxy ({', '.join(NAMES)}; default: {DEFAULT}, "
                         "i.e. M params), 'train': train each candidate briefly on --data "
                         "or synthetic images and score its validation top-1 (see the train options below), or "
                         "'supernet': validation top-1 with weights inherited from --supernet (about a second each)")
@@ -92,6 +92,7 @@ class SearchProgress:
         best = "-" if c.best is None else f"{c.best.values[0]:.4g} @ {c.best.values[1]:.3g} ms (#{c.best.number})"
         status = f"feasible {c.feasible} · pruned {c.pruned} · failed {c.failed} · running {len(c.running)} · best {best}"
         self.bar.update(min(c.n_finished, self.total), status)
+        from ..search.census import ERROR_ATTR
         if trial is not None and trial.user_attrs.get(ERROR_ATTR) and trial.state.name == "FAIL":
             self.bar.note(f"trial {trial.number} failed: {trial.user_attrs[ERROR_ATTR][:200]}")
 
@@ -114,6 +115,11 @@ def _supernet_space(directory) -> str:
 
 def run(args) -> int:
     objective = args.objective or ("supernet" if args.supernet else None)
+    from ..search.objective import Objective
+    from ..search.report import finalize
+    from ..search.runner import SearchConfig, run_search, storage_errors, validate
+    from ..search.storage import mask_url
+    from ..threads import torch_threads
     space = args.space
     if space is None:
         if objective == "supernet" and args.supernet:
@@ -163,6 +169,9 @@ def run(args) -> int:
 
 
 def print_report(report: SearchReport, con=None) -> None:
+    from ..blocks import MIXERS
+    from ..proxies import objective_label
+    from ..search.report import fmt, held_out
     con = con or console()
     c = report.census
     con.print(f"trials: {c.complete} complete, {c.pruned} pruned (infeasible), {c.failed} failed; "

@@ -10,11 +10,12 @@ import math
 import sys
 from pathlib import Path
 
+from . import COMMANDS
 from .common import add_train_args, console, train_settings
 
 
 def register(sub) -> None:
-    p = sub.add_parser("slim", help="latency-driven slimming of a supernet over an EfficientFormer space",
+    p = sub.add_parser("slim", help=COMMANDS["slim"],
                        description="Train a supernet over SPACE's depth/width/Meta3D choices with Gumbel-softmax "
                                    "path weights, then greedily remove the least important choice per millisecond "
                                    "saved until the latency budget holds.")

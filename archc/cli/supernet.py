@@ -12,12 +12,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from . import COMMANDS
 from .common import console, load_from_args, print_json, table
 
 
 def register(sub) -> None:
-    p = sub.add_parser("supernet", help="train a weight-sharing supernet of a search space; score or extract "
-                                        "its subnets", description=__doc__.split("\n")[0])
+    p = sub.add_parser("supernet", help=COMMANDS["supernet"], description=__doc__.split("\n")[0])
     ss = p.add_subparsers(dest="supernet_command", metavar="ACTION")
     ss.required = True
     t = ss.add_parser("train", help="train the supernet of SPACE (resumable: rerun to go on)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from . import COMMANDS
 from .common import add_spec_args, console, load_from_args, print_json, table
 
 #: upper bounds of the count-like flags (the machine sets the others)
@@ -20,7 +21,7 @@ MAX_BATCH = 65_536
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a spec on real data (Fashion-MNIST, an image folder), resumably",
+    p = sub.add_parser("train", help=COMMANDS["train"],
                        description="Train SPEC with AdamW, warm-up + cosine, label smoothing and optional EMA; "
                                    "checkpoints every epoch; resumes after a stop; reports validation top-1 of "
                                    "the train and deploy graphs and the test split's top-1.")

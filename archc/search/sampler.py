@@ -21,8 +21,8 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import SearchError
+from .defaults import SAMPLERS
 
-SAMPLERS = ("tpe", "nsga2", "random")
 
 
 def base_sampler(kind: str, seed: Optional[int], n_startup_trials: int) -> BaseSampler:

@@ -17,8 +17,8 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from ..errors import SearchError
+from .defaults import DEFAULT_STORAGE  # noqa: F401  (re-exported: its home before)
 
-DEFAULT_STORAGE = "sqlite:///runs/search.db"
 #: a trial killed twice (e.g. the OOM killer) is not retried again
 MAX_RETRY = 2
 

@@ -4,11 +4,21 @@
     top1 = score(spec)                                                     # val top-1 %, a float
 
 ``folder`` reads an ImageFolder with PIL (no torchvision), ``synthetic`` makes a seeded learnable set,
-``loop`` trains one candidate, ``score`` wraps it as a search score function.
+``loop`` trains one candidate, ``score`` wraps it as a search score function. The names import on first use
+(``archc.lazy``): ``TrainConfig`` alone does not load torch, so the CLI's training flags list its defaults fast.
 """
-from .config import TrainConfig
-from .loop import TrainResult, train_candidate, training_spec
-from .score import NAME, Score, TrainScore, open_data
+from typing import TYPE_CHECKING
 
-__all__ = ["NAME", "Score", "TrainConfig", "TrainResult", "TrainScore", "open_data", "train_candidate",
-           "training_spec"]
+from ..lazy import lazy_attributes
+from .config import TrainConfig
+
+_PUBLIC = {"TrainResult": "loop", "train_candidate": "loop", "training_spec": "loop", "NAME": "score",
+           "Score": "score", "TrainScore": "score", "open_data": "score"}
+
+__all__ = sorted(["TrainConfig", *_PUBLIC])
+
+__getattr__, __dir__ = lazy_attributes(__name__, _PUBLIC, globals())
+
+if TYPE_CHECKING:
+    from .loop import TrainResult, train_candidate, training_spec
+    from .score import NAME, Score, TrainScore, open_data

@@ -1,10 +1,4 @@
-"""The model that ships, and the ways to run it.
-
-``inference_model`` is the single place that turns a spec (+ weights) into the graph that export and
-latency use, so every figure and every exported file comes from the same graph. ``make_runner`` wraps
-that graph in one of the runtime options (eager, channels_last, torch.compile, ONNX Runtime, ...);
-``benchmarks/runtime_options.py`` measures them and ``docs/BENCHMARKS.md`` says which one wins and why.
-"""
+"""Runners: the deploy graph of a spec, and each runtime option wrapped around it (see the package docstring)."""
 from __future__ import annotations
 
 import os
@@ -17,27 +11,11 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 
-from .builder import build
-from .errors import ArchcError, DeviceError, did_you_mean
-from .spec import Spec
-from .weights import load_weights
-
-#: runtime options for the deploy graph; ``best`` is resolved per device by ``resolve_runtime``
-RUNTIMES: Dict[str, str] = {
-    "eager": "torch eager, NCHW (contiguous)",
-    "channels_last": "torch eager, model and input in channels_last (NHWC) memory format",
-    "explicit_attention": "torch eager with attention as matmul-softmax-matmul instead of "
-                          "F.scaled_dot_product_attention",
-    "compile": "torch.compile (inductor), NCHW",
-    "compile_channels_last": "torch.compile (inductor), channels_last",
-    "onnxruntime": "ONNX Runtime (CPU or CUDA execution provider) on the exported deploy graph",
-    "tensorrt": "TensorRT through torch_tensorrt (CUDA only, when torch_tensorrt is installed)",
-    "best": "the fastest option measured on this kind of device (see docs/BENCHMARKS.md)",
-}
-
-#: what ``best`` means, decided by benchmarks/runtime_options.py (figures in docs/BENCHMARKS.md). CUDA has
-#: no entry: nothing was measured on a GPU yet, so ``best`` there is plain eager until someone measures
-BEST_RUNTIME = {"cpu": "onnxruntime"}
+from ..builder import build
+from ..errors import ArchcError, DeviceError, did_you_mean
+from ..spec import Spec
+from ..weights import load_weights
+from .names import BEST_RUNTIME, RUNTIMES
 
 
 def inference_model(spec: Spec, weights: Union[None, str, Path, Mapping[str, Any]] = None, *,
@@ -49,8 +27,8 @@ def inference_model(spec: Spec, weights: Union[None, str, Path, Mapping[str, Any
     ``model`` (a train-time model built from ``spec``, e.g. with weights already loaded) may be given
     instead of ``weights``; it is not modified. A deploy graph passed as ``model`` is used as it is.
     """
-    from .deploy import deploy_model
-    from .passes import reparameterize
+    from ..deploy import deploy_model
+    from ..passes import reparameterize
 
     if model is not None and weights is not None:
         raise ArchcError("pass either a model or weights, not both")
@@ -124,7 +102,7 @@ def lowered(model: nn.Module, example: torch.Tensor, runtime: str, device: str =
     ``example``); the model itself when there are none or it is not an fx deploy graph."""
     import torch.fx as fx
 
-    from .passes.kernels import lower_for_kernels
+    from ..passes.kernels import lower_for_kernels
     names = CPU_LOWERINGS.get(runtime, ()) if device == "cpu" else ()
     if not names or not isinstance(model, fx.GraphModule):
         return model
@@ -221,7 +199,7 @@ def _onnxruntime_runner(model: nn.Module, example: torch.Tensor, device: str) ->
         import onnxruntime as ort
     except ImportError as exc:
         raise DeviceError("runtime 'onnxruntime' needs the onnxruntime package (pip install 'archc[export]')") from exc
-    from .export.onnx_export import export_onnx
+    from ..export.onnx_export import export_onnx
     providers = ["CPUExecutionProvider"]
     if device == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():

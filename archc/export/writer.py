@@ -1,0 +1,156 @@
+"""``export_model``: write the requested formats and verify each against the torch model (see the package
+docstring)."""
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..errors import ExportError, did_you_mean
+from .coreml_export import (IMAGENET_MEAN, IMAGENET_STD, CoreMLExpectation, CoreMLReport, ImageNormalization,
+                            check_coreml,
+                            convert_coreml, inspect_coreml, predict_coreml, torch_reference_from_image)
+from .formats import FORMATS, SUFFIX
+from .onnx_export import OPSET, export_onnx, run_onnx
+from .program_export import export_program, run_program
+from .torchscript_export import export_torchscript, run_torchscript
+
+#: max |torch - file| allowed, relative to max(1, max |torch output|); Core ML only on macOS
+ATOL = 1e-4
+COREML_TOL = {"fp32": 1e-3, "fp16": 5e-2}
+
+__all__ = ["FORMATS", "ExportResult", "ImageNormalization", "IMAGENET_MEAN", "IMAGENET_STD", "CoreMLReport",
+           "CoreMLExpectation",
+           "export_model", "parse_formats", "inspect_coreml", "check_coreml"]
+
+
+@dataclass
+class ExportResult:
+    """One written file and how it was verified."""
+
+    format: str
+    path: Path
+    verified: str                          # "compared" (numerically), "validated" (structure only)
+    max_abs_error: Optional[float] = None
+    max_abs_output: Optional[float] = None
+    detail: Dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"format": self.format, "path": str(self.path), "verified": self.verified,
+                "max_abs_error": self.max_abs_error, "max_abs_output": self.max_abs_output, **self.detail}
+
+
+def parse_formats(text: Union[str, Sequence[str]]) -> List[str]:
+    items = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
+    if not items:
+        raise ExportError(f"no export format given; valid: {', '.join(FORMATS)}")
+    for it in items:
+        if it not in FORMATS:
+            raise ExportError(f"unknown export format '{it}'{did_you_mean(it, FORMATS)}; valid: {', '.join(FORMATS)}")
+    return list(dict.fromkeys(items))
+
+
+def _compare(fmt: str, ref: torch.Tensor, got: torch.Tensor, atol: float) -> Dict[str, float]:
+    if tuple(got.shape) != tuple(ref.shape):
+        raise ExportError(f"{fmt}: output shape {tuple(got.shape)} differs from torch's {tuple(ref.shape)}")
+    err = float((got.float() - ref.float()).abs().max())
+    scale = float(ref.abs().max())
+    if not np.isfinite(err) or err > atol * max(1.0, scale):
+        raise ExportError(f"{fmt}: output differs from torch by {err:.3g} (max |output| {scale:.3g}; "
+                          f"allowed {atol:g} x max(1, max |output|))")
+    return {"max_abs_error": err, "max_abs_output": scale}
+
+
+def export_model(model: nn.Module, example: torch.Tensor, formats: Sequence[str], out_dir: Union[str, Path], *,
+                 name: str = "model", fp32: bool = False,
+                 normalization: Optional[ImageNormalization] = ImageNormalization(),
+                 coreml_expect: Optional[CoreMLExpectation] = None, atol: float = ATOL,
+                 on_done: Optional[Callable[[ExportResult], None]] = None, metadata: Optional[Dict[str, str]] = None,
+                 onnx_opset: int = OPSET, class_labels: Optional[Sequence[str]] = None) -> List[ExportResult]:
+    """Write ``model`` in each of ``formats`` to ``out_dir/name.<suffix>`` and verify each file.
+
+    ``example`` fixes the input shape (batch, channels, H, W); the check input is a different random
+    tensor of that shape. ``coreml_expect`` bounds the Core ML package's batch_norm ops and residual adds
+    (default: derived from ``model`` itself, so a deploy graph's package must have none of either that
+    the deploy graph lacks). ``metadata`` (e.g. author, version, model name) goes into the ONNX and Core ML
+    files beside the input's preprocessing, which the ONNX file states in ``archc.preprocessing``;
+    ``class_labels`` makes the Core ML package a classifier.
+    """
+    formats = parse_formats(formats)
+    from ..outputs import check_name
+    check_name(name, "export name")  # never a path: files stay inside out_dir
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    check_x = torch.randn(example.shape, generator=torch.Generator().manual_seed(1234))
+    with torch.no_grad():
+        ref = model(check_x)
+    results: List[ExportResult] = []
+    for fmt in formats:
+        path = out / f"{name}{SUFFIX[fmt]}"
+        if fmt == "onnx":
+            export_onnx(model, example, path, opset=onnx_opset, metadata=onnx_metadata(normalization, metadata))
+            r = ExportResult(fmt, path, "compared", **_compare(fmt, ref, run_onnx(path, check_x), atol),
+                             detail={"runtime": "onnxruntime CPUExecutionProvider", "opset": onnx_opset})
+        elif fmt == "torchscript":
+            export_torchscript(model, example, path)
+            r = ExportResult(fmt, path, "compared", **_compare(fmt, ref, run_torchscript(path, check_x), atol),
+                             detail={"runtime": "torch.jit.load"})
+        elif fmt == "exported-program":
+            export_program(model, example, path)
+            r = ExportResult(fmt, path, "compared", **_compare(fmt, ref, run_program(path, check_x), atol),
+                             detail={"runtime": "torch.export.load"})
+        else:
+            r = _export_coreml(model, example, path, fp32, normalization, coreml_expect, metadata, class_labels)
+        results.append(r)
+        if on_done is not None:
+            on_done(r)
+    return results
+
+
+def onnx_metadata(normalization: Optional[ImageNormalization], metadata: Optional[Dict[str, str]]) -> Dict[str, str]:
+    """The ONNX file takes the normalised tensor (no image type as in Core ML): say how to make it."""
+    pre = ("input 'image': float32 NCHW RGB, " + normalization.describe() if normalization else
+           "input 'image': float32 NCHW, pixel/255, no mean/std")
+    meta = {"archc.preprocessing": pre, "archc.output": "logits: class logits (no softmax)"}
+    if normalization:
+        meta.update({"archc.mean": ",".join(f"{v:g}" for v in normalization.mean),
+                     "archc.std": ",".join(f"{v:g}" for v in normalization.std)})
+    meta.update(metadata or {})
+    return meta
+
+
+def _export_coreml(model: nn.Module, example: torch.Tensor, path: Path, fp32: bool,
+                   normalization: Optional[ImageNormalization],
+                   expect: Optional[CoreMLExpectation], metadata: Optional[Dict[str, str]] = None,
+                   class_labels: Optional[Sequence[str]] = None) -> ExportResult:
+    import shutil
+    if path.exists():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    convert_coreml(model, example, path, fp32=fp32, normalization=normalization, metadata=metadata,
+                   class_labels=class_labels)
+    expect = expect or CoreMLExpectation.from_graph(model, example)
+    report = inspect_coreml(path)
+    check_coreml(report, expect)
+    detail: Dict[str, Any] = {"classifier": class_labels is not None, "precision": report.precision, "spec_version": report.spec_version,
+                              "op_histogram": report.op_histogram, "residual_adds": report.residual_adds,
+                              "allowed": {"batch_norm": expect.batch_norms, "residual_adds": expect.residual_adds,
+                                          "norm_layers": expect.norms},
+                              "normalization": (normalization.describe() if normalization else "pixel/255")}
+    if platform.system() != "Darwin" or example.shape[0] != 1:
+        detail["prediction"] = ("not run: Core ML predicts only on macOS" if platform.system() != "Darwin"
+                                else "not run: image prediction check uses batch 1")
+        return ExportResult("coreml", path, "validated", detail=detail)
+    gen = np.random.default_rng(0)
+    image = gen.integers(0, 256, size=(example.shape[2], example.shape[3], 3), dtype=np.uint8)
+    ref = torch_reference_from_image(model, image, normalization)
+    got = torch.from_numpy(predict_coreml(path, image)).reshape(ref.shape)
+    prec = "fp32" if fp32 else "fp16"
+    cmp = _compare(f"coreml ({prec})", ref, got, COREML_TOL[prec])
+    detail["prediction"] = "compared on this Mac (CPU_ONLY)"
+    return ExportResult("coreml", path, "compared", **cmp, detail=detail)
