@@ -247,3 +247,15 @@ def test_archc_alone_lists_the_commands(capsys):
     assert main([]) == 2
     err = capsys.readouterr().err
     assert all(name in err for name in COMMANDS) and "usage: archc" in err
+
+
+def test_help_loads_neither_torch_nor_optuna():
+    """`archc --help` and each `archc CMD --help` build their parser without importing torch or Optuna (the
+    seconds a user waits before anything runs; timed in benchmarks/cli_startup.py, docs/BENCHMARKS.md)."""
+    from archc.cli import COMMANDS
+    code = ("import sys\nfrom archc.cli import make_parser\nfor command in [''] + sys.argv[1:]:\n"
+            "    make_parser(command)\nheavy = sorted(m for m in ('torch', 'optuna', 'numpy', 'scipy') if m in sys.modules)\n"
+            "print(','.join(heavy))\n")
+    out = subprocess.run([sys.executable, "-c", code, *COMMANDS], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"imported by the parsers: {out.stdout.strip()}"
