@@ -307,8 +307,20 @@ def test_cli_search_with_the_train_objective(tmp_path, monkeypatch, capsys):
     assert archc_main(args[:-6] + ["--train-steps", "5", "--train-batch", "8", "--train-resolution", "32"]) == 2
     assert "was made by a different search (train: study has" in capsys.readouterr().err
     # train options with a proxy objective are a user error
-    assert archc_main(["search", "--latency-ms", "1", "--data", str(tmp_path)]) == 2
+    assert archc_main(["search", "--latency-ms", "1", "--objective", "params", "--data", str(tmp_path)]) == 2
     assert "--data apply to --objective train only" in capsys.readouterr().err
+
+
+def test_data_implies_the_train_objective():
+    """`--data` without `--objective` trains (the signal that ranks the ground truth best); `--supernet` scores
+    with the supernet; nothing of either: the default proxy."""
+    from argparse import Namespace
+
+    from archc.cli.common import implied_objective
+    assert implied_objective(Namespace(objective=None, supernet=None, train_data="fashion-mnist")) == "train"
+    assert implied_objective(Namespace(objective=None, supernet="runs/s", train_data=None)) == "supernet"
+    assert implied_objective(Namespace(objective="zico", supernet=None, train_data="d")) == "zico"
+    assert implied_objective(Namespace(objective=None, supernet=None, train_data=None)) is None
 
 
 def test_cli_ablate_with_the_train_objective(tmp_path, capsys):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import COMMANDS
-from .common import add_train_args, console, print_json, table, train_settings
+from .common import add_train_args, console, implied_objective, print_json, table, train_settings
 
 
 def register(sub) -> None:
@@ -56,7 +56,7 @@ def run(args) -> int:
     target = None if args.target in ("none", "") else args.target
     if target:
         check_target(target)
-    objective = args.objective or ("supernet" if args.supernet else None)
+    objective = implied_objective(args)
     if objective is None:
         from ..proxies import DEFAULT
         objective = DEFAULT

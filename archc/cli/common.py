@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
@@ -40,8 +41,9 @@ def load_from_args(path, args) -> Spec:
 
 #: TrainConfig field -> (flag, type, metavar, help) for the train objective's options
 TRAIN_ARGS = {
-    "data": ("--data", str, "DIR", "ImageFolder root (DIR/CLASS/*.jpg, or DIR/train and DIR/val); "
-             "default: the built-in synthetic textures"),
+    "data": ("--data", str, "D", "training data (implies --objective train): fashion-mnist (Debian's "
+             "dataset-fashion-mnist), a folder of IDX files, or an ImageFolder root (DIR/CLASS/*.jpg, or DIR/train "
+             "and DIR/val); default: the built-in synthetic textures"),
     "steps": ("--train-steps", int, "N", "optimiser steps per candidate (default: %s)"),
     "epochs": ("--train-epochs", float, "E", "passes over the training images instead of --train-steps"),
     "batch": ("--train-batch", int, "N", "batch size (default: %s)"),
@@ -65,6 +67,19 @@ def add_train_args(p) -> None:
     for name, (flag, typ, metavar, text) in TRAIN_ARGS.items():
         g.add_argument(flag, dest=f"train_{name}", type=typ, default=None, metavar=metavar,
                        help=text % getattr(defaults, name) if "%s" in text else text)
+
+
+def implied_objective(args):
+    """The objective the flags ask for when ``--objective`` is absent: ``supernet`` with ``--supernet``, ``train``
+    with ``--data`` (data given is data to train on: brief training ranks the ground truth better than any proxy,
+    docs/ACCURACY_SIGNALS.md), else None (the default proxy)."""
+    if args.objective:
+        return args.objective
+    if getattr(args, "supernet", None):
+        return "supernet"
+    if getattr(args, "train_data", None):
+        return "train"
+    return None
 
 
 def train_settings(args, objective) -> Any:
@@ -105,6 +120,18 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], rig
     return t
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN and infinities as None: strict JSON (``null``), which every parser reads; Python's
+    ``NaN`` token is not JSON (an interval over 4 points has no bootstrap: it is null, not NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def print_json(obj: Any) -> None:
-    json.dump(obj, sys.stdout, indent=2, default=str)
+    json.dump(json_safe(obj), sys.stdout, indent=2, default=str, allow_nan=False)
     sys.stdout.write("\n")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import ArchcError
 from . import COMMANDS
-from .common import add_input_size_arg, console, load_from_args, print_json, table
+from .common import add_input_size_arg, console, json_safe, load_from_args, print_json, table
 
 
 def register(sub) -> None:
@@ -62,7 +62,7 @@ def _one_by_one(names, evaluate_one, prog, save, meta: dict, to_json):
                 doc = {**meta, "finished": [x.proxy if hasattr(x, "proxy") else x.signal for x in results],
                        "complete": len(results) == len(names), "results": [to_json(x) for x in results]}
                 tmp = Path(save).with_name(f".{Path(save).name}.tmp")
-                tmp.write_text(json.dumps(doc, indent=1))
+                tmp.write_text(json.dumps(json_safe(doc), indent=1, allow_nan=False))
                 tmp.replace(save)
     except KeyboardInterrupt:
         print(f"archc: interrupted: {len(results)} of {len(names)} proxies finished"
