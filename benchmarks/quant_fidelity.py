@@ -4,8 +4,11 @@
 
 ``--run`` is an ``archc train --out`` folder (spec.yaml, best.pt). Calibration: 256 class-balanced images of
 Fashion-MNIST's training split; fidelity on the official test split. Each int8 configuration is quantized from
-the same fp32 ONNX file; "naive" is per-tensor MinMax with no remedies. Speed: batch 1, one thread, fp32 and
-int8 sessions timed interleaved in one process; the ratio's 95% interval is a paired bootstrap (scipy).
+the same fp32 ONNX file; "naive" is per-tensor MinMax with no remedies. Speed: one thread, at each batch of
+``--batches`` (default 1 and 32: batch 1 is latency, where the quantize/dequantize steps around small ops weigh
+most; a batch gives int8 GEMMs enough work for VNNI/AMX), fp32 and int8 sessions timed interleaved in one
+process; the ratio's 95% interval is a paired bootstrap (scipy). The CPU's flags are recorded: int8 speed
+depends on AVX-512 VNNI / AVX-VNNI / AMX.
 Prints a markdown table (for docs/QUANTIZATION.md) and writes ``OUT/quant_fidelity.json``.
 """
 from __future__ import annotations
@@ -52,6 +55,7 @@ def cpu_line() -> str:
 
 
 def speed(fp32: Path, int8: Path, x: np.ndarray, runs: int) -> dict:
+    """fp32 vs int8 ONNX Runtime sessions on input ``x`` (its batch), one thread, interleaved."""
     import onnxruntime as ort
     from scipy.stats import bootstrap
 
@@ -66,8 +70,8 @@ def speed(fp32: Path, int8: Path, x: np.ndarray, runs: int) -> dict:
     a, b = np.array(t["fp32"]), np.array(t["int8"])
     ci = bootstrap((a, b), lambda p, q: np.median(p) / np.median(q), paired=True, vectorized=False,
                    n_resamples=2000, random_state=0).confidence_interval
-    return {"fp32_ms": float(np.median(a)), "int8_ms": float(np.median(b)), "speedup": float(np.median(a) / np.median(b)),
-            "speedup_ci95": [float(ci.low), float(ci.high)], "runs": runs}
+    return {"batch": int(x.shape[0]), "fp32_ms": float(np.median(a)), "int8_ms": float(np.median(b)),
+            "speedup": float(np.median(a) / np.median(b)), "speedup_ci95": [float(ci.low), float(ci.high)], "runs": runs}
 
 
 def main() -> int:
@@ -77,6 +81,7 @@ def main() -> int:
     ap.add_argument("--eval-images", type=int, default=10000)
     ap.add_argument("--calibration-images", type=int, default=256)
     ap.add_argument("--runs", type=int, default=300, help="timed runs per precision")
+    ap.add_argument("--batches", default="1,32", help="batch sizes to time fp32 vs int8 at (default: %(default)s)")
     ap.add_argument("--out", default="runs/quant")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -85,7 +90,7 @@ def main() -> int:
     spec = load_spec(run / "spec.yaml")
     model = inference_model(spec, run / "best.pt")
     images = quant_images(args.data, spec.input_size[0], spec.in_chans, args.calibration_images, args.eval_images)
-    fp32 = export_onnx(model, torch.from_numpy(images.images[:1]), out / f"{spec.name}.onnx")
+    fp32 = export_onnx(model, torch.from_numpy(images.images[:1]), out / f"{spec.name}.onnx")  # dynamic batch
     ref = torch_logits(model, images.images)
     rows = [{"config": "fp32 ONNX Runtime", **fidelity(ref, run_onnx(fp32, images.images), images.labels).to_dict()},
             {"config": "fp16 torch (simulated)",
@@ -101,17 +106,19 @@ def main() -> int:
         paths[(calibration, per_channel)] = path
         print(f"{rows[-1]['config']}: top-1 {f.top1:.2f}% (fp32 {f.top1_fp32:.2f}%), agreement {f.agreement:.2f}%, "
               f"SQNR {f.sqnr_db:.1f} dB", flush=True)
-    timing = speed(fp32, paths[("percentile", False)], images.images[:1], args.runs)
+    timing = [speed(fp32, paths[("percentile", False)], images.images[:int(b)], args.runs)
+              for b in args.batches.split(",")]
     doc = {"machine": cpu_line(), "date": datetime.date.today().isoformat(), "spec": spec.name,
-           "weights": str(run / "best.pt"), "data": images.description, "rows": rows, "speed_batch1_1thread": timing,
+           "weights": str(run / "best.pt"), "data": images.description, "rows": rows, "speed_1thread": timing,
            "command": "python3 " + " ".join(sys.argv)}
     (out / "quant_fidelity.json").write_text(json.dumps(doc, indent=1))
     print(f"\n{doc['machine']}, {doc['date']}; {images.description}\n")
     print("| configuration | top-1 | drop (points) | agreement | SQNR dB |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['config']} | {r['top1']:.2f}% | {r['drop']:+.2f} | {r['agreement']:.2f}% | {r['sqnr_db']:.1f} |")
-    print(f"\nONNX Runtime batch 1, 1 thread: fp32 {timing['fp32_ms']:.3f} ms, int8 {timing['int8_ms']:.3f} ms, "
-          f"int8 speed-up {timing['speedup']:.2f}x [{timing['speedup_ci95'][0]:.2f}, {timing['speedup_ci95'][1]:.2f}]")
+    for t in timing:
+        print(f"\nONNX Runtime batch {t['batch']}, 1 thread: fp32 {t['fp32_ms']:.3f} ms, int8 {t['int8_ms']:.3f} ms, "
+              f"int8 speed-up {t['speedup']:.2f}x [{t['speedup_ci95'][0]:.2f}, {t['speedup_ci95'][1]:.2f}]")
     return 0
 
 

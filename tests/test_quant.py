@@ -82,6 +82,25 @@ def test_excluded_nodes_stay_in_float(tiny):
     assert part.quantize_nodes < full.quantize_nodes and part.excluded == tuple(convs[:3])
 
 
+def test_u8_activations_quantize_to_uint8_and_stay_close(tiny):
+    """U8S8 (ONNX Runtime's native x86 layout): activations' zero points are uint8, weights' int8, and the
+    result is as close to fp32 as S8S8."""
+    import onnx as onnx_lib
+    from onnx import TensorProto
+    folder, model, images, path = tiny
+    export = quantize_onnx_int8(path, folder / "u8.onnx", images.calibration, calibration="minmax",
+                                activations="u8")
+    graph = onnx_lib.load(str(export.path)).graph
+    zero_points = {i.name: i.data_type for i in graph.initializer}
+    q_types = {zero_points[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear"}
+    assert q_types == {TensorProto.UINT8} and export.detail["activations"] == "u8"
+    f = fidelity(torch_logits(model, images.images), run_onnx(export.path, images.images), images.labels)
+    assert 10 < f.sqnr_db < 60
+    from archc.errors import ExportError
+    with pytest.raises(ExportError, match="activations 'u16' is not one of: s8, u8"):
+        quantize_onnx_int8(path, folder / "x.onnx", images.calibration, activations="u16")
+
+
 def test_bad_calibration_images_are_refused(tiny):
     from archc.errors import ExportError
     folder, _, images, path = tiny

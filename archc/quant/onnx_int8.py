@@ -79,13 +79,17 @@ def count_qdq(path: Union[str, Path]) -> Dict[str, int]:
 
 def quantize_onnx_int8(fp32_onnx: Union[str, Path], out: Union[str, Path], calibration_images: np.ndarray, *,
                        calibration: str = "percentile", per_channel: bool = True, percentile: float = 99.999,
-                       exclude: Sequence[str] = (), batch: int = 32) -> Int8Export:
-    """Quantize the fp32 ONNX file ``fp32_onnx`` to ``out`` (QDQ, S8S8), calibrating activations on
+                       exclude: Sequence[str] = (), batch: int = 32, activations: str = "s8") -> Int8Export:
+    """Quantize the fp32 ONNX file ``fp32_onnx`` to ``out`` (QDQ, int8 weights), calibrating activations on
     ``calibration_images`` (N x C x H x W float32, preprocessed as the model expects). ``exclude``: node names
-    to keep in float (the most sensitive layers)."""
+    to keep in float (the most sensitive layers). ``activations``: ``s8`` (S8S8, symmetric-friendly, the default)
+    or ``u8`` (U8S8: what ONNX Runtime's x86 kernels take natively; faster there, and on CPUs without VNNI its
+    16-bit intermediate sums can saturate: benchmarks/int8_speed.py)."""
     q = _ort_quantization()
     if calibration not in CALIBRATION_METHODS:
         raise ExportError(f"calibration '{calibration}' is not one of: {', '.join(CALIBRATION_METHODS)}")
+    if activations not in ("s8", "u8"):
+        raise ExportError(f"activations '{activations}' is not one of: s8, u8")
     images = np.ascontiguousarray(calibration_images, dtype=np.float32)
     if images.ndim != 4 or len(images) == 0:
         raise ExportError(f"calibration images must be a non-empty N x C x H x W array, got shape {images.shape}")
@@ -102,7 +106,8 @@ def quantize_onnx_int8(fp32_onnx: Union[str, Path], out: Union[str, Path], calib
         with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress; --json owns stdout
             q.quantize_static(str(pre), str(out), _Reader(images, input_name, batch),
                               quant_format=q.QuantFormat.QDQ, per_channel=per_channel,
-                              activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
+                              activation_type=q.QuantType.QInt8 if activations == "s8" else q.QuantType.QUInt8,
+                              weight_type=q.QuantType.QInt8,
                               calibrate_method=getattr(q.CalibrationMethod, CALIBRATION_METHODS[calibration]),
                               nodes_to_exclude=list(exclude), extra_options=extra)
     hist = count_qdq(out)
@@ -110,8 +115,8 @@ def quantize_onnx_int8(fp32_onnx: Union[str, Path], out: Union[str, Path], calib
     if not quant or not dequant:
         raise ExportError(f"{out}: the quantized model holds no QuantizeLinear/DequantizeLinear ops (op types: "
                           f"{', '.join(sorted(hist))}); it stayed in float")
-    return Int8Export(out, calibration, per_channel, len(images), quant, dequant, tuple(exclude),
-                      {"percentile": percentile} if calibration == "percentile" else {})
+    detail = {"activations": activations, **({"percentile": percentile} if calibration == "percentile" else {})}
+    return Int8Export(out, calibration, per_channel, len(images), quant, dequant, tuple(exclude), detail)
 
 
 def run_onnx(path: Union[str, Path], images: np.ndarray, batch: int = 256, threads: int = 1) -> np.ndarray:
