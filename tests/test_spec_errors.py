@@ -101,6 +101,10 @@ CASES = [
      "stages[0].scale_branch", ["expected true or false", "integer 1"]),
     ("number-for-name", "name: 12\nstages:\n" + OK1, 1, "name", ["expected a non-empty string", "integer 12"]),
     ("date-for-name", "name: 2024-01-01\nstages:\n" + OK1, 1, "name", ["expected a non-empty string", "datetime.date"]),
+    # issue 23: escapes and NULs in a name reached the terminal raw; shown escaped, with what is allowed
+    ("escape-in-name", 'name: "a\\e[31mred\\0"\nstages:\n' + OK1, 1, "name",
+     [r"invalid value 'a\x1b[31mred\x00'", "allowed are letters, digits, spaces and punctuation"]),
+    ("long-name", f"name: {'n' * 201}\nstages:\n" + OK1, 1, "name", ["at most 200 characters"]),
     ("int-for-mixer", HEAD + "stages:\n  - {depth: 1, width: 16, mixer: 3}\n", 4, "stages[0].mixer",
      ["invalid value 3", "valid: repmixer, attention, pool"]),
     ("list-for-stem", HEAD + "stem: [3, 3]\nstages:\n" + OK1, 3, "stem", ["expected a mapping", "list [3, 3]"]),
@@ -205,6 +209,11 @@ def test_missing_file_directory_and_undecodable_file(tmp_path):
     p = tmp_path / "control.yaml"
     p.write_text("name: a\nstages: \x07\n")
     check(load_error(p), p, 2, None, ["unacceptable character #x0007"])
+
+
+def test_a_nul_in_the_file_name_is_a_spec_error():
+    with pytest.raises(SpecError, match=r"^a\\x00b\.yaml: a file name cannot contain a NUL character$"):
+        load_spec("a\x00b.yaml")
 
 
 def test_alias_bomb_is_refused_quickly(tmp_path):

@@ -246,7 +246,7 @@ def test_nested_mixer_mapping_equals_todays_flat_keys():
     assert nested == flat and nested.stages[0].mixer.head_dim == 16
     # a flat key the stage's mixer kind lacks is an error like any unknown key (issue 23: it was dropped)
     with pytest.raises(SpecError, match=r"stages\[0\]\.mixer_kernel: 'mixer_kernel' is a key of the repmixer "
-                                        r"mixer, not of 'attention' \(its flat keys: head_dim\)"):
+                                        r"mixer, not of 'attention' \(value 5; its flat keys: head_dim\)"):
         load_spec(_stage(mixer="attention", mixer_kernel=5))
     # ... except a base spec's key for the mixer that a child spec or an override replaced
     assert load_spec(SPECS / "sa12.yaml", ["stages[3].mixer=repmixer"]).stages[3].mixer == RepMixerParams()
@@ -263,6 +263,59 @@ def test_nested_mixer_mapping_equals_todays_flat_keys():
     spec = load_spec({"name": "k", "stage_defaults": {"mixer_kernel": 3},
                       "stages": [{"depth": 1, "width": 32, "mixer": {"type": "repmixer", "kernel": 5}}]})
     assert spec.stages[0].mixer.kernel == 5
+
+
+def test_a_child_file_s_flat_key_of_another_mixer_is_an_error(tmp_path):
+    # issue 23: a key an index patch adds to a base stage was dropped when the mixer came from the base
+    for body, key, owner in (("base: sa12.yaml\nstages: {0: {meta3d: 1}}", "meta3d", "meta4d"),
+                             ("base: efficientformer_l1.yaml\nstages: {0: {mixer_kernel: 5}}", "mixer_kernel", "repmixer"),
+                             ("base: mobileone_s0.yaml\nstages: {1: {head_dim: 16}}", "head_dim", "attention")):
+        child = write(tmp_path, "child.yaml", f"name: child\n{body.replace('base: ', f'base: {SPECS}/')}\n")
+        with pytest.raises(SpecError, match=rf"child\.yaml:3 stages\[\d\]\.{key}: '{key}' is a key of the {owner} "):
+            load_spec(child)
+    # a middle file's key under the base's mixer is refused too; a base key under a newer mixer goes with it
+    write(tmp_path, "mid.yaml", f"base: {SPECS}/sa12.yaml\nname: mid\nstages: {{0: {{head_dim: 16}}}}\n")
+    with pytest.raises(SpecError, match=r"mid\.yaml:3 stages\[0\]\.head_dim: 'head_dim' is a key of the attention"):
+        load_spec(write(tmp_path, "top.yaml", "base: mid.yaml\nname: top\n"))
+    write(tmp_path, "att.yaml", f"base: {SPECS}/sa12.yaml\nname: att\nstages: {{0: {{mixer: attention, head_dim: 16}}}}\n")
+    spec = load_spec(write(tmp_path, "rm.yaml", "base: att.yaml\nname: rm\nstages: {0: {mixer: repmixer}}\n"))
+    assert spec.stages[0].mixer == RepMixerParams()
+
+
+def test_keys_a_kind_does_not_read_are_errors_unless_default_or_inherited(tmp_path):
+    # issue 23: FFN keys on a mobileone stage (no FFN) and ffn/ffn_kernel on meta4d (a Conv-BN MLP) were ignored
+    for key, value in (("ffn", "mlp"), ("ffn_kernel", 3), ("mlp_ratio", 3)):
+        with pytest.raises(SpecError, match=rf"stages\[1\]\.{key}: '{key}' is not a key of a 'mobileone' stage "
+                                            rf"\(value '?{value}'?; .*valid keys: depth, width, mixer, .*se_blocks$"):
+            load_spec(SPECS / "mobileone_s0.yaml", [f"stages[1].{key}={value}"])
+    child = write(tmp_path, "c.yaml", f"base: {SPECS}/mobileone_s0.yaml\nname: c\nstages: {{1: {{ffn_kernel: 3}}}}\n")
+    with pytest.raises(SpecError, match=r"c\.yaml:3 stages\[1\]\.ffn_kernel: 'ffn_kernel' is not a key"):
+        load_spec(child)
+    with pytest.raises(SpecError, match=r"stages\[0\]\.ffn: 'ffn' is not a key of a 'meta4d' stage"):
+        load_spec(SPECS / "efficientformer_l1.yaml", ["stages[0].ffn=mlp"])
+    assert load_spec(SPECS / "efficientformer_l1.yaml", ["stages[0].mlp_ratio=3"]).stages[0].mlp_ratio == 3
+    # not refused: a dump (every key explicit, at its default), stage_defaults for the stages that have an
+    # FFN, and a base stage's FFN keys under a mixer an inheriting file or an override replaced
+    mo = load_spec(SPECS / "mobileone_s0.yaml")
+    assert load_spec(spec_to_dict(mo)) == mo
+    mixed = load_spec({"name": "m", "stage_defaults": {"mlp_ratio": 2, "ffn_kernel": 3},
+                       "stages": [{"depth": 1, "width": 16, "mixer": "repmixer"},
+                                  {"depth": 1, "width": 32, "mixer": {"type": "mobileone", "stride": 1}}]})
+    assert (mixed.stages[0].ffn_kernel, mixed.stages[1].ffn_kernel, mixed.stages[1].mlp_ratio) == (3, 7, 4.0)
+    t12 = load_spec(SPECS / "t12.yaml", ["stages[0].mixer={type: mobileone, stride: 1}"])
+    assert t12.stages[0].mlp_ratio == 4.0 and t12.stages[1].mlp_ratio == 3.0
+    sub = write(tmp_path, "sub.yaml", f"base: {SPECS}/t12.yaml\nname: sub\nstages: {{0: {{mixer: {{type: mobileone, "
+                                      f"stride: 1}}}}}}\n")
+    assert load_spec(sub).stages[0] == t12.stages[0]
+
+
+def test_save_spec_is_atomic(tmp_path, full_disk):
+    """issue 23: a full disk left a truncated spec (train's '.spec.yaml.PID.tmp.yaml' too)."""
+    path = tmp_path / "s.yaml"
+    path.write_text("name: old\n")
+    with pytest.raises(Exception, match=rf"^'{path}': cannot write: No space left on device; nothing was replaced$"):
+        save_spec(load_spec(SPECS / "t8.yaml"), path)
+    assert path.read_text() == "name: old\n" and [p.name for p in tmp_path.iterdir()] == ["s.yaml"]
 
 
 def test_override_into_a_mixer_given_by_name():

@@ -104,7 +104,8 @@ def _meta4d_estimate(s, in_chs: int) -> int:
 
 MIXERS.register(Kind("meta4d", Meta4DParams.__doc__, Meta4DParams, _meta4d_stage, _check_meta4d,
                      search_keys={"pool_size": "pool_size", "meta3d": "meta3d"}, abbrev="EF",
-                     estimate=_meta4d_estimate, sized_to_input=lambda params: params.meta3d > 0))
+                     estimate=_meta4d_estimate, sized_to_input=lambda params: params.meta3d > 0,
+                     unused_keys=("ffn", "ffn_kernel")))  # its MLP is Conv-BN 1x1 layers: no kind, no kernel
 
 
 # ------------------------------------------------------------------------------------------------ head

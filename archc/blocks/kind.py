@@ -95,6 +95,9 @@ class Kind:
     deploy_leaves: Tuple[type, ...] = ()
     #: block kinds: the spec norms (``norm:``) the kind accepts (None: every norm); a spec with another is refused
     norms: Optional[Tuple[str, ...]] = None
+    #: block kinds: stage keys its blocks never read (a stage without an FFN: ``mlp_ratio``, ``ffn``, ``ffn_kernel``);
+    #: set to anything but the default (which every dumped spec holds) they are refused like an unknown key
+    unused_keys: Tuple[str, ...] = ()
 
 
 class Family:

@@ -60,4 +60,4 @@ def _estimate(s, in_chs: int) -> int:
 MIXERS.register(Kind("mobileone", MobileOneParams.__doc__, MobileOneParams, _mobileone_stage, _check,
                      search_keys={"mobileone_kernel": "kernel", "se_blocks": "se_blocks"}, abbrev="MO",
                      out_size=lambda p, n: conv_out(n, p.kernel, p.stride, conv_padding(p.kernel, p.stride)),
-                     own_downsample=True, estimate=_estimate))
+                     own_downsample=True, estimate=_estimate, unused_keys=("mlp_ratio", "ffn", "ffn_kernel")))

@@ -56,6 +56,8 @@ def assemble(space: SearchSpace, values: Mapping[str, Any], name: str) -> Dict[s
         for key, fname in MIXERS[mixer["type"]].search_keys.items():
             if (i, key) in kv:
                 mixer[fname] = kv[(i, key)]
+        for key in MIXERS[mixer["type"]].unused_keys:
+            st.pop(key, None)  # a shared mlp_ratio, or the base stage's FFN, means nothing to a stage without one
         st["mixer"] = mixer
         if (i, "downsample_kernel") in kv:
             st["downsample"]["kernel"] = kv[(i, "downsample_kernel")]

@@ -97,6 +97,11 @@ def convert_value(tp: Any, value: Any, meta: Dict[str, Any], path: PathKey, loc:
     if tp is str:
         if not isinstance(value, str) or not value.strip():
             raise loc.error(path, f"expected a non-empty string, got {_type_name(value)} {_show(value)}")
+        limit = meta.get("max_len")
+        if (meta.get("printable") and not value.isprintable()) or (limit and len(value) > limit):
+            # a name is printed in tables and logs: an escape sequence or a NUL must never reach the terminal
+            raise loc.error(path, f"invalid value {_show(value)}: allowed are letters, digits, spaces and "
+                                  f"punctuation (no control or formatting characters), at most {limit} characters")
         return value
     raise TypeError(f"archc bug: no converter for {tp!r} at {path}")  # pragma: no cover
 

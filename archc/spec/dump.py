@@ -30,11 +30,10 @@ def spec_to_yaml(spec: Spec) -> str:
 
 
 def save_spec(spec: Spec, path: Union[str, Path], header: str = "") -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``spec`` as YAML, atomically (see ``archc.outputs.atomic_write``)."""
+    from ..outputs import atomic_write_text
     text = "".join(f"# {line}\n" for line in header.splitlines()) + spec_to_yaml(spec)
-    p.write_text(text, encoding="utf-8")
-    return p
+    return atomic_write_text(path, text)
 
 
 def arch_key(spec: Spec, resolution: Optional[int] = None) -> str:

@@ -56,6 +56,10 @@ def _type_schema(tp: Any, meta: Dict[str, Any], defs: Dict[str, Any]) -> Dict[st
         out["minimum"] = meta["min"]
     if "max" in meta:
         out["maximum"] = meta["max"]
+    if meta.get("printable"):
+        out["pattern"] = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"  # no control characters (the loader: isprintable)
+    if "max_len" in meta:
+        out["maxLength"] = meta["max_len"]
     return out
 
 

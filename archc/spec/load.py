@@ -111,7 +111,7 @@ def _resolve_base(loc: Located, directory: Path, seen: Tuple[Path, ...]) -> Loca
     merged = copy.deepcopy(parent.data)
     origins: Origins = dict(parent.origins)
     _merge_into(merged, loc.data, (), loc, origins)
-    return Located(merged, origins, loc.file)
+    return Located(merged, origins, loc.file, parent.layers + (loc.file,))
 
 
 def _merge_into(dst: dict, src: dict, path: PathKey, loc: Located, origins: Origins) -> None:
@@ -281,8 +281,8 @@ def _with_defaults(stage: Any, defaults: dict, index: int, loc: Located) -> Any:
     for key, value in defaults.items():
         if key == "downsample" and index == 0 and key not in out:
             continue  # stage 0 takes the stem's output; it gets a downsample only if it sets one
-        if key in flat and kind is not None and key not in kind.search_keys:
-            continue  # a default for another mixer's key applies to the stages of that mixer only
+        if kind is not None and ((key in flat and key not in kind.search_keys) or key in kind.unused_keys):
+            continue  # a default for another mixer's key (or an FFN's) applies to the stages that have it only
         if key not in out:
             out[key] = copy.deepcopy(value)
             _copy_origin(loc, ("stage_defaults", key), ("stages", index, key))

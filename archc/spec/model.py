@@ -50,46 +50,74 @@ class StageSpec:
     @classmethod
     def pre_convert(cls, data: dict, path, loc) -> dict:
         """Move flat mixer keys into the mixer mapping where the stage's mixer kind has them (a key the
-        mapping sets itself wins); each flat value is still checked where it stands."""
-        from .convert import convert_value, hints
+        mapping sets itself wins); each flat value is still checked where it stands. A flat key of another
+        mixer, or a key the kind does not read (``unused_keys``) set off its default, is an error, unless an
+        older layer (a base file) set it for a mixer that a newer one replaced: then it goes with that mixer."""
+        from .convert import _show, convert_value, hints
         flat = cls.flat_keys()
         found = {k: data[k] for k in data if k in flat}
-        if not found:
-            return data
         data = {k: v for k, v in data.items() if k not in flat}
         for key, value in found.items():
             owner, fname = flat[key][0]
             f = {f.name: f for f in dataclasses.fields(owner.params)}[fname]
             found[key] = convert_value(hints(owner.params)[fname], value, dict(f.metadata), path + (key,), loc)
-        mixer = data.get("mixer")
-        mixer = {"type": mixer} if isinstance(mixer, str) else mixer
-        if not isinstance(mixer, dict) or mixer.get("type") not in MIXERS:
+        raw_mixer = data.get("mixer")
+        mixer = {"type": raw_mixer} if isinstance(raw_mixer, str) else raw_mixer
+        if not isinstance(mixer, dict) or not isinstance(mixer.get("type"), str) or mixer["type"] not in MIXERS:
             return data  # the converter reports the mixer itself
         kind = MIXERS[mixer["type"]]
+        older = _older_than_mixer(loc, path, isinstance(raw_mixer, dict) and "type" in raw_mixer)
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        for key in kind.unused_keys:
+            if key in data and data[key] != defaults[key]:
+                if older(key):
+                    del data[key]
+                    continue
+                valid = [k for k in cls.accepted_keys() if k not in kind.unused_keys
+                         and (k not in flat or k in kind.search_keys)]
+                raise loc.error(path + (key,), f"'{key}' is not a key of a '{kind.name}' stage (value "
+                                               f"{_show(data[key])}; its blocks do not read it); valid keys: "
+                                               f"{', '.join(valid)}")
+        if not found:
+            return data
         mixer = dict(mixer)
         for key, value in found.items():
             fname = kind.search_keys.get(key)
             if fname is None:
-                origins = getattr(loc, "origins", {})
-                key_from = str(origins.get(path + (key,), ("", None))[0])
-                mixer_from = str(origins.get(path + ("mixer",), ("", None))[0])
-                if key_from and not key_from.endswith("(override)") and key_from != mixer_from:
-                    continue  # a base spec's key for the mixer a child spec or an override replaced: it goes too
+                if older(key):
+                    continue
                 takes = ", ".join(kind.search_keys) or "none"
                 owners = ", ".join(o.name for o, _ in flat[key])
-                raise loc.error(path + (key,), f"'{key}' is a key of the {owners} mixer, not of "
-                                               f"'{mixer['type']}' (its flat keys: {takes})")
+                raise loc.error(path + (key,), f"'{key}' is a key of the {owners} mixer, not of '{mixer['type']}' "
+                                               f"(value {_show(value)}; its flat keys: {takes})")
             if fname not in mixer:
                 mixer[fname] = value
         data["mixer"] = mixer
         return data
 
 
+def _older_than_mixer(loc, path, typed: bool):
+    """``older(key)``: whether the stage's ``key`` came from an older layer than its mixer (a base file's key
+    under an inheriting file's or an override's mixer). Layers count from the deepest base; overrides are
+    newest; a key without an origin (Python data) belongs to the top layer."""
+    origins = getattr(loc, "origins", {})
+    layers = tuple(getattr(loc, "layers", ()))
+
+    def age(p) -> int:
+        file = str(origins[p][0]) if p in origins else ""
+        if file.endswith("(override)"):
+            return len(layers)
+        return layers.index(file) if file in layers else len(layers) - 1
+
+    mixer_age = age(path + ("mixer", "type") if typed else path + ("mixer",))
+    return lambda key: age(path + (key,)) < mixer_age
+
+
 @dataclass(frozen=True)
 class Spec:
     """A whole architecture. ``source`` records where it was loaded from (for messages only)."""
 
-    name: str = req("model name")
+    name: str = req("model name", printable=True, max_len=200)
     stages: Tuple[StageSpec, ...] = req("the stages, first to last")
     num_classes: int = opt(1000, "classifier outputs", min=1, max=100_000)
     in_chans: int = opt(3, "input channels", min=1, max=64)

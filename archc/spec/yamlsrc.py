@@ -29,12 +29,14 @@ def format_path(path: PathKey) -> str:
 
 
 class Located:
-    """Raw data plus the origin of every key path, for error messages."""
+    """Raw data plus the origin of every key path, for error messages. ``layers`` are the files it was
+    merged from, deepest ``base:`` first, so a key can be told to be older than another (see StageSpec)."""
 
-    def __init__(self, data: Any, origins: Origins, file: str):
+    def __init__(self, data: Any, origins: Origins, file: str, layers: Tuple[str, ...] = ()):
         self.data = data
         self.origins = origins
         self.file = file
+        self.layers = layers or (file,)
 
     def where(self, path: PathKey) -> Tuple[str, int | None]:
         """The file and line that defined ``path`` (or its nearest defined parent)."""
@@ -244,6 +246,8 @@ def read_text_file(path: Union[str, Path], limit: int) -> str:
         raise SpecError("file not found", file=str(path)) from None
     except OSError as exc:
         raise SpecError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
+    except ValueError:  # os.stat's answer to a NUL in the name
+        raise SpecError("a file name cannot contain a NUL character", file=ascii(str(path))[1:-1]) from None
     if stat.S_ISDIR(st.st_mode):
         raise SpecError("is a directory, expected a YAML file", file=str(path))
     if not stat.S_ISREG(st.st_mode):
