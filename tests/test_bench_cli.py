@@ -49,6 +49,41 @@ def test_bench_sweep_writes_a_plot(specs, tmp_path, capsys):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 5000
 
 
+def test_runs_auto_sizes_the_count_to_the_time_budget(specs, capsys):
+    from archc.cli.bench import AUTO_MAX_RUNS, AUTO_MIN_RUNS, auto_runs
+    assert auto_runs(4700.0, 10.0) == AUTO_MIN_RUNS     # a 1024 px point: 10 runs, not 100
+    assert auto_runs(0.5, 10.0) == AUTO_MAX_RUNS        # a fast one: capped
+    assert auto_runs(200.0, 10.0) == 50
+    a, _ = specs
+    assert main(["bench", str(a), "--time-budget", "0.1", "--json"]) == 0  # --runs auto is the default
+    r = json.loads(capsys.readouterr().out)["results"][0]
+    assert AUTO_MIN_RUNS <= r["runs"] <= AUTO_MAX_RUNS
+    assert main(["bench", str(a), "--time-budget", "0"]) == 2
+    assert "--time-budget 0: must be 0.1 to 3600" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", str(a), "--runs", "many"])
+    assert exit_.value.code == 2 and "expected a whole number or 'auto', got 'many'" in capsys.readouterr().err
+
+
+def test_an_interrupted_bench_keeps_what_finished(specs, capsys, monkeypatch):
+    """Ctrl-C during the second point: the first is printed (JSON marked incomplete) and the exit code is 130."""
+    import archc.latency as lat
+    a, b = specs
+    real, calls = lat.latency, []
+
+    def latency(spec, target, **kw):
+        calls.append(spec.name)
+        if spec.name == "tiny_cli_wide":
+            raise KeyboardInterrupt
+        return real(spec, target, **kw)
+    monkeypatch.setattr(lat, "latency", latency)
+    assert main(["bench", str(a), str(b), "--runs", "2", "--warmup", "0", "--json"]) == 130
+    out = capsys.readouterr()
+    doc = json.loads(out.out)
+    assert [r["name"] for r in doc["results"]] == ["tiny_cli"] and doc["complete"] is False
+    assert "1 of 2 points finished" in out.err
+
+
 def test_bench_errors_are_one_line(specs, capsys):
     a, _ = specs
     assert main(["bench", str(a), "--target", "gpu"]) == 2

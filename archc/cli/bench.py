@@ -2,16 +2,40 @@
 
 Reports the median of N runs after warm-up with IQR and CV, optionally the train-time graph beside the
 deploy graph, and for ``--resolutions`` a sweep with a PNG plot (latency against resolution, one line per
-spec: the paper's Fig. 3).
+spec: the paper's Fig. 3). ``--runs auto`` (the default) sizes N to each point: a 3-run probe, then as many
+runs as fit ``--time-budget`` seconds, at least 10 and at most 100, so a 1024 px point takes seconds, not
+minutes. Ctrl-C keeps what finished: its table and plot are written before exiting (130).
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ..errors import DeviceError, SpecError
 from . import COMMANDS
 from .common import add_spec_args, console, load_from_args, print_json, table
+
+
+#: --runs auto: probe runs, then between these many runs, as many as fit the time budget
+PROBE_RUNS, AUTO_MIN_RUNS, AUTO_MAX_RUNS = 3, 10, 100
+
+
+def _runs(text: str):
+    """``--runs``: a whole number, or ``auto``."""
+    import argparse
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got {text!r}") from None
+
+
+def auto_runs(probe_ms: float, budget_s: float) -> int:
+    """How many runs of ``probe_ms`` each fit ``budget_s`` seconds, within [AUTO_MIN_RUNS, AUTO_MAX_RUNS]."""
+    fit = int(budget_s * 1e3 / max(probe_ms, 1e-6))
+    return max(AUTO_MIN_RUNS, min(AUTO_MAX_RUNS, fit))
 
 
 def register(sub) -> None:
@@ -27,7 +51,12 @@ def register(sub) -> None:
                    help="input N x N (default: each spec's input_size)")
     p.add_argument("--resolutions", default=None, metavar="LIST",
                    help="sweep, e.g. 224,384,512,1024 (writes a plot with --plot)")
-    p.add_argument("--runs", type=int, default=100, help="timed runs (default 100)")
+    p.add_argument("--runs", type=_runs, default="auto", metavar="N|auto",
+                   help=f"timed runs per point; auto (default): a {PROBE_RUNS}-run probe, then as many as fit "
+                        f"--time-budget, from {AUTO_MIN_RUNS} to {AUTO_MAX_RUNS} (the median of >= {AUTO_MIN_RUNS} "
+                        "runs with its IQR)")
+    p.add_argument("--time-budget", type=float, default=10.0, metavar="S",
+                   help="with --runs auto: seconds of timed runs per point (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default 10)")
     p.add_argument("--runtime", default="eager", choices=list(RUNTIMES),
                    help="how the deploy graph runs: " + "; ".join(f"{k}: {v}" for k, v in RUNTIMES.items()))
@@ -78,8 +107,11 @@ def _check_threads(threads: Optional[int]) -> None:
 def run(args) -> int:
     from ..latency import MEASURED_TARGETS, latency
 
-    if args.runs < 1 or args.warmup < 0:
+    auto = args.runs == "auto"
+    if (not auto and args.runs < 1) or args.warmup < 0:
         raise DeviceError(f"--runs must be >= 1 and --warmup >= 0 (got {args.runs}, {args.warmup})")
+    if not 0.1 <= args.time_budget <= 3600:
+        raise DeviceError(f"--time-budget {args.time_budget:g}: must be 0.1 to 3600 seconds per point")
     if args.batch is not None and args.batch < 1:
         raise DeviceError(f"--batch must be >= 1, got {args.batch}")
     _check_threads(args.threads)
@@ -102,7 +134,7 @@ def run(args) -> int:
     jobs = [(path, spec, res, g) for path, spec in specs for res in resolutions for g in graphs]
     kwargs: Dict[str, Any] = {}
     if measured:
-        kwargs = dict(runs=args.runs, warmup=args.warmup, batch=args.batch, runtime=args.runtime,
+        kwargs = dict(runs=None if auto else args.runs, warmup=args.warmup, batch=args.batch, runtime=args.runtime,
                       weights=args.weights, threads=args.threads, compute_units=args.compute_units)
     results: List[Dict[str, Any]] = []
     con = console()
@@ -121,39 +153,52 @@ def run(args) -> int:
             models[key] = inference_model(built, args.weights, deploy=graph == "deploy")
         return models[key]
 
-    def one(path, spec, res, graph) -> None:
+    def one(path, spec, res, graph, status=lambda text: None) -> None:
         kw = dict(kwargs, resolution=res)
         if measured:
             from ..latency.measure import check_target
             check_target(args.target)  # say what is missing before building anything
             kw.update(deploy=graph == "deploy", model=model_for(path, spec, graph, res), weights=None)
+            if auto:  # a short probe (after the warm-up) sizes the run count; it warms the timed runs too
+                status(f"probing ({PROBE_RUNS} runs)")
+                probe = latency(spec, args.target, **dict(kw, runs=PROBE_RUNS))
+                kw.update(runs=auto_runs(probe.ms, args.time_budget), warmup=0)
+                status(f"timing {kw['runs']} runs of ~{probe.ms:.3g} ms (~{kw['runs'] * probe.ms / 1e3:.0f} s)")
         r = latency(spec, args.target, **kw)
         results.append({"spec": path, "name": spec.name, "graph": graph if measured else "deploy",
                         **r.to_dict()})
 
-    if len(jobs) > 1:
-        from .progress import Progress
-        with Progress("bench", total=len(jobs)) as prog:
-            for path, spec, res, graph in jobs:
-                label = f"{spec.name} {graph} @ {res or spec.input_size[0]}"
-                prog.update(status=label)
-                one(path, spec, res, graph)
-                r = results[-1]
-                prog.advance(f"{label}: {r['ms']:.3f} ms")
-    else:
-        for job in jobs:
-            one(*job)
+    interrupted = False
+    try:
+        if len(jobs) > 1:
+            from .progress import Progress
+            with Progress("bench", total=len(jobs)) as prog:
+                for path, spec, res, graph in jobs:
+                    label = f"{spec.name} {graph} @ {res or spec.input_size[0]}"
+                    prog.update(status=label)
+                    one(path, spec, res, graph, lambda text, label=label: prog.update(status=f"{label}: {text}"))
+                    r = results[-1]
+                    prog.advance(f"{label}: {r['ms']:.3f} ms")
+        else:
+            for job in jobs:
+                one(*job)
+    except KeyboardInterrupt:  # keep what finished: its table, JSON and plot, then exit 130
+        if not results:
+            raise
+        interrupted = True
+        print(f"archc: interrupted: {len(results)} of {len(jobs)} points finished; writing them", file=sys.stderr)
 
     plot_path = None
     if plot is not None:
         plot_path = write_plot(results, plot, args.target)
     if args.json:
-        print_json({"target": args.target, "results": results, "plot": str(plot_path) if plot_path else None})
-        return 0
+        print_json({"target": args.target, "results": results, "plot": str(plot_path) if plot_path else None,
+                    "complete": not interrupted})
+        return 130 if interrupted else 0
     print_results(results, args.target)
     if plot_path:
         con.print(f"plot written to {plot_path}")
-    return 0
+    return 130 if interrupted else 0
 
 
 def print_results(results: List[Dict[str, Any]], target: str) -> None:
@@ -176,8 +221,10 @@ def print_results(results: List[Dict[str, Any]], target: str) -> None:
     title = f"latency on {target}"
     if det.get("device"):
         title += f" ({det['device']}, runtime {det.get('runtime')}, threads {det.get('threads', '-')})"
-    con.print(table(title, ["spec", "graph", "input", "batch", "median ms", "IQR ms", "CV", "runs", "train/deploy"],
-                    rows, right=("batch", "median ms", "IQR ms", "CV", "runs", "train/deploy")))
+    columns = ["spec", "graph", "input", "batch", "median ms", "IQR ms", "CV", "runs", "train/deploy"]
+    if not any(r["graph"] == "train" for r in results):  # no train graph timed: no ratio to show
+        columns, rows = columns[:-1], [row[:-1] for row in rows]
+    con.print(table(title, columns, rows, right=("batch", "median ms", "IQR ms", "CV", "runs", "train/deploy")))
     noisy = [r for r in results if r.get("cv") is not None and r["cv"] > 0.05]
     if noisy:
         con.print(f"note: {len(noisy)} figure(s) have CV > 5%: the machine was busy or the run count is low")
