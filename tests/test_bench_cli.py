@@ -128,3 +128,24 @@ def test_bench_prediction_outside_the_data_shows_why_in_table_json_and_plot(spec
     out = capsys.readouterr().out
     assert "predicted ms" in out and "median" not in out and "outside the calibration data: extrapolates" in out
     assert png.stat().st_size > 0
+
+
+def test_a_checkpoint_works_where_a_spec_does(specs, tmp_path, capsys):
+    """`archc build X --save F.pt`, then F.pt as the SPEC of bench, export and proxies: its stored spec, with its
+    weights (export verifies the file against the model it loaded)."""
+    a, _ = specs
+    ckpt = tmp_path / "tiny.pt"
+    assert main(["build", str(a), "--save", str(ckpt)]) == 0
+    capsys.readouterr()
+    assert main(["bench", str(ckpt), "--runs", "2", "--warmup", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["name"] == "tiny_cli"
+    assert main(["export", str(ckpt), "--format", "onnx", "--out", str(tmp_path / "x"), "--json"]) == 0
+    assert (tmp_path / "x" / "tiny_cli.onnx").exists()
+    capsys.readouterr()
+    assert main(["export", str(ckpt), "--weights", str(ckpt.with_name("other.pt")), "--format", "onnx"]) == 2
+    assert "either as SPEC or with --weights, not both" in capsys.readouterr().err
+    not_archc = tmp_path / "plain.pt"
+    import torch
+    torch.save({"stem.0.weight": torch.zeros(1)}, not_archc)
+    assert main(["bench", str(not_archc)]) == 2
+    assert "stores no spec; name the model and pass the file as weights" in capsys.readouterr().err

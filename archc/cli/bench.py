@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from ..errors import DeviceError, SpecError
 from . import COMMANDS
-from .common import add_spec_args, console, load_from_args, print_json, table
+from .common import add_spec_args, console, load_from_args, print_json, table, weights_for
 
 
 #: --runs auto: probe runs, then between these many runs, as many as fit the time budget
@@ -150,7 +150,7 @@ def run(args) -> int:
         key = (path, graph, res if per_size else None)
         if key not in models:
             built = _sized(spec, res, batch, flag) if per_size else spec
-            models[key] = inference_model(built, args.weights, deploy=graph == "deploy")
+            models[key] = inference_model(built, weights_for(path, args), deploy=graph == "deploy")
         return models[key]
 
     def one(path, spec, res, graph, status=lambda text: None) -> None:

@@ -36,10 +36,10 @@ def run(args) -> int:
     if args.save:
         from ..outputs import writable_file
         writable_file(args.save, "--save")
-    if is_checkpoint_path(args.spec):
-        _from_checkpoint(args)
-    spec = load_from_args(args.spec if not isinstance(getattr(args, "stored_spec", None), dict) else
-                          args.stored_spec, args)
+    spec = load_from_args(args.spec, args)
+    if str(args.spec) in getattr(args, "checkpoints", {}):  # archc build FILE.pt: its spec, weights, graph
+        args.weights = args.spec
+        args.deploy = bool(args.deploy or args.checkpoints[str(args.spec)])
     x = example_input(spec.input_size, spec.in_chans)
     train = build(spec).eval()
     fmt: Optional[str] = None
@@ -80,29 +80,6 @@ def run(args) -> int:
     if args.save:
         con.print(f"saved {args.save} (archc format, {'deploy' if deploy is not None else 'train'} graph)")
     return 0
-
-
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
-
-
-def is_checkpoint_path(text: str) -> bool:
-    return str(text).lower().endswith(CHECKPOINT_SUFFIXES)
-
-
-def _from_checkpoint(args) -> None:
-    """``archc build FILE.pt``: the spec stored in an archc checkpoint, and its weights (deploy if saved so)."""
-    from ..errors import ArchcError
-    from ..weights import ARCHC_FORMAT, read_checkpoint, unwrap_state_dict
-    obj = read_checkpoint(args.spec)
-    if args.weights:
-        raise ArchcError(f"{args.spec}: give a checkpoint either as SPEC or with --weights, not both")
-    if not (isinstance(obj, dict) and obj.get("format") == ARCHC_FORMAT and isinstance(obj.get("spec"), dict)):
-        _, fmt = unwrap_state_dict(obj, args.spec)
-        raise ArchcError(f"{args.spec}: a {fmt} checkpoint stores no spec; name the model and pass the file as "
-                         f"weights, e.g. archc build fastvit_sa12 --weights {args.spec} (models: archc models)")
-    args.stored_spec = obj["spec"]
-    args.weights = args.spec
-    args.deploy = bool(args.deploy or obj.get("deploy"))
 
 
 def _with_memory(report: CostReport, traffic: MemoryTraffic) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from rich.console import Console
@@ -30,13 +31,52 @@ def add_input_size_arg(p) -> None:
                    help="input resolution N x N (default: the spec's input_size)")
 
 
+#: file suffixes read as checkpoints where a spec is expected (archc checkpoints store their spec)
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+
+
+def is_checkpoint_path(text) -> bool:
+    return str(text).lower().endswith(CHECKPOINT_SUFFIXES)
+
+
+def checkpoint_spec(path) -> dict:
+    """The spec stored in the archc checkpoint ``path`` (a mapping, with ``deploy``: whether it holds a deploy
+    graph); one line saying how to name the model where the file is another format's checkpoint."""
+    from ..errors import ArchcError
+    from ..weights import ARCHC_FORMAT, read_checkpoint, unwrap_state_dict
+    obj = read_checkpoint(path)
+    if not (isinstance(obj, dict) and obj.get("format") == ARCHC_FORMAT and isinstance(obj.get("spec"), dict)):
+        _, fmt = unwrap_state_dict(obj, path)
+        raise ArchcError(f"{path}: a {fmt} checkpoint stores no spec; name the model and pass the file as "
+                         f"weights, e.g. fastvit_sa12 --weights {path} (models: archc models)")
+    return {"spec": obj["spec"], "deploy": bool(obj.get("deploy"))}
+
+
 def load_from_args(path, args) -> Spec:
-    """Load a spec with the command's ``--set`` overrides and ``--input-size``."""
+    """Load a spec with the command's ``--set`` overrides and ``--input-size``. An archc checkpoint (FILE.pt)
+    works wherever a spec does: its stored spec is used, and the file is remembered as that spec's weights
+    (``weights_for``)."""
     from ..spec import load_spec
     overrides = list(getattr(args, "overrides", None) or [])
     if getattr(args, "input_size", None) is not None:
         overrides.append(f"input_size={args.input_size}")
+    if isinstance(path, (str, Path)) and is_checkpoint_path(path):
+        stored = checkpoint_spec(path)
+        if getattr(args, "weights", None) and str(args.weights) != str(path):
+            from ..errors import ArchcError
+            raise ArchcError(f"{path}: give a checkpoint either as SPEC or with --weights, not both")
+        if not hasattr(args, "checkpoints"):
+            args.checkpoints = {}
+        args.checkpoints[str(path)] = stored["deploy"]
+        return load_spec(stored["spec"], overrides=overrides or None)
     return load_spec(path, overrides=overrides or None)
+
+
+def weights_for(path, args):
+    """The weights of the spec given as ``path``: the checkpoint itself where ``path`` was one, else --weights."""
+    if str(path) in getattr(args, "checkpoints", {}):
+        return str(path)
+    return getattr(args, "weights", None)
 
 
 #: TrainConfig field -> (flag, type, metavar, help) for the train objective's options

@@ -6,7 +6,7 @@ from typing import List, Optional, Tuple
 
 from ..errors import ExportError
 from . import COMMANDS
-from .common import add_input_size_arg, add_spec_args, console, load_from_args, print_json, table
+from .common import add_input_size_arg, add_spec_args, console, load_from_args, print_json, table, weights_for
 
 
 def register(sub) -> None:
@@ -131,7 +131,7 @@ def run(args) -> int:
         raise ExportError(f"--keep-float {args.keep_float}: a number of layers >= 0, with --precision int8")
     if args.precision == "fp16" and args.fp32:
         raise ExportError("--precision fp16 and --fp32 contradict each other")
-    model = inference_model(spec, args.weights, deploy=not args.train)
+    model = inference_model(spec, weights_for(args.spec, args), deploy=not args.train)
     images = None
     if args.calibrate_data:
         from ..quant.evaluate import quant_images
