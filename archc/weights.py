@@ -239,4 +239,4 @@ def save_weights(model: nn.Module, path: Union[str, Path], spec: Optional[Any] =
     payload = {"format": ARCHC_FORMAT, "version": ARCHC_FORMAT_VERSION, "deploy": bool(deploy),
                "spec": spec_to_dict(spec) if spec is not None else None,
                "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-    return atomic_torch_save(payload, p)
+    return atomic_torch_save(payload, p, "checkpoint")

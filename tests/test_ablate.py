@@ -107,3 +107,17 @@ def test_table4_with_predicted_latency_and_published_reference(tmp_path, capsys,
     assert all(float(r["latency_error_pct"]) == pytest.approx(outside) for r in rows)
     assert [r["published_top1"] for r in rows] == ["78.9", "79.8"]
     assert all(float(r["latency_ms"]) > 0 for r in rows)
+
+
+def test_a_full_disk_is_one_line_naming_the_csv_and_leaves_nothing(tmp_path, capsys, full_disk):
+    """issue 23: the CSV was opened in place: '[Errno 28] No space left on device' with no file named, and a
+    0-byte file left behind."""
+    from archc.errors import ArchcError
+    out = tmp_path / "abl.csv"
+    with pytest.raises(ArchcError, match=rf"^--out '{out}': cannot write: No space left on device$"):
+        write_csv([], out, "cpu", "params")
+    assert archc_main(["ablate", "fastvit_t8", "--target", "none", "--objective", "params", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"archc: error: --out '{out}': folder '{tmp_path}': cannot write there: No space left") \
+        and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []

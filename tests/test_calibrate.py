@@ -144,6 +144,47 @@ def test_a_profile_name_of_a_builtin_or_a_measured_target_is_refused(tmp_path, p
     assert "names a measured target" in capsys.readouterr().err
 
 
+def test_out_into_the_profile_folder_under_a_builtin_name_is_refused(tmp_path, profiles_dir, capsys):
+    """issue 23: --out $ARCHC_PROFILES/iphone12pro.yaml silently shadowed the built-in profile."""
+    write_specs(tmp_path)
+    (tmp_path / "m.csv").write_text("spec,latency_ms\na.yaml,1\n")
+    profiles_dir.mkdir()
+    out = profiles_dir / "iphone12pro.yaml"
+    assert main(["calibrate", str(tmp_path / "m.csv"), "--device", "mine", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"archc: error: --out '{out}': a built-in profile has that name ('iphone12pro'), "
+                                       "and a user profile would replace it as --target iphone12pro; choose another "
+                                       "name (e.g. iphone12pro-mine), or pass --shadow-builtin to mean it\n")
+    assert not out.exists()
+
+
+def test_a_fifo_where_the_profile_goes_is_refused_at_once(tmp_path, profiles_dir, capsys):
+    """issue 23: a FIFO at $ARCHC_PROFILES/NAME.yaml (or --out FIFO) hung the write of the fitted profile."""
+    import os
+    import stat
+    write_specs(tmp_path)
+    (tmp_path / "m.csv").write_text("spec,latency_ms\na.yaml,1\n")
+    profiles_dir.mkdir()
+    os.mkfifo(profiles_dir / "evil.yaml")
+    os.mkfifo(tmp_path / "out.yaml")
+    assert main(["calibrate", str(tmp_path / "m.csv"), "--device", "evil"]) == 2
+    assert capsys.readouterr().err == (f"archc: error: --device evil: profile '{profiles_dir / 'evil.yaml'}': is a FIFO "
+                                       "(named pipe); give the path of a regular file\n")
+    assert main(["calibrate", str(tmp_path / "m.csv"), "--device", "x", "--out", str(tmp_path / "out.yaml")]) == 2
+    assert f"--out '{tmp_path / 'out.yaml'}': is a FIFO" in capsys.readouterr().err
+    assert stat.S_ISFIFO(os.stat(profiles_dir / "evil.yaml").st_mode) and stat.S_ISFIFO(os.stat(tmp_path / "out.yaml").st_mode)
+    from archc.latency.fit import save_profile
+    with pytest.raises(ArchcError, match="is a FIFO"):  # the writer itself checks too (a FIFO made meanwhile)
+        save_profile({"name": "evil"}, profiles_dir / "evil.yaml")
+
+
+def test_a_profile_written_onto_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, full_disk):
+    from archc.latency.fit import save_profile
+    out = tmp_path / "p.yaml"
+    with pytest.raises(ArchcError, match=rf"^profile '{out}': cannot write: No space left on device$"):
+        save_profile({"name": "p"}, out)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, profiles_dir, capsys):
     assert main(["calibrate", str(tmp_path / "missing.csv"), "--device", "x"]) == 2
     err = capsys.readouterr().err

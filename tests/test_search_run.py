@@ -396,3 +396,38 @@ def test_trials_csv_grows_while_the_search_runs(cfg, monkeypatch):
 
     run_search(cfg, latency_fn=watching)
     assert seen and max(seen) >= cfg.trials // 2 and seen == sorted(seen)
+
+
+def test_a_training_batch_no_point_can_take_is_refused_before_any_trial(cfg, monkeypatch):
+    """issue 23: every trial failed on the memory guard, then the search said to raise the budget."""
+    monkeypatch.setenv("ARCHC_MAX_MEMORY_GB", "0.05")
+    cfg.objective, cfg.train = "train", {"batch": 256, "resolution": 64, "steps": 1}
+    with pytest.raises(SearchError, match=r"--train-batch 256 at --train-resolution 64: the space's smallest point "
+                                          r"cannot train \(needs about .* over the limit of .*\), so no trial could"):
+        run_search(cfg, latency_fn=fake_latency)
+    assert not Path(cfg.storage.removeprefix("sqlite:///")).exists() or not optuna.get_all_study_names(cfg.storage)
+
+
+def test_when_every_trial_fails_the_cli_says_so_with_the_first_error(cfg, tmp_path, monkeypatch, capsys):
+    import archc.search.runner as runner
+
+    def failing(spec, name):
+        raise MemoryError("simulated out of memory")
+
+    monkeypatch.setattr(runner, "make_score_fn", lambda *a, **k: failing)
+    code = archc_main(["search", "--space", "tiny.yaml", "--trials", "2", "--latency-ms", "1000", "--seed", "2",
+                       "--target", "iphone12pro", "--objective", "params", "--no-macs", "--out", str(tmp_path / "out"),
+                       "--storage", cfg.storage])
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line and "failed 1" not in line]
+    assert code == 2 and len(err) == 1 and "raise --latency-ms" not in err[0] and "Traceback" not in err[0]
+    assert err[0].startswith("archc: error: all 2 finished trials failed, so there is no candidate; the first "
+                             "(trial 0): MemoryError: simulated out of memory"), err
+
+
+def test_results_onto_a_full_disk_name_the_file_and_leave_no_temporary_file(tmp_path, full_disk):
+    """issue 23: '[Errno 28] No space left on device' with no file named, and '.trials.csv.PID.tmp' left."""
+    from archc.errors import ArchcError
+    from archc.search.report import write_trials
+    with pytest.raises(ArchcError, match=rf"^'{tmp_path}/trials.csv': cannot write: No space left on device$"):
+        write_trials([{"trial": 0, "state": "COMPLETE"}], tmp_path)
+    assert list(tmp_path.iterdir()) == []

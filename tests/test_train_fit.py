@@ -196,3 +196,22 @@ def test_torchrun_two_cpu_processes_match_one_within_noise(tmp_path):
     for ha, hb in zip(a["history"], b["history"]):
         assert abs(ha["train_loss"] - hb["train_loss"]) < 0.03
     assert (tmp_path / "two" / "best.pt").exists() and not (tmp_path / "two" / ".best.pt.tmp").exists()
+
+
+def test_train_checks_its_output_folder_and_environment_before_any_work(tmp_path, capsys, monkeypatch, full_disk):
+    """issue 23: a full disk was found after the first epoch; WORLD_SIZE=abc and --batch 65536 were tracebacks or
+    came after the data was opened."""
+    import archc.train.score as score
+    argv = ["train", "fastvit_t8", "--data", "synthetic", "--epochs", "1", "--out", str(tmp_path / "out")]
+    monkeypatch.setattr(score, "open_data", lambda cfg: pytest.fail("the data was opened"))
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith(f"archc: error: --out '{tmp_path / 'out'}': cannot write there: No space")
+    monkeypatch.setenv("WORLD_SIZE", "abc")
+    assert main(argv) == 2
+    assert capsys.readouterr().err == ("archc: error: environment variable WORLD_SIZE='abc': must be a whole number "
+                                       ">= 0 (torchrun sets it; unset it to train in one process)\n")
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.undo()  # a writable disk again; the data must still not be opened
+    monkeypatch.setattr(score, "open_data", lambda cfg: pytest.fail("the data was opened"))
+    assert main(argv + ["--batch", "65536", "--resolution", "224"]) == 2
+    assert "--batch: needs about" in capsys.readouterr().err

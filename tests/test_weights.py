@@ -208,3 +208,32 @@ def test_a_full_disk_leaves_the_old_checkpoint_and_says_why(tmp_path, monkeypatc
     err = capsys.readouterr().err
     assert "No space left on device" in err and str(path) in err and "Traceback" not in err
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["t8.pt"]
+
+
+def test_a_save_onto_a_full_disk_is_one_error_and_keeps_the_old_file(model, tmp_path, full_disk):
+    """issue 23: torch.save on a full disk ended in a RuntimeError traceback and left a 0-byte file."""
+    from archc.errors import ArchcError
+    path = tmp_path / "w.pt"
+    torch.save({"old": torch.ones(2)}, path)  # written before the disk filled up
+    before = path.read_bytes()
+    with pytest.raises(ArchcError, match=rf"^checkpoint '{path}': cannot write: No space left on device; nothing "
+                                         "was replaced$"):
+        archc.save_weights(model, path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["w.pt"]
+
+
+def test_save_refuses_a_target_that_is_not_a_regular_file(model, tmp_path, capsys):
+    """issue 23: the rename replaced a FIFO (or a device node) with a regular file. FIFOs only here: a test never
+    points a writer at a real device."""
+    import os
+    import stat
+    from archc.cli import main
+    from archc.errors import ArchcError
+    fifo = tmp_path / "fifo.pt"
+    os.mkfifo(fifo)
+    with pytest.raises(ArchcError, match=r"is a FIFO \(named pipe\); give the path of a regular file"):
+        archc.save_weights(model, fifo)
+    assert main(["build", "fastvit_t8", "--save", str(fifo)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"archc: error: --save '{fifo}': is a FIFO (named pipe); give the path of a regular file"
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and sorted(p.name for p in tmp_path.iterdir()) == ["fifo.pt"]

@@ -122,15 +122,21 @@ def run(args) -> int:
     if args.channel_block < 1 or not args.cache_mb > 0:
         raise ArchcError(f"--channel-block must be >= 1 and --cache-mb > 0 (got {args.channel_block}, {args.cache_mb})")
     model = _model(args)
-    from ..outputs import writable_file
+    from ..outputs import regular_or_absent, writable_file
+    out = Path(args.out) if args.out else user_profile_dir() / f"{args.device}.yaml"
+    # a user profile is found by its file name: one named like a built-in replaces it as --target NAME
+    shadows = (out.suffix == ".yaml" and (BUILTIN_DIR / out.name).is_file()
+               and os.path.realpath(out.parent) == os.path.realpath(user_profile_dir()))
+    if shadows and not args.shadow_builtin:
+        how = f"--out {str(out)!r}" if args.out else f"--device {args.device}"
+        raise ArchcError(f"{how}: a built-in profile has that name ('{out.stem}'), and a user profile would replace "
+                         f"it as --target {out.stem}; choose another name (e.g. {out.stem}-mine), or pass "
+                         "--shadow-builtin to mean it")
+    # the profile file, checked now: a FIFO there would block the write at the end, a device would be replaced
     for flag, value in (("--out", args.out), ("--plot", args.plot)):
         if value:
             writable_file(value, flag)
-    if not args.out and not args.shadow_builtin and (BUILTIN_DIR / f"{args.device}.yaml").is_file():
-        raise ArchcError(f"--device {args.device}: a built-in profile has that name, and a user profile would "
-                         f"replace it as --target {args.device}; choose another name (e.g. {args.device}-mine), "
-                         "or pass --shadow-builtin to mean it")
-    out = Path(args.out) if args.out else user_profile_dir() / f"{args.device}.yaml"
+    regular_or_absent(out, f"--device {args.device}: profile")
     con = console()
     checks = []
     if args.measure:
@@ -215,8 +221,8 @@ def run(args) -> int:
         print_json({"profile": str(out), "plot": str(plot) if plot else None, **profile})
         return 0
     print_report(profile, con)
-    if not args.out and (BUILTIN_DIR / f"{args.device}.yaml").is_file():
-        con.print(f"note: this user profile shadows the built-in profile '{args.device}'")
+    if shadows:
+        con.print(f"note: this user profile shadows the built-in profile '{out.stem}'")
     if plot:
         con.print(f"plot written to {plot}")
     con.print(f"wrote {out}; use it with --target {args.device}" if not args.out else f"wrote {out}")

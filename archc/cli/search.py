@@ -160,6 +160,7 @@ def run(args) -> int:
                           n_trials=cfg.trials, lock_dir=Path(cfg.lock_dir), latency_runs=cfg.latency_runs)
     with torch_threads(1), storage_errors(cfg.storage):
         report = finalize(study, space, objective, out, metrics=not args.no_macs)
+    all_failed(study, report, out)
     if args.json:
         print_json({**report.to_dict(), "storage": mask_url(cfg.storage), "seconds_this_run": round(result.seconds, 1),
                     "worker_exit_codes": result.worker_exit_codes})
@@ -168,6 +169,20 @@ def run(args) -> int:
     return 0
 
 
+
+
+def all_failed(study, report: SearchReport, out: Path) -> None:
+    """SearchError when every finished trial FAILED: the cause is then the setup (data, memory, export), not the
+    budget, so say so with the first error instead of suggesting a larger --latency-ms."""
+    from ..errors import SearchError
+    from ..search.census import ERROR_ATTR
+    c = report.census
+    if not c.failed or c.failed != c.n_finished:
+        return
+    first = min((t for t in study.get_trials(deepcopy=False) if t.number in c.finished), key=lambda t: t.number)
+    raise SearchError(f"all {c.failed} finished trials failed, so there is no candidate; the first (trial "
+                      f"{first.number}): {first.user_attrs.get(ERROR_ATTR, 'no error recorded')[:300]} "
+                      f"(every trial: {out / 'trials.csv'})")
 
 
 def print_report(report: SearchReport, con=None) -> None:

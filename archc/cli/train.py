@@ -88,8 +88,9 @@ def _check_args(args) -> None:
 def run(args) -> int:
     from ..errors import ArchcError
     from ..guards import check_memory
+    from ..outputs import writable_dir
     from ..train import TrainConfig
-    from ..train.fit import fit
+    from ..train.fit import env_int, fit
     from ..train.idx import resolve_dir
     from ..train.loop import training_spec
     from ..train.score import open_data
@@ -104,12 +105,16 @@ def run(args) -> int:
                       weight_decay=args.weight_decay, warmup_fraction=max(args.warmup, 1e-9),
                       label_smoothing=args.label_smoothing, seed=args.seed, val_images=args.val_images,
                       loader_workers=args.workers, threads=args.threads).check()
+    main_rank = env_int("RANK", 0) == 0
+    env_int("WORLD_SIZE", 1)
     out = Path(args.out or f"runs/train-{spec.name}")
+    if main_rank:
+        writable_dir(out, "--out")  # checkpoints are written each epoch: a full or read-only disk fails now
+    # inference peak at the batch, a floor for training: with the spec's classes and channels before the data is
+    # opened (a huge batch is refused at once), then with the data's
+    check_memory(training_spec(spec, spec.num_classes, resolution, spec.in_chans), args.batch, key="--batch")
     data = open_data(cfg)
-    trained = training_spec(spec, len(data.classes), resolution, data.in_chans)
-    check_memory(trained, args.batch, key="--batch")  # inference peak at the batch: a floor for training
-    del trained
-    main_rank = int(os.environ.get("RANK", "0")) == 0
+    check_memory(training_spec(spec, len(data.classes), resolution, data.in_chans), args.batch, key="--batch")
     con = console(stderr=True)
     if main_rank and not args.json:
         con.print(f"train {spec.name} on {data.description}")

@@ -468,11 +468,10 @@ def make_profile(points: Sequence[Point], *, name: str, device: str, model: Opti
 
 
 def save_profile(profile: Dict, path: Path, header: str = "") -> Path:
-    """Write a profile as YAML (plain types only, readable with ``yaml.safe_load``)."""
+    """Write a profile as YAML (plain types only, readable with ``yaml.safe_load``), atomically: a FIFO or a
+    device at ``path`` is refused, a full disk leaves the old profile."""
     import yaml
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from ..outputs import atomic_write_text
     text = yaml.safe_dump(json.loads(json.dumps(profile)), sort_keys=False, width=120)
     lines = "".join(f"# {l}\n" for l in header.splitlines()) if header else ""
-    path.write_text(lines + text)
-    return path
+    return atomic_write_text(path, lines + text, "profile")

@@ -8,6 +8,7 @@ Cartesian product). Values are YAML scalars separated by commas outside brackets
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,15 +185,15 @@ def markdown(rows: List[AblationRow], target: Optional[str], objective: Optional
 
 
 def write_csv(rows: List[AblationRow], path: Path, target: Optional[str], objective: Optional[str]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["variant", "name", "overrides", "params", "macs", "macs_graph", "target", "latency_ms",
-                    "latency_kind", "latency_error_pct", "objective", "score", "published_ms", "published_top1"])
-        for r in rows:
-            w.writerow([r.label, r.spec.name, " ".join(r.overrides), r.params, r.macs, r.macs_graph, target or "",
-                        "" if r.latency_ms is None else r.latency_ms, r.latency_kind,
-                        "" if r.latency_error_pct is None else r.latency_error_pct, objective or "",
-                        "" if r.score is None else r.score, r.reference.get("iphone12pro_ms", ""),
-                        r.reference.get("top1", "")])
-    return path
+    from ..outputs import atomic_write_text
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(["variant", "name", "overrides", "params", "macs", "macs_graph", "target", "latency_ms",
+                "latency_kind", "latency_error_pct", "objective", "score", "published_ms", "published_top1"])
+    for r in rows:
+        w.writerow([r.label, r.spec.name, " ".join(r.overrides), r.params, r.macs, r.macs_graph, target or "",
+                    "" if r.latency_ms is None else r.latency_ms, r.latency_kind,
+                    "" if r.latency_error_pct is None else r.latency_error_pct, objective or "",
+                    "" if r.score is None else r.score, r.reference.get("iphone12pro_ms", ""),
+                    r.reference.get("top1", "")])
+    return atomic_write_text(path, f.getvalue(), "--out")

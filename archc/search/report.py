@@ -8,9 +8,9 @@ dropped from the candidates and listed as dropped.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..outputs import file_stem
+from ..outputs import atomic_write_text, file_stem
 from ..spec import Spec, save_spec
 from .census import (ERROR_ATTR, ERROR_TRIAL_ATTR, SURPLUS_ATTR, Census, is_feasible, own, retried_numbers,
                      take_census)
@@ -126,20 +126,18 @@ def trial_rows(study: optuna.Study, space: SearchSpace) -> List[Dict[str, Any]]:
 
 
 def write_trials(rows: List[Dict[str, Any]], out: Path) -> Dict[str, Path]:
-    out.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out / "trials.csv", out / "trials.json"
     cols: List[str] = []
     for r in rows:
         cols += [k for k in r if k not in cols]
-    tmp_csv, tmp_json = (p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in (csv_path, json_path))
-    with tmp_csv.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if v is None else v) for k, v in r.items()})
-    tmp_json.write_text(json.dumps(rows, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp_csv, csv_path)  # atomic: a reader (or a crash) sees the old table or the new one
-    os.replace(tmp_json, json_path)
+    f = io.StringIO(newline="")
+    w = csv.DictWriter(f, fieldnames=cols)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    # atomic: a reader (or a crash) sees the old table or the new one
+    atomic_write_text(csv_path, f.getvalue())
+    atomic_write_text(json_path, json.dumps(rows, indent=1, default=str))
     return {"trials_csv": csv_path, "trials_json": json_path}
 
 
@@ -238,7 +236,7 @@ def finalize(study: optuna.Study, space: SearchSpace, objective: Objective, out:
                           best_variant=best_variant, files=files, fastest=fastest_seen(trials))
     summary = out / "summary.json"
     files["summary_json"] = summary
-    summary.write_text(json.dumps(report.to_dict(), indent=1, default=str), encoding="utf-8")
+    atomic_write_text(summary, json.dumps(report.to_dict(), indent=1, default=str))
     return report
 
 

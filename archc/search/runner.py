@@ -141,6 +141,44 @@ def validate(cfg: SearchConfig, target: bool = True) -> None:
         check_target(cfg.target)
 
 
+def smallest_values(space: SearchSpace) -> Dict[str, Any]:
+    """Each parameter's lowest value (the first choice where the choices are not numbers)."""
+    out: Dict[str, Any] = {}
+    for p in space.params:
+        d = p.distribution
+        if isinstance(d, optuna.distributions.CategoricalDistribution):
+            numbers = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in d.choices)
+            out[p.name] = min(d.choices) if numbers else d.choices[0]
+        else:
+            out[p.name] = d.low
+    return out
+
+
+def check_train_batch(space: SearchSpace, train) -> None:
+    """Pre-flight of ``--objective train``: the memory guard (and the other checks of the training spec) on the
+    space's smallest point, or where that breaks a rule on the start points. If none of them can train at
+    ``--train-batch`` and ``--train-resolution``, no trial can: refuse before the first instead of failing each."""
+    from ..errors import SpecError
+    from ..space import InfeasiblePoint, spec_from_values
+    from ..spec import load_spec
+    from ..train.loop import check_training_memory, training_spec
+    try:
+        specs = [spec_from_values(space, smallest_values(space), name=f"{space.name}_smallest")]
+        which = "the space's smallest point"
+    except InfeasiblePoint:
+        specs, which = [load_spec(p) for p in space.start_from], "every start point"
+    first = None
+    for spec in specs:
+        try:
+            check_training_memory(training_spec(spec, spec.num_classes, train.resolution, spec.in_chans), train.batch)
+            return
+        except SpecError as exc:
+            first = first or exc
+    if first is not None:
+        raise SearchError(f"--train-batch {train.batch} at --train-resolution {train.resolution}: {which} cannot "
+                          f"train ({first.message}), so no trial could; lower --train-batch or --train-resolution")
+
+
 def check_supernet_space(cfg: SearchConfig) -> None:
     """The supernet must have been trained on the search space itself (same file content): a candidate outside
     its shared shapes cannot inherit weights, and one from an edited space would be scored by stale weights."""
@@ -384,6 +422,9 @@ def _run_search(cfg: SearchConfig, progress: Optional[ProgressFn], latency_fn, s
     validate(cfg, target=latency_fn is None)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = load_space(cfg.space)
+    if cfg.resolved_objective() == TRAIN:
+        from ..train import TrainConfig
+        check_train_batch(space, TrainConfig.from_dict(cfg.train))
     from ..outputs import writable_dir
     writable_dir(cfg.out_dir(space), "--out")  # results are written as trials finish: fail now, not after them
     t0 = time.monotonic()

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..builder import build
 from ..errors import TrainError
-from ..outputs import atomic_torch_save
+from ..outputs import atomic_torch_save, atomic_write_text
 from ..spec import Spec, spec_to_dict
 from .config import TrainConfig
 from .loop import check_training_memory, evaluate, param_groups, prepare, training_spec, warmup_cosine
@@ -113,9 +113,7 @@ class EpochOrder(Sampler):
 
 def _write_spec(spec: Spec, path: Path) -> None:
     from ..spec import save_spec
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.yaml")
-    save_spec(spec, tmp)
-    os.replace(tmp, path)
+    save_spec(spec, path)  # atomic
 
 
 def _checkpoint(model: nn.Module, spec: Spec) -> Dict[str, Any]:
@@ -139,9 +137,23 @@ class _Dist:
         return self.rank == 0
 
 
+def env_int(name: str, default: int) -> int:
+    """A whole number from torchrun's environment (``RANK``, ``WORLD_SIZE``); anything else is one clear error."""
+    from ..errors import ArchcError
+    raw = os.environ.get(name, "")
+    try:
+        value = int(raw) if raw.strip() else default
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ArchcError(f"environment variable {name}={raw[:40]!r}: must be a whole number >= 0 (torchrun sets it; "
+                         f"unset it to train in one process)")
+    return value
+
+
 def _distributed(device: torch.device) -> _Dist:
     """torchrun's environment -> an initialised process group (gloo on CPU, NCCL on CUDA), or one process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = env_int("WORLD_SIZE", 1)
     if world <= 1:
         return _Dist()
     import torch.distributed as dist
@@ -280,9 +292,7 @@ def fit(spec: Spec, data: Data, cfg: TrainConfig, *, epochs: int, out: Optional[
                        history=history, out=str(out) if out is not None else None,
                        resumed_from=state["epoch"] if state is not None else 0, processes=dist.world)
     if out is not None and dist.main:
-        tmp = out / ".summary.json.tmp"
-        tmp.write_text(json.dumps(result.to_json(), indent=1) + "\n")
-        os.replace(tmp, out / "summary.json")
+        atomic_write_text(out / "summary.json", json.dumps(result.to_json(), indent=1) + "\n")
     return result
 
 
