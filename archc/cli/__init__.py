@@ -28,12 +28,13 @@ COMMANDS = {
     "search": "search stage layouts under a latency budget (Optuna; resumable)",
     "slim": "latency-driven slimming of a supernet over an EfficientFormer space",
     "ablate": "compare spec variants: params, MACs, latency and proxy score (Table 4 style)",
+    "dashboard": "watch a search live: optuna-dashboard on its storage (the dashboard extra)",
 }
 
 
 #: top-level modules of optional dependencies -> the extra that installs them (pyproject.toml)
 OPTIONAL_EXTRAS = {"onnx": "export", "onnxruntime": "export", "onnxscript": "export", "coremltools": "export",
-                   "PIL": "export", "psycopg2": "postgres"}
+                   "PIL": "export", "psycopg2": "postgres", "optuna_dashboard": "dashboard"}
 
 
 def make_parser(command: Optional[str] = None) -> argparse.ArgumentParser:

@@ -38,6 +38,7 @@ from ..latency import LatencyTarget, latency, resolve_target
 from .census import ERROR_ATTR, ERROR_TRIAL_ATTR, SURPLUS_ATTR, slot_rank
 from .locks import device_lock
 from ..space import InfeasiblePoint, SearchSpace, spec_from_values, suggest_values
+from ..spec import spec_to_yaml
 
 LatencyFn = Callable[..., Any]          # (spec, target, **kw) -> LatencyResult
 ScoreFn = Callable[[Any, str], float]     # (spec, objective name) -> score
@@ -143,6 +144,7 @@ class Objective:
         trial.set_user_attr("depths", ",".join(map(str, spec.depths)))
         trial.set_user_attr("widths", ",".join(map(str, spec.widths)))
         trial.set_user_attr("mixers", ",".join(spec.mixers))
+        trial.set_user_attr("spec", spec_to_yaml(spec))  # the candidate as archc build takes it (dashboard shows it)
         try:
             return self._evaluate(trial, spec)
         except (optuna.TrialPruned, DeviceError, DataError, ImportError, KeyboardInterrupt):
