@@ -155,25 +155,66 @@ def plot_pareto(study: optuna.Study, out: Path, objective: str, target: str, bud
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # Optuna 5 reads the trials' set_constraint values itself: scored over-budget trials come out grey
         ax = optuna.visualization.matplotlib.plot_pareto_front(
-            study, target_names=[f"score: {objective_label(objective)}", f"latency on {target} (ms)"])
+            study, target_names=[f"score: {objective_label(objective)}", _latency_axis(study, target)])
     _draw_pruned(ax, study, objective)
     ax.axhline(budget_ms, color="tab:red", linestyle="--", linewidth=1, label=f"budget {budget_ms:g} ms")
+    ax.figure.set_size_inches(8, 6)
+    ax.figure.tight_layout()  # the final layout first: labels are placed in its pixels
+    labels = []  # start-point names and candidate numbers, placed so that none overlaps another
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if t.user_attrs.get("variant"):
-            ax.annotate(t.user_attrs["variant"].replace("fastvit_", ""), (t.values[0], t.values[1]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            labels.append((t.user_attrs["variant"].replace("fastvit_", ""), t.values, dict(fontsize=7)))
         if numbers and t.number in numbers:
-            ax.annotate(f"{numbers[t.number]:02d}", (t.values[0], t.values[1]), fontsize=8, fontweight="bold",
-                        xytext=(-4, -11), textcoords="offset points", color="tab:red")
+            labels.append((f"{numbers[t.number]:02d}", t.values,
+                           dict(fontsize=8, fontweight="bold", color="tab:red")))
+    _place_labels(ax, labels)
     ax.set_title(f"{study.study_name}: trials (grey: over budget; red NN: candidates/NN_*.yaml)", fontsize=10)
     ax.legend(loc="best", fontsize=8)
     path = out / "pareto.png"
-    ax.figure.set_size_inches(8, 6)
-    ax.figure.tight_layout()
     ax.figure.savefig(path, dpi=120)
     plt.close(ax.figure)
     return path
+
+
+def _latency_axis(study: optuna.Study, target: str) -> str:
+    """The latency axis says how its figures were obtained: measured here, or predicted by a device profile."""
+    kinds = {t.user_attrs.get("latency_kind") for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    how = {frozenset({"measured"}): "measured median", frozenset({"predicted"}): "predicted by its device profile"}
+    return f"latency on {target} (ms, {how.get(frozenset(kinds - {None}), 'measured or predicted')})"
+
+
+#: label offsets (points) tried in turn: below the marker first, then around it, then further out
+_OFFSETS = [(-4, -11), (4, 4), (-4, 6), (6, -4), (-14, -4), (-4, -20), (4, 13), (12, 8), (-20, 6), (12, -16)]
+
+
+def _place_labels(ax, labels) -> None:
+    """Annotate each (text, (x, y), style) at the first offset whose box overlaps no label placed before and
+    no marker; the last offset where all collide (a dense cluster): still readable, and rare."""
+    fig = ax.figure
+    to_px = ax.transData.transform
+    scale = fig.dpi / 72.0
+    markers = [to_px(v) for _, v, _ in labels]
+    placed = []  # (x0, y0, x1, y1) in pixels
+
+    def box(px, dx, dy, text, size):
+        w, h = 0.62 * size * len(text) * scale, 1.1 * size * scale
+        x0, y0 = px[0] + dx * scale, px[1] + dy * scale
+        return (x0, y0, x0 + w, y0 + h)
+
+    def hits(b, own):
+        over = any(b[0] < o[2] and o[0] < b[2] and b[1] < o[3] and o[1] < b[3] for o in placed)
+        return over or any(b[0] - 2 < m[0] < b[2] + 2 and b[1] - 2 < m[1] < b[3] + 2
+                           for m in markers if tuple(m) != tuple(own))
+
+    for text, values, style in labels:
+        px = to_px(values)
+        size = style.get("fontsize", 8)
+        for dx, dy in _OFFSETS:
+            b = box(px, dx, dy, text, size)
+            if not hits(b, px):
+                break
+        placed.append(b)
+        ax.annotate(text, values, xytext=(dx, dy), textcoords="offset points", **style)
 
 
 def _draw_pruned(ax, study: optuna.Study, objective: str) -> None:
