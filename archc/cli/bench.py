@@ -294,6 +294,13 @@ def write_plot(results: List[Dict[str, Any]], path: Path, target: str) -> Path:
     ax.set_ylabel("latency, predicted (ms)" if kind == "predicted" else "latency, median (ms)")
     title = f"{kind} latency on {target}, batch {first.get('batch', '?')}"
     footnote = ""
+    if kind == "measured":  # how it was timed, and what the bars are
+        det = first.get("detail") or {}
+        runs = sorted({r["runs"] for r in results if r.get("runs")})
+        span = f"{runs[0]}" if len(runs) == 1 else f"{runs[0]}-{runs[-1]}"
+        title += (f"\n{det.get('device', 'this machine')}; runtime {det.get('runtime', '?')}, "
+                  f"{det.get('threads', '?')} thread(s), {span} runs per point\n"
+                  "bars: median \u00b1 half the interquartile range of the runs")
     if kind == "predicted":
         title += "\nband: worst held-out miss; hollow: outside the calibration data"
         kinds = sorted({k for r in results for k in (r.get("detail") or {}).get("unseen_op_kinds", [])})
