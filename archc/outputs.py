@@ -69,8 +69,8 @@ def regular_or_absent(path: PathLike, what: str = "--out") -> Path:
     p = Path(path)
     try:
         st = os.stat(p)
-    except FileNotFoundError:
-        return p
+    except (FileNotFoundError, NotADirectoryError):
+        return p  # nothing there yet (a file in place of its folder: writable_dir names that)
     except (OSError, ValueError) as exc:
         raise ArchcError(f"{what} {str(p)!r}: cannot write there: "
                          f"{_why(exc) if isinstance(exc, OSError) else 'the name holds a NUL'}") from None

@@ -122,7 +122,7 @@ def run(args) -> int:
     if args.channel_block < 1 or not args.cache_mb > 0:
         raise ArchcError(f"--channel-block must be >= 1 and --cache-mb > 0 (got {args.channel_block}, {args.cache_mb})")
     model = _model(args)
-    from ..outputs import regular_or_absent, writable_file
+    from ..outputs import writable_file
     out = Path(args.out) if args.out else user_profile_dir() / f"{args.device}.yaml"
     # a user profile is found by its file name: one named like a built-in replaces it as --target NAME
     shadows = (out.suffix == ".yaml" and (BUILTIN_DIR / out.name).is_file()
@@ -132,11 +132,10 @@ def run(args) -> int:
         raise ArchcError(f"{how}: a built-in profile has that name ('{out.stem}'), and a user profile would replace "
                          f"it as --target {out.stem}; choose another name (e.g. {out.stem}-mine), or pass "
                          "--shadow-builtin to mean it")
-    # the profile file, checked now: a FIFO there would block the write at the end, a device would be replaced
-    for flag, value in (("--out", args.out), ("--plot", args.plot)):
-        if value:
-            writable_file(value, flag)
-    regular_or_absent(out, f"--device {args.device}: profile")
+    # checked now, not after the fit: a FIFO there would block the write at the end, a device would be replaced
+    writable_file(out, "--out" if args.out else f"--device {args.device}: profile")
+    if args.plot:
+        writable_file(args.plot, "--plot")
     con = console()
     checks = []
     if args.measure:

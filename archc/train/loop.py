@@ -8,6 +8,7 @@ order, the augmentation and so the score are reproducible (bit for bit at a fixe
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -49,7 +50,8 @@ def training_spec(spec: Spec, num_classes: int, resolution: int, in_chans: Optio
     overrides = {"num_classes": num_classes, "input_size": [resolution, resolution]}
     if in_chans is not None:
         overrides["in_chans"] = in_chans
-    return load_spec(spec_to_dict(spec), overrides)
+    trained = load_spec(spec_to_dict(spec), overrides)
+    return dataclasses.replace(trained, source=spec.source)  # messages name the spec's file, not '<dict>'
 
 
 def check_training_memory(spec: Spec, batch: int) -> None:
