@@ -149,3 +149,21 @@ def test_a_checkpoint_works_where_a_spec_does(specs, tmp_path, capsys):
     torch.save({"stem.0.weight": torch.zeros(1)}, not_archc)
     assert main(["bench", str(not_archc)]) == 2
     assert "stores no spec; name the model and pass the file as weights" in capsys.readouterr().err
+
+
+def test_a_predicted_pair_gets_a_ratio_panel(specs, tmp_path, monkeypatch):
+    """Two specs over the same sizes: a second panel shows their latency ratio with its bands."""
+    import matplotlib.figure
+    panels = []
+    real = matplotlib.figure.Figure.savefig
+
+    def savefig(fig, *a, **kw):
+        panels.append([ax.get_ylabel() for ax in fig.axes])
+        return real(fig, *a, **kw)
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    a, b = specs
+    plot = tmp_path / "pair.png"
+    assert main(["bench", str(a), str(b), "--target", "iphone12pro", "--resolutions", "32,48", "--plot", str(plot)]) == 0
+    assert panels == [["latency, predicted (ms)", "latency ratio"]] and plot.stat().st_size > 5000
+    assert main(["bench", str(a), "--target", "iphone12pro", "--resolutions", "32,48", "--plot", str(plot)]) == 0
+    assert panels[-1] == ["latency, predicted (ms)"]  # one spec: no ratio

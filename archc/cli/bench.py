@@ -253,6 +253,44 @@ def print_predictions(results: List[Dict[str, Any]], target: str) -> None:
         con.print(f"{mark} outside the calibration data: {text}", highlight=False)
 
 
+def _ratio_panel(ax, pair: List[List[Dict[str, Any]]], color) -> None:
+    """The second spec's latency over the first's at each size, with its band: for predictions, both at their
+    expected error (dark) and at their worst held-out miss (light), in opposite directions; for measurements,
+    from the runs' interquartile ranges."""
+    a, b = pair
+    xs = [r["resolution"][0] for r in a]
+    ratio = [rb["ms"] / ra["ms"] for ra, rb in zip(a, b)]
+
+    def band(key_a, key_b, pct: bool):
+        lo, hi = [], []
+        for ra, rb in zip(a, b):
+            if pct:
+                ea, eb = (ra.get(key_a) or 0) / 100, (rb.get(key_b) or 0) / 100
+                lo.append(rb["ms"] * (1 - eb) / (ra["ms"] * (1 + ea)))
+                hi.append(rb["ms"] * (1 + eb) / (ra["ms"] * max(1 - ea, 1e-9)))
+            else:
+                ha, hb = (ra.get("iqr_ms") or 0) / 2, (rb.get("iqr_ms") or 0) / 2
+                lo.append((rb["ms"] - hb) / (ra["ms"] + ha))
+                hi.append((rb["ms"] + hb) / max(ra["ms"] - ha, 1e-9))
+        return lo, hi
+
+    if a[0]["kind"] == "predicted":
+        lo, hi = band("error_bound_pct", "error_bound_pct", True)
+        ax.fill_between(xs, lo, hi, color=color, alpha=0.12, linewidth=0, label="worst held-out misses")
+        lo, hi = band("expected_error_pct", "expected_error_pct", True)
+        ax.fill_between(xs, lo, hi, color=color, alpha=0.3, linewidth=0, label="expected errors")
+        # scaled to the expected band: the worst-case band may run off it (then it allows any ratio shown)
+        ax.set_ylim(min(lo + [1.0]) * 0.9, max(hi + [1.0]) * 1.1)
+    else:
+        lo, hi = band(None, None, False)
+        ax.fill_between(xs, lo, hi, color=color, alpha=0.25, linewidth=0, label="from the runs' IQRs")
+    ax.plot(xs, ratio, "o-", color=color, label=f"{b[0]['name']} / {a[0]['name']}")
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.set_ylabel("latency ratio")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 def write_plot(results: List[Dict[str, Any]], path: Path, target: str) -> Path:
     """Latency (median, IQR as error bars) against input resolution, one line per spec and graph."""
     import matplotlib
@@ -266,7 +304,13 @@ def write_plot(results: List[Dict[str, Any]], path: Path, target: str) -> Path:
         series.setdefault((r["name"], r["graph"]), []).append(r)
     names = list(dict.fromkeys(r["name"] for r in results))
     colors = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    pair = len(names) == 2 and all(g == "deploy" for _, g in series) and \
+        len({tuple(sorted(r["resolution"][0] for r in rs)) for rs in series.values()}) == 1
+    if pair:  # two specs over the same sizes: the question is their ratio, drawn with its own band below
+        fig, (ax, axr) = plt.subplots(2, 1, figsize=(7, 6.5), dpi=120, sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 2]})
+    else:
+        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for (name, graph), rs in series.items():
         rs = sorted(rs, key=lambda r: r["resolution"][0])
         xs = [r["resolution"][0] for r in rs]
@@ -288,7 +332,13 @@ def write_plot(results: List[Dict[str, Any]], path: Path, target: str) -> Path:
                     color=colors[name], markerfacecolor="white" if graph == "train" else colors[name])
     ticks = sorted({r["resolution"][0] for r in results})
     ax.set_xticks(ticks)
-    ax.set_xlabel("input resolution (pixels, square)")
+    if pair:
+        _ratio_panel(axr, [sorted(series[(n, "deploy")], key=lambda r: r["resolution"][0]) for n in names],
+                     colors[names[1]])
+        axr.set_xticks(ticks)
+        axr.set_xlabel("input resolution (pixels, square)")
+    else:
+        ax.set_xlabel("input resolution (pixels, square)")
     first = results[0] if results else {}
     kind = "predicted" if first.get("kind") == "predicted" else "measured"
     ax.set_ylabel("latency, predicted (ms)" if kind == "predicted" else "latency, median (ms)")
