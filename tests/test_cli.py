@@ -259,3 +259,10 @@ def test_help_loads_neither_torch_nor_optuna():
     out = subprocess.run([sys.executable, "-c", code, *COMMANDS], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"imported by the parsers: {out.stdout.strip()}"
+
+
+def test_an_error_never_prints_a_control_character(capsys):
+    """An ESC in a path (it could recolour or clear the terminal) is shown escaped, on one line."""
+    assert main(["build", "/tmp/\x1b[31mred\nline.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\\x1b[31mred line.yaml" in err and err.count("\n") == 1

@@ -75,6 +75,13 @@ def _register_missing(sub, name: str, exc: ModuleNotFoundError) -> None:
     p.set_defaults(func=unavailable)
 
 
+def one_line(text: str) -> str:
+    """An error as one printable line: line breaks become spaces; other control characters (an ESC in a file
+    name would recolour or clear the user's terminal) are shown escaped, as Python writes them."""
+    text = " ".join(text.splitlines())
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def _missing_message(command: str, exc: ModuleNotFoundError) -> str:
     return (f"'archc {command}' needs the Python package '{exc.name}', which is not installed here; install "
             f"archc with its dependencies (python3 -m pip install archc) or `python3 -m pip install {exc.name}`")
@@ -97,12 +104,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         limits()  # a bad limit is one line before any work
         return int(args.func(args) or 0)
     except ArchcError as exc:
-        print("archc: error: " + " ".join(str(exc).splitlines()), file=sys.stderr)  # always one line
+        print("archc: error: " + one_line(str(exc)), file=sys.stderr)
         return 2
     except OSError as exc:  # read-only folder, full disk, a file where a folder is expected, ...
         if isinstance(exc, BrokenPipeError):
             return 0
-        print("archc: error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
+        print("archc: error: " + one_line(str(exc)), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("archc: interrupted", file=sys.stderr)
