@@ -23,7 +23,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy.optimize import least_squares, nnls
@@ -279,12 +279,15 @@ def fit(points: Sequence[Point], model: Optional[CostModel] = None, *,
     }
 
 
-def featurize(points: Sequence[Point]) -> str:
-    """Fill every point's features, node table and keys from its spec; returns the graph kind used."""
+def featurize(points: Sequence[Point], progress: Optional[Callable[[int, str], None]] = None) -> str:
+    """Fill every point's features, node table and keys from its spec (each builds and traces its graph: the
+    slow part of a calibration, so ``progress(done, label)`` hears of each); returns the graph kind used."""
     from ..spec import load_spec
     from .features import spec_features, spec_node_table
     graphs = set()
-    for p in points:
+    for i, p in enumerate(points):
+        if progress:
+            progress(i, f"features of {p.label}")
         try:
             spec = load_spec(p.spec_path)
         except SpecError as exc:
@@ -416,11 +419,16 @@ def error_model(heldout: Dict[str, Any]) -> Dict[str, Any]:
 
 def make_profile(points: Sequence[Point], *, name: str, device: str, model: Optional[CostModel] = None,
                  candidates: Sequence[CostModel] = CANDIDATES, folds: int = DEFAULT_FOLDS,
-                 generated_by: str, data_source: str, floor: float = ERROR_FLOOR) -> Dict:
-    """Featurize, choose and fit the model, and assemble the profile document ``predict`` reads (YAML-ready)."""
+                 generated_by: str, data_source: str, floor: float = ERROR_FLOOR,
+                 progress: Optional[Callable[[int, str], None]] = None) -> Dict:
+    """Featurize, choose and fit the model, and assemble the profile document ``predict`` reads (YAML-ready).
+    ``progress(done, label)``: each point's features, then the fit (done = len(points))."""
     from .features import FEATURES, spec_op_kinds, spec_op_patterns
     from ..spec import load_spec
-    graph = featurize(points)
+    graph = featurize(points, progress)
+    if progress:
+        progress(len(points), f"fitting {'the model' if model else f'{len(candidates)} candidate models'} "
+                              f"({folds}-fold held out)")
     result = fit(points, model, candidates=candidates, folds=folds, floor=floor)
     specs = [(load_spec(p.spec_path), p.resolution) for p in points]
     kinds = sorted(set().union(*(spec_op_kinds(s, r) for s, r in specs)))
