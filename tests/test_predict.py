@@ -260,3 +260,14 @@ def test_a_fifo_among_the_user_profiles_is_skipped_at_once(tmp_path, monkeypatch
         names = available_profiles()
     assert "stuck" not in names and "iphone12pro" in names
     assert "not a regular file" in invalid_profiles()[str(tmp_path / "stuck.yaml")]
+
+
+def test_archc_profiles_naming_a_file_is_reported(tmp_path, monkeypatch):
+    """$ARCHC_PROFILES pointing at a file (or a FIFO) instead of a folder: said, not silently ignored."""
+    import os
+
+    from archc.latency.predict import available_profiles, invalid_profiles
+    os.mkfifo(tmp_path / "evil.yaml")
+    monkeypatch.setenv("ARCHC_PROFILES", str(tmp_path / "evil.yaml"))
+    assert "iphone12pro" in available_profiles()
+    assert "is not a folder" in invalid_profiles()[str(tmp_path / "evil.yaml")]

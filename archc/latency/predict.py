@@ -159,6 +159,10 @@ def available_profiles() -> Dict[str, ProfileInfo]:
 def invalid_profiles() -> Dict[str, str]:
     """Profile files that do not load, by path, with the reason."""
     bad: Dict[str, str] = {}
+    folder = user_profile_dir()
+    if os.environ.get("ARCHC_PROFILES") and folder.exists() and not folder.is_dir():  # a file or a FIFO there
+        bad[str(folder)] = (f"ARCHC_PROFILES={str(folder)!r} is not a folder: no user profile is read from it "
+                            "and `archc calibrate` cannot write one there")
     for _, (_, path) in _profile_files().items():
         try:
             _read_shared(path)
