@@ -266,3 +266,12 @@ def test_an_error_never_prints_a_control_character(capsys):
     assert main(["build", "/tmp/\x1b[31mred\nline.yaml"]) == 2
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\\x1b[31mred line.yaml" in err and err.count("\n") == 1
+
+
+def test_a_bad_flag_value_is_one_line(capsys):
+    """argparse's own errors take archc's form: one line with the flag, the value and where to look."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["calibrate", "--measure", "--n", "1e9", "--device", "x"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("archc calibrate: error: argument --n: invalid int value: '1e9'") and "--help" in err

@@ -37,10 +37,18 @@ OPTIONAL_EXTRAS = {"onnx": "export", "onnxruntime": "export", "onnxscript": "exp
                    "PIL": "export", "psycopg2": "postgres", "optuna_dashboard": "dashboard"}
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with archc's error form: one line naming the flag, the value and what it takes, then exit 2
+    (argparse's own form prints the whole usage block first). Subcommand parsers inherit it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def make_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     """The ``archc`` parser. With ``command``, only that command's module is imported and registered; the others
     are listed by their summaries (enough for ``archc --help`` and for argparse's choices). None: all of them."""
-    parser = argparse.ArgumentParser(prog="archc", description="Architecture config compiler and latency-"
+    parser = OneLineParser(prog="archc", description="Architecture config compiler and latency-"
                                      "constrained search for FastViT-style hybrid vision transformers.")
     from .. import __version__
     parser.add_argument("--version", action="version", version=f"archc {__version__}")
