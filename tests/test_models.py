@@ -218,3 +218,24 @@ def test_create_model_new_head_for_a_distilled_classifier(tmp_path):
     assert kept and all(torch.equal(v, own[k]) for k, v in kept.items())
     with pytest.raises(archc.WeightsError, match="wrongly shaped"):  # only the classifier may differ
         archc.create_model("efficientformer_l3", weights=path, num_classes=10, overrides=["input_size=64"])
+
+
+def test_in_chans_adapts_the_input_convs_as_timm_does():
+    """create_model(in_chans=1) on RGB weights: a grey image gives exactly what the same image as RGB gave
+    (randomised BatchNorm and layer scales); in_chans=4 loads strictly; a wrong type is an archc error."""
+    import torch
+
+    import archc
+    from archc.testing import randomize_
+    rgb = randomize_(archc.create_model("fastvit_t8", num_classes=10, overrides=["input_size=64"]), seed=1).eval()
+    grey = archc.create_model("fastvit_t8", weights=rgb.state_dict(), in_chans=1, num_classes=10,
+                              overrides=["input_size=64"]).eval()
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        want, got = rgb(x.repeat(1, 3, 1, 1)), grey(x)
+    assert torch.allclose(want, got, rtol=0, atol=1e-5 * want.abs().max().item())
+    four = archc.create_model("fastvit_t8", weights=rgb.state_dict(), in_chans=4, num_classes=10,
+                              overrides=["input_size=64"]).eval()
+    assert four(torch.randn(1, 4, 64, 64)).shape == (1, 10)
+    with pytest.raises(archc.ArchcError, match=r"in_chans=\.\.\.\) takes an integer, got float 2.5"):
+        archc.create_model("fastvit_t8", in_chans=2.5)
