@@ -101,6 +101,21 @@ def test_u8_activations_quantize_to_uint8_and_stay_close(tiny):
         quantize_onnx_int8(path, folder / "x.onnx", images.calibration, activations="u16")
 
 
+def test_a_degenerate_activation_is_one_clear_error(tiny, monkeypatch):
+    """ONNX Runtime's histogram calibration raises numpy's ValueError on a tensor of (almost) no range: an
+    ExportError naming the way out, not a traceback."""
+    from onnxruntime import quantization as q
+
+    from archc.errors import ExportError
+    folder, _, images, path = tiny
+
+    def degenerate(*a, **kw):
+        raise ValueError("Too many bins for data range. Cannot create 2048 finite-sized bins.")
+    monkeypatch.setattr(q, "quantize_static", degenerate)
+    with pytest.raises(ExportError, match="percentile calibration failed: an activation has .* --calibration minmax"):
+        quantize_onnx_int8(path, folder / "d.onnx", images.calibration)
+
+
 def test_bad_calibration_images_are_refused(tiny):
     from archc.errors import ExportError
     folder, _, images, path = tiny
@@ -134,6 +149,7 @@ def _spec_file(tmp_path) -> Path:
 
 def test_cli_int8_export_prints_its_fidelity_as_json(tmp_path, capsys):
     from archc.cli import main
+    torch.manual_seed(0)  # the export builds untrained weights: fixed, so no activation is degenerate by chance
     spec = _spec_file(tmp_path)
     code = main(["export", str(spec), "--format", "onnx", "--precision", "int8", "--calibrate-data", str(SLICE),
                  "--calibration-images", "40", "--eval-images", "100", "--out", str(tmp_path / "out"), "--json"])
@@ -142,6 +158,14 @@ def test_cli_int8_export_prints_its_fidelity_as_json(tmp_path, capsys):
     rows = {r["precision"]: r for r in doc["fidelity"]["rows"] if r["how"] != "torch (reference)"}
     assert rows["int8"]["quantize_nodes"] > 0 and Path(rows["int8"]["path"]).is_file()
     assert {"top1_fp32", "top1", "agreement", "sqnr_db", "drop"} <= set(rows["int8"])
+    # archc's default remedies: per-channel weights, the most sensitive layer kept in float
+    assert rows["int8"]["per_channel"] is True and len(rows["int8"]["kept_in_float"]) == 1
+    code = main(["export", str(spec), "--format", "onnx", "--precision", "int8", "--calibrate-data", str(SLICE),
+                 "--calibration-images", "40", "--eval-images", "100", "--out", str(tmp_path / "pt"), "--json",
+                 "--per-tensor", "--keep-float", "0", "--activations", "u8"])
+    assert code == 0
+    row = [r for r in json.loads(capsys.readouterr().out)["fidelity"]["rows"] if r["precision"] == "int8"][0]
+    assert row["per_channel"] is False and row["kept_in_float"] == [] and row["activations"] == "u8"
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -174,6 +198,7 @@ def test_layer_sensitivity_names_every_quantizable_layer_by_spec_part(tiny):
 
 def test_cli_keep_float_names_the_layers_it_kept(tmp_path, capsys):
     from archc.cli import main
+    torch.manual_seed(0)  # untrained weights, fixed (see above)
     code = main(["export", str(_spec_file(tmp_path)), "--format", "onnx", "--precision", "int8", "--calibrate-data",
                  str(SLICE), "--calibration-images", "20", "--eval-images", "40", "--keep-float", "2",
                  "--out", str(tmp_path / "out"), "--json"])

@@ -50,12 +50,17 @@ def register(sub) -> None:
                         "image folder (needed for int8)")
     p.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default="percentile",
                    help="int8 activation ranges (default: percentile 99.999, measured best here; docs/QUANTIZATION.md)")
-    p.add_argument("--per-channel", action="store_true",
-                   help="int8 weights per output channel (default per tensor: measured better on reparameterized "
-                        "FastViTs here, docs/QUANTIZATION.md)")
-    p.add_argument("--keep-float", type=int, default=0, metavar="K",
+    p.add_argument("--per-channel", dest="per_channel", action="store_true", default=True,
+                   help="int8 weights per output channel (the default: with --keep-float 1, the smallest drop on both "
+                        "trained models measured, docs/QUANTIZATION.md)")
+    p.add_argument("--per-tensor", dest="per_channel", action="store_false",
+                   help="int8 weights per tensor instead")
+    p.add_argument("--keep-float", type=int, default=None, metavar="K",
                    help="int8: keep the K layers most sensitive to int8 in float (measured one layer at a time on "
-                        "the calibration images, archc.quant.sensitivity; default 0)")
+                        "the calibration images, archc.quant.sensitivity; default 1 with --precision int8)")
+    p.add_argument("--activations", choices=("s8", "u8"), default="s8",
+                   help="int8 activation type: s8 (S8S8, default) or u8 (U8S8, ONNX Runtime's native x86 layout; "
+                        "faster on some graphs, benchmarks/int8_speed.py)")
     p.add_argument("--calibration-images", type=int, default=256, metavar="N",
                    help="images to calibrate on (default 256, class-balanced)")
     p.add_argument("--eval-images", type=int, default=2000, metavar="N",
@@ -127,8 +132,10 @@ def run(args) -> int:
                               "e.g. --calibrate-data fashion-mnist")
         if args.train or args.cpu_kernels:
             raise ExportError("--precision int8 quantizes the deploy graph; drop --train / --cpu-kernels")
-    if args.keep_float < 0 or (args.keep_float and args.precision != "int8"):
+    if args.keep_float is not None and (args.keep_float < 0 or args.precision != "int8"):
         raise ExportError(f"--keep-float {args.keep_float}: a number of layers >= 0, with --precision int8")
+    if args.keep_float is None:
+        args.keep_float = 1 if args.precision == "int8" else 0
     if args.precision == "fp16" and args.fp32:
         raise ExportError("--precision fp16 and --fp32 contradict each other")
     model = inference_model(spec, weights_for(args.spec, args), deploy=not args.train)
@@ -227,7 +234,7 @@ def _precision_rows(args, model, results, images, name):
             exclude = [r.node for r in ranked[:args.keep_float]]
             kept = [f"{r.module} ({r.sqnr_db:.1f} dB alone)" for r in ranked[:args.keep_float]]
         export = quantize_onnx_int8(onnx_path, out, images.calibration, calibration=args.calibration,
-                                    per_channel=args.per_channel, exclude=exclude)
+                                    per_channel=args.per_channel, exclude=exclude, activations=args.activations)
         export.detail["kept_in_float"] = kept
         int8 = (out, export)
     fp16 = args.precision == "fp16" or ("coreml" in [r.format for r in results] and not args.fp32)

@@ -77,6 +77,20 @@ def count_qdq(path: Union[str, Path]) -> Dict[str, int]:
     return hist
 
 
+@contextlib.contextmanager
+def _calibration_errors(calibration: str):
+    """ONNX Runtime's histogram calibrators (percentile, entropy) fail with numpy's ValueError on an activation
+    whose range is (almost) zero, e.g. in an untrained model: one line saying so and what works instead."""
+    try:
+        yield
+    except ValueError as exc:
+        if "bins" not in str(exc):
+            raise
+        raise ExportError(f"{calibration} calibration failed: an activation has (almost) no range over the "
+                          f"calibration images ({exc}); an untrained model or too few images? use --calibration "
+                          "minmax, or more --calibration-images") from None
+
+
 def quantize_onnx_int8(fp32_onnx: Union[str, Path], out: Union[str, Path], calibration_images: np.ndarray, *,
                        calibration: str = "percentile", per_channel: bool = True, percentile: float = 99.999,
                        exclude: Sequence[str] = (), batch: int = 32, activations: str = "s8") -> Int8Export:
@@ -103,7 +117,7 @@ def quantize_onnx_int8(fp32_onnx: Union[str, Path], out: Union[str, Path], calib
         q.quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)
         input_name = onnx.load(str(pre)).graph.input[0].name
         extra = {"CalibPercentile": percentile} if calibration == "percentile" else {}
-        with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress; --json owns stdout
+        with contextlib.redirect_stdout(io.StringIO()), _calibration_errors(calibration):  # --json owns stdout
             q.quantize_static(str(pre), str(out), _Reader(images, input_name, batch),
                               quant_format=q.QuantFormat.QDQ, per_channel=per_channel,
                               activation_type=q.QuantType.QInt8 if activations == "s8" else q.QuantType.QUInt8,
