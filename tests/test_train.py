@@ -334,3 +334,14 @@ def test_cli_ablate_with_the_train_objective(tmp_path, capsys):
     assert lines[0] == "| variant | params (M) | MACs (G) | score (train) |" and len(lines) == 4
     for line in lines[2:]:
         assert 0 <= float(line.split("|")[-2]) <= 100
+
+
+def test_a_tiny_validation_split_is_warned_about(capsys):
+    """6 held-out images would score 100% or 83%: the objective says the score is too coarse."""
+    from archc.train import TrainConfig, TrainScore
+    score = TrainScore(TrainConfig(data=None, val_images=6, synthetic_images=64, batch=8, resolution=16))
+    score.prepare()
+    err = capsys.readouterr().err
+    assert "archc: warning: only 6 validation images" in err and "16.7 points of top-1" in err
+    TrainScore(TrainConfig(data=None, val_images=200, synthetic_images=64, batch=8, resolution=16)).prepare()
+    assert "warning" not in capsys.readouterr().err

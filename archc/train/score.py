@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -75,6 +76,10 @@ def open_data(cfg: TrainConfig) -> Data:
     return Data(train=train, val=(val_x, val_y), classes=list(classes), description=desc)
 
 
+#: fewer validation images than this make a top-1 too coarse to rank candidates (warned, not refused)
+MIN_VAL_IMAGES = 100
+
+
 class TrainScore:
     """Callable ``(spec, name) -> Score`` (val top-1 %) configured once, e.g. from the command line."""
 
@@ -93,6 +98,10 @@ class TrainScore:
                 from ..errors import ArchcError
                 raise ArchcError(f"--train-batch {self.cfg.batch} is larger than the training set "
                                  f"({len(data.train)} images: {data.description})")
+            if len(data.val[1]) < MIN_VAL_IMAGES:  # each image is > 1 point of top-1: a coarse, noisy score
+                print(f"archc: warning: only {len(data.val[1])} validation images ({data.description}): one image "
+                      f"is {100 / max(len(data.val[1]), 1):.3g} points of top-1, too coarse to rank close candidates; "
+                      f"give a larger validation split (at least {MIN_VAL_IMAGES} images)", file=sys.stderr)
             self._data = data
         return self._data
 
