@@ -240,3 +240,22 @@ def save_weights(model: nn.Module, path: Union[str, Path], spec: Optional[Any] =
                "spec": spec_to_dict(spec) if spec is not None else None,
                "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}}
     return atomic_torch_save(payload, p, "checkpoint")
+
+
+#: file suffixes read as checkpoints where a spec is expected (archc checkpoints store their spec)
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+
+
+def is_checkpoint_path(text) -> bool:
+    return str(text).lower().endswith(CHECKPOINT_SUFFIXES)
+
+
+def checkpoint_spec(path) -> dict:
+    """The spec stored in the archc checkpoint ``path`` (``{"spec": mapping, "deploy": bool}``), so a checkpoint
+    works wherever a spec does; one line saying how to name the model where the file is another format's."""
+    obj = read_checkpoint(path)
+    if not (isinstance(obj, dict) and obj.get("format") == ARCHC_FORMAT and isinstance(obj.get("spec"), dict)):
+        _, fmt = unwrap_state_dict(obj, path)
+        raise WeightsError(f"{path}: a {fmt} checkpoint stores no spec; name the model and pass the file as "
+                           f"weights, e.g. fastvit_sa12 --weights {path} (models: archc models)")
+    return {"spec": obj["spec"], "deploy": bool(obj.get("deploy"))}

@@ -167,3 +167,19 @@ def test_a_predicted_pair_gets_a_ratio_panel(specs, tmp_path, monkeypatch):
     assert panels == [["latency, predicted (ms)", "latency ratio"]] and plot.stat().st_size > 5000
     assert main(["bench", str(a), "--target", "iphone12pro", "--resolutions", "32,48", "--plot", str(plot)]) == 0
     assert panels[-1] == ["latency, predicted (ms)"]  # one spec: no ratio
+
+
+def test_ablate_and_calibration_rows_take_a_checkpoint(specs, tmp_path, capsys):
+    """A checkpoint stands for its spec in an ablation table and in a measurements CSV's spec column."""
+    a, b = specs
+    ckpt = tmp_path / "tiny.pt"
+    assert main(["build", str(a), "--save", str(ckpt)]) == 0
+    capsys.readouterr()
+    assert main(["ablate", str(ckpt), str(b), "--target", "none", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["name"] for r in rows] == ["tiny_cli", "tiny_cli_wide"] and rows[0]["variant"] == "tiny"
+    from archc.latency.fit import read_measurements, spec_of
+    csv = tmp_path / "m.csv"
+    csv.write_text(f"spec,latency_ms\n{ckpt},1.0\n{a},1.1\n")
+    points = read_measurements(str(csv))
+    assert spec_of(points[0].spec_path).name == "tiny_cli"

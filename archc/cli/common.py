@@ -31,27 +31,6 @@ def add_input_size_arg(p) -> None:
                    help="input resolution N x N (default: the spec's input_size)")
 
 
-#: file suffixes read as checkpoints where a spec is expected (archc checkpoints store their spec)
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
-
-
-def is_checkpoint_path(text) -> bool:
-    return str(text).lower().endswith(CHECKPOINT_SUFFIXES)
-
-
-def checkpoint_spec(path) -> dict:
-    """The spec stored in the archc checkpoint ``path`` (a mapping, with ``deploy``: whether it holds a deploy
-    graph); one line saying how to name the model where the file is another format's checkpoint."""
-    from ..errors import ArchcError
-    from ..weights import ARCHC_FORMAT, read_checkpoint, unwrap_state_dict
-    obj = read_checkpoint(path)
-    if not (isinstance(obj, dict) and obj.get("format") == ARCHC_FORMAT and isinstance(obj.get("spec"), dict)):
-        _, fmt = unwrap_state_dict(obj, path)
-        raise ArchcError(f"{path}: a {fmt} checkpoint stores no spec; name the model and pass the file as "
-                         f"weights, e.g. fastvit_sa12 --weights {path} (models: archc models)")
-    return {"spec": obj["spec"], "deploy": bool(obj.get("deploy"))}
-
-
 def load_from_args(path, args) -> Spec:
     """Load a spec with the command's ``--set`` overrides and ``--input-size``. An archc checkpoint (FILE.pt)
     works wherever a spec does: its stored spec is used, and the file is remembered as that spec's weights
@@ -60,6 +39,7 @@ def load_from_args(path, args) -> Spec:
     overrides = list(getattr(args, "overrides", None) or [])
     if getattr(args, "input_size", None) is not None:
         overrides.append(f"input_size={args.input_size}")
+    from ..weights import checkpoint_spec, is_checkpoint_path
     if isinstance(path, (str, Path)) and is_checkpoint_path(path):
         stored = checkpoint_spec(path)
         if getattr(args, "weights", None) and str(args.weights) != str(path):

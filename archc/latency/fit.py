@@ -279,17 +279,23 @@ def fit(points: Sequence[Point], model: Optional[CostModel] = None, *,
     }
 
 
+def spec_of(path: str):
+    """The spec a measurement row names: a spec file, or an archc checkpoint's stored spec."""
+    from ..spec import load_spec
+    from ..weights import checkpoint_spec, is_checkpoint_path
+    return load_spec(checkpoint_spec(path)["spec"]) if is_checkpoint_path(path) else load_spec(path)
+
+
 def featurize(points: Sequence[Point], progress: Optional[Callable[[int, str], None]] = None) -> str:
     """Fill every point's features, node table and keys from its spec (each builds and traces its graph: the
     slow part of a calibration, so ``progress(done, label)`` hears of each); returns the graph kind used."""
-    from ..spec import load_spec
     from .features import spec_features, spec_node_table
     graphs = set()
     for i, p in enumerate(points):
         if progress:
             progress(i, f"features of {p.label}")
         try:
-            spec = load_spec(p.spec_path)
+            spec = spec_of(p.spec_path)
         except SpecError as exc:
             raise ArchcError(f"{p.source}: spec {p.spec_path!r}: {exc}") from None
         p.features, graph = spec_features(spec, p.resolution)
@@ -424,13 +430,12 @@ def make_profile(points: Sequence[Point], *, name: str, device: str, model: Opti
     """Featurize, choose and fit the model, and assemble the profile document ``predict`` reads (YAML-ready).
     ``progress(done, label)``: each point's features, then the fit (done = len(points))."""
     from .features import FEATURES, spec_op_kinds, spec_op_patterns
-    from ..spec import load_spec
     graph = featurize(points, progress)
     if progress:
         progress(len(points), f"fitting {'the model' if model else f'{len(candidates)} candidate models'} "
                               f"({folds}-fold held out)")
     result = fit(points, model, candidates=candidates, folds=folds, floor=floor)
-    specs = [(load_spec(p.spec_path), p.resolution) for p in points]
+    specs = [(spec_of(p.spec_path), p.resolution) for p in points]
     kinds = sorted(set().union(*(spec_op_kinds(s, r) for s, r in specs)))
     patterns = sorted(set().union(*(spec_op_patterns(s, r) for s, r in specs)))
     terms = list(result["coefficients"])

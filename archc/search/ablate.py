@@ -79,13 +79,16 @@ def parse_vary(text: str) -> Tuple[str, List[str]]:
 
 
 def grid(specs: Sequence[str], varies: Sequence[str], common: Sequence[str] = ()) -> List[AblationRow]:
-    """One row per spec file x point of the override grid; every spec is loaded (and checked) here."""
+    """One row per spec file x point of the override grid; every spec is loaded (and checked) here. An archc
+    checkpoint stands for the spec it stores (a row's latency and size do not depend on its weights)."""
+    from ..weights import checkpoint_spec, is_checkpoint_path
     axes = [parse_vary(v) for v in varies]
     rows: List[AblationRow] = []
     for path in specs:
+        source = checkpoint_spec(path)["spec"] if is_checkpoint_path(path) else path
         for combo in itertools.product(*[[f"{k}={v}" for v in vals] for k, vals in axes]):
             overrides = tuple(common) + tuple(combo)
-            spec = load_spec(path, overrides=list(overrides) or None)
+            spec = load_spec(source, overrides=list(overrides) or None)
             if not combo:
                 label = Path(path).stem
             elif len(specs) == 1:
