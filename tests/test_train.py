@@ -345,3 +345,13 @@ def test_a_tiny_validation_split_is_warned_about(capsys):
     assert "archc: warning: only 6 validation images" in err and "16.7 points of top-1" in err
     TrainScore(TrainConfig(data=None, val_images=200, synthetic_images=64, batch=8, resolution=16)).prepare()
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_training_candidate_reports_its_steps():
+    """The train objective tells its status callback how far each candidate is (about 20 times)."""
+    from archc.train import TrainConfig, TrainScore
+    score = TrainScore(TrainConfig(data=None, steps=40, val_images=100, synthetic_images=64, batch=8, resolution=16))
+    seen = []
+    score.on_status = seen.append
+    score(load_spec(str(ROOT / "specs" / "t8.yaml"), {"input_size": 16}))
+    assert seen[-1].endswith("step 40/40") and 15 <= len(seen) <= 21 and "training " in seen[0]

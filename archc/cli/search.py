@@ -87,6 +87,13 @@ class SearchProgress:
         if self.started:
             self.bar.__exit__(*exc)
 
+    def status(self, text: str) -> None:
+        """Inside a trial (a training candidate): what it is doing now, on the same line."""
+        if not self.started:
+            self.bar.__enter__()
+            self.started = True
+        self.bar.update(status=text)
+
     def __call__(self, c: Census, trial) -> None:
         if not self.started:
             self.bar.__enter__()

@@ -274,6 +274,8 @@ def run_worker(cfg: SearchConfig, *, space: Optional[SearchSpace] = None,
     score_fn = score_fn or make_score_fn(cfg.resolved_objective(), cfg.train, cfg.supernet)
     if hasattr(score_fn, "prepare"):
         score_fn.prepare()  # open the training data now: a bad folder stops the worker before any trial
+    if hasattr(score_fn, "on_status") and hasattr(progress, "status"):
+        score_fn.on_status = progress.status  # minutes of training per candidate: say how far it is
     objective = Objective(space=space, objective=cfg.resolved_objective(), target=cfg.target,
                           budget_ms=cfg.latency_ms, n_trials=cfg.trials, lock_dir=Path(cfg.lock_dir),
                           score_infeasible=cfg.score_infeasible, latency_runs=cfg.latency_runs,

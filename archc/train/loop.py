@@ -12,7 +12,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -133,8 +133,10 @@ def batches(dataset: Dataset, cfg: TrainConfig) -> DataLoader:
 
 
 def train_candidate(spec: Spec, train_set: Dataset, val: Tuple[torch.Tensor, torch.Tensor], cfg: TrainConfig,
-                    num_classes: int, *, build_fn=build, in_chans: Optional[int] = None) -> TrainResult:
-    """Train ``spec`` for ``cfg.total_steps(len(train_set))`` steps and evaluate on ``val`` (preloaded)."""
+                    num_classes: int, *, build_fn=build, in_chans: Optional[int] = None,
+                    on_step: Optional[Callable[[int, int], None]] = None) -> TrainResult:
+    """Train ``spec`` for ``cfg.total_steps(len(train_set))`` steps and evaluate on ``val`` (preloaded).
+    ``on_step(done, steps)`` hears of the progress about 20 times (a candidate can train for minutes)."""
     from ..threads import torch_threads
     spec = training_spec(spec, num_classes, cfg.resolution, in_chans)
     check_training_memory(spec, cfg.batch)
@@ -165,6 +167,8 @@ def train_candidate(spec: Spec, train_set: Dataset, val: Tuple[torch.Tensor, tor
             sched.step()
             losses.append(float(loss.detach()))
             images += len(y)
+            if on_step and ((step + 1) % max(1, steps // 20) == 0 or step + 1 == steps):
+                on_step(step + 1, steps)
         del stream  # stops loader workers
         top1, val_loss = evaluate(model, val[0], val[1], train_set, cfg.eval_batch)
     if not math.isfinite(val_loss):

@@ -11,7 +11,7 @@ import dataclasses
 import statistics
 import sys
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch.utils.data import Dataset, Subset
@@ -90,6 +90,8 @@ class TrainScore:
         self.build_fn = build_fn
         self._data: Optional[Data] = None
         self.last: Optional[TrainResult] = None
+        #: ``status(text)``, told of each candidate's training steps (the search's progress line shows it)
+        self.on_status: Optional[Callable[[str], None]] = None
 
     def prepare(self) -> Data:
         if self._data is None:
@@ -110,6 +112,9 @@ class TrainScore:
         this objective opened."""
         data = self.prepare()
         kw = {"build_fn": self.build_fn} if self.build_fn else {}
+        if self.on_status:
+            status = self.on_status
+            kw["on_step"] = lambda done, steps: status(f"training {spec.name}: step {done}/{steps}")
         self.last = train_candidate(spec, data.train, data.val, cfg or self.cfg, len(data.classes),
                                     in_chans=data.in_chans, **kw)
         return self.last
