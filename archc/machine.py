@@ -25,6 +25,11 @@ def _cpuinfo() -> tuple:
     return model or platform.processor() or platform.machine(), flags
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or what ``platform`` knows."""
+    return _cpuinfo()[0]
+
+
 def cpu_flags() -> str:
     """The SIMD flags of interest, sorted, space-separated ('' where /proc/cpuinfo is absent)."""
     return " ".join(sorted(f for f in _cpuinfo()[1] if f.startswith(_KEEP)))
@@ -32,6 +37,5 @@ def cpu_flags() -> str:
 
 def cpu_description() -> str:
     """e.g. 'Intel(R) Xeon(R) Processor, 2 cores; flags: amx_int8 ... avx2 avx512f ... fma'."""
-    model, _ = _cpuinfo()
     flags = cpu_flags()
-    return f"{model}, {os.cpu_count()} cores" + (f"; flags: {flags}" if flags else "")
+    return f"{cpu_model()}, {os.cpu_count()} cores" + (f"; flags: {flags}" if flags else "")

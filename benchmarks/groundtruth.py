@@ -29,13 +29,14 @@ import fcntl
 import json
 import multiprocessing as mp
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from archc.machine import cpu_flags, cpu_model as cpu_name  # noqa: E402  (names kept: supernet_groundtruth)
 
 OUT = ROOT / "archc" / "data" / "groundtruth"
 CANDIDATES = OUT / "candidates.jsonl"
@@ -47,25 +48,6 @@ SPACES = {"fastvit": "search/fmnist_fastvit.yaml", "mobileone": "search/fmnist_m
 RECIPE = dict(data="fashion-mnist", epochs=2, batch=64, resolution=32, lr=2e-3, weight_decay=0.05,
               warmup_fraction=0.1, label_smoothing=0.1, clip_grad=5.0, val_images=5000, ema=None)
 LATENCY = dict(target="cpu", runtime="eager", threads=1, batch=1, runs=50, warmup=10)
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> str:
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return ""
-    keep = [f for f in flags if f in ("avx2", "fma") or f.startswith(("avx512", "amx"))]
-    return " ".join(sorted(set(keep)))
 
 
 def read_jsonl(path: Path):

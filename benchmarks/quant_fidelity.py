@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from archc.export.onnx_export import export_onnx  # noqa: E402
 from archc.latency.measure import time_interleaved  # noqa: E402
+from archc.machine import cpu_description  # noqa: E402
 from archc.quant import fidelity, quantize_onnx_int8  # noqa: E402
 from archc.quant.evaluate import quant_images, torch_logits  # noqa: E402
 from archc.quant.onnx_int8 import run_onnx  # noqa: E402
@@ -39,20 +39,6 @@ CONFIGS = [("naive: MinMax, per-tensor", "minmax", False), ("MinMax, per-channel
            ("percentile 99.999, per-tensor", "percentile", False),
            ("percentile 99.999, per-channel", "percentile", True), ("entropy, per-tensor", "entropy", False),
            ("entropy, per-channel", "entropy", True)]
-
-
-def cpu_line() -> str:
-    flags, model = set(), platform.processor()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and model in ("", "x86_64"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    keep = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
-    return f"{model}; flags: {' '.join(keep) or 'none of avx2/avx512/vnni/amx'}"
 
 
 def speed(fp32: Path, int8: Path, x: np.ndarray, runs: int) -> dict:
@@ -121,7 +107,7 @@ def main() -> int:
     print(f"{rows[-1]['config']}: top-1 {f.top1:.2f}%, agreement {f.agreement:.2f}%, SQNR {f.sqnr_db:.1f} dB", flush=True)
     timing = [speed(fp32, paths[("percentile", False)], images.images[:int(b)], args.runs)
               for b in args.batches.split(",")]
-    doc = {"machine": cpu_line(), "date": datetime.date.today().isoformat(), "spec": spec.name,
+    doc = {"machine": cpu_description(), "date": datetime.date.today().isoformat(), "spec": spec.name,
            "weights": str(run / "best.pt"), "data": images.description, "rows": rows, "speed_1thread": timing,
            "command": "python3 " + " ".join(sys.argv)}
     (out / "quant_fidelity.json").write_text(json.dumps(doc, indent=1))

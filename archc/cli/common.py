@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from ..spec import Spec
 
 
-
 def add_spec_args(p, many: bool = False, checkpoints: bool = False) -> None:
     if many:
         p.add_argument("specs", nargs="+", metavar="SPEC", help="spec YAML files or shipped model names "
@@ -36,10 +35,10 @@ def load_from_args(path, args) -> Spec:
     works wherever a spec does: its stored spec is used, and the file is remembered as that spec's weights
     (``weights_for``)."""
     from ..spec import load_spec
+    from ..weights import checkpoint_spec, is_checkpoint_path
     overrides = list(getattr(args, "overrides", None) or [])
     if getattr(args, "input_size", None) is not None:
         overrides.append(f"input_size={args.input_size}")
-    from ..weights import checkpoint_spec, is_checkpoint_path
     if isinstance(path, (str, Path)) and is_checkpoint_path(path):
         stored = checkpoint_spec(path)
         if getattr(args, "weights", None) and str(args.weights) != str(path):
