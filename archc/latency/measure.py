@@ -357,14 +357,8 @@ def _measure_torch(model: nn.Module, x: torch.Tensor, runtime: str, device: str,
 def device_name(device: str = "cpu") -> str:
     if device == "cuda":
         return torch.cuda.get_device_name()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+    from ..machine import cpu_model
+    return f"{cpu_model()} ({os.cpu_count()} cores)"
 
 
 # ---------------------------------------------------------------------------------------- Core ML
