@@ -75,6 +75,14 @@ def spec_path(name: str) -> Path:
     return index[name]
 
 
+#: file endings that make a SPEC argument a checkpoint (it stores its spec) rather than a YAML file or a name
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+
+
+def is_checkpoint_path(text) -> bool:
+    return str(text).lower().endswith(CHECKPOINT_SUFFIXES)
+
+
 def resolve_spec(source: Union[str, Path]) -> Path:
     """A spec path as given if the file exists, else the shipped spec of that model name.
 

@@ -35,3 +35,24 @@ def lazy_attributes(package: str, names: Dict[str, str], namespace: dict,
         return sorted(set(namespace) | set(names) | {n for n in extra if not n.startswith("_")})
 
     return __getattr__, __dir__
+
+
+class LazyModule:
+    """A module that imports on its first attribute access. The block kinds name torch's and archc's layers in
+    their build functions through one, so reading a spec (its kinds' parameters, checks and geometry) never
+    imports torch: a typo in a spec is reported in a fraction of a second."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(importlib.import_module(self._name), attr)
+
+    def __repr__(self) -> str:
+        return f"<lazy module {self._name!r}>"
+
+
+def lazy_module(name: str) -> LazyModule:
+    return LazyModule(name)

@@ -243,13 +243,6 @@ def save_weights(model: nn.Module, path: Union[str, Path], spec: Optional[Any] =
 
 
 #: file suffixes read as checkpoints where a spec is expected (archc checkpoints store their spec)
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
-
-
-def is_checkpoint_path(text) -> bool:
-    return str(text).lower().endswith(CHECKPOINT_SUFFIXES)
-
-
 def checkpoint_spec(path) -> dict:
     """The spec stored in the archc checkpoint ``path`` (``{"spec": mapping, "deploy": bool}``), so a checkpoint
     works wherever a spec does; one line saying how to name the model where the file is another format's."""

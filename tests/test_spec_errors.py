@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import pytest
 import yaml
 
-from archc.errors import ArchcError, SpecError
+from archc.errors import ArchcError, SpecError, SpecErrors
 from archc.spec import load_spec
 from archc.spec.load import MAX_BASE_DEPTH
 from archc.spec.yamlsrc import MAX_NODES
@@ -343,3 +343,71 @@ def test_override_that_breaks_a_cross_field_rule_points_at_the_rule():
     # removing stage 3's downsample leaves a width change with nothing to make it: reported at stages[3].width
     err = load_error(SA12, ["stages[3].downsample=null"])
     assert (err.file, err.line, err.path) == (str(SA12), 19, "stages[3].width")
+
+
+# ------------------------------------------------------------------ several mistakes, one run
+def test_every_mistake_of_a_file_is_reported_at_once(tmp_path):
+    """Unknown keys, bad values and bad kinds anywhere in the file come back together, in file order, each
+    with its line and key path; the first is the error's own file/line/path."""
+    path = tmp_path / "typos.yaml"
+    path.write_text(HEAD + "num_clases: 10\nstem: {kernel: 4}\nstage_defaults: {mixer_kernal: 3}\nstages:\n"
+                    "  - {depth: 0, width: 16, mixer: repmixr}\n  - {depth: 1, width: 16, mixer: repmixer, "
+                    "mlp_ratio: big}\n")
+    with pytest.raises(SpecErrors) as info:
+        load_spec(path)
+    err = info.value
+    got = [(e.line, e.path) for e in err.errors]
+    assert got == [(3, "num_clases"), (4, "stem.kernel"), (5, "stage_defaults.mixer_kernal"),
+                   (7, "stages[0].depth"), (7, "stages[0].mixer"), (8, "stages[1].mlp_ratio")], str(err)
+    assert (err.file, err.line, err.path) == (str(path), 3, "num_clases")
+    assert "did you mean 'num_classes'" in str(err) and "did you mean 'repmixer'" in str(err)
+    assert len(str(err).splitlines()) == 6
+
+
+def test_cross_field_rules_of_every_stage_are_reported_at_once(tmp_path):
+    """Once the values parse, each stage's rules run: two broken stages, two errors."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(HEAD + "stages:\n  - {depth: 1, width: 16, mixer: repmixer}\n"
+                    "  - {depth: 1, width: 40, mixer: attention, head_dim: 16, downsample: replk}\n"
+                    "  - {depth: 1, width: 48, mixer: attention, head_dim: 32, downsample: conv}\n")
+    with pytest.raises(SpecErrors) as info:
+        load_spec(path)
+    paths = [e.path for e in info.value.errors]
+    assert paths == ["stages[1].width", "stages[1].width", "stages[2].width"], str(info.value)
+
+
+def test_a_long_list_of_mistakes_is_capped(tmp_path):
+    path = tmp_path / "many.yaml"
+    path.write_text(HEAD + "".join(f"bad_key_{i}: 1\n" for i in range(14)) + "stages:\n" + OK1)
+    with pytest.raises(SpecErrors) as info:
+        load_spec(path)
+    lines = str(info.value).splitlines()
+    assert len(info.value.errors) == 14 and len(lines) == SpecErrors.MAX_SHOWN + 1
+    assert lines[-1] == f"... and {14 - SpecErrors.MAX_SHOWN} more"
+
+
+def test_the_cli_prints_each_mistake_on_its_own_line(tmp_path, capsys):
+    from archc.cli import main
+    path = tmp_path / "two.yaml"
+    path.write_text(HEAD + "num_clases: 10\nstages:\n  - {depth: 1, width: 16, mixer: repmixr}\n")
+    assert main(["build", str(path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("archc: error: " + str(path)) for line in lines), lines
+
+
+def test_reading_a_spec_and_refusing_a_typo_never_imports_torch(tmp_path):
+    """The spec language reads its kinds without torch (their layers load when a kind builds), and the commands
+    that take a SPEC read it first, so a typo comes back in a fraction of a second (benchmarks/cli_startup.py)."""
+    import subprocess
+    import sys
+    path = tmp_path / "typo.yaml"
+    path.write_text(HEAD + "stages:\n  - {depth: 1, width: 16, mixer: repmixr}\n")
+    code = ("import sys\nfrom archc.spec import load_spec\nfrom archc.cli import main\n"
+            "load_spec(sys.argv[1].replace('typo.yaml', 'ok.yaml'))\n"
+            "codes = [main([cmd, sys.argv[1]] + (['--data', 'synthetic'] if cmd == 'train' else []))\n"
+            "         for cmd in ('build', 'bench', 'export', 'train', 'proxies')]\n"
+            "print(codes, sorted(m for m in ('torch', 'optuna', 'numpy') if m in sys.modules))\n")
+    (tmp_path / "ok.yaml").write_text(HEAD + "stages:\n" + OK1)
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[2, 2, 2, 2, 2] []", out.stdout + out.stderr

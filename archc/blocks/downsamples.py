@@ -4,11 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-import torch.nn as nn
+from ..lazy import lazy_module
 
-from ..nn import ConvPatchEmbed, RepCPE, RepLKPatchEmbed
 from ..nn.geometry import conv_out, conv_padding
 from .kind import MAX_KERNEL, BuildContext, CheckContext, Family, Kind, opt, type_field
+
+nn = lazy_module("torch.nn")  # torch and the layers load when a kind builds, not when a spec is read
+layers = lazy_module("archc.nn")
 
 DOWNSAMPLES = Family("downsample", "patch embedding at the start of a stage", default="replk")
 POS_ENCS = Family("pos_enc", "positional encoding after the stage's downsample", default="repcpe")
@@ -35,8 +37,8 @@ class ReplkDownsample:
 
 def _replk(ctx: BuildContext) -> nn.Module:
     p, s = ctx.params, ctx.stage
-    return RepLKPatchEmbed(ctx.in_chs, s.width, p.kernel, p.small_kernel, p.stride, ctx.act, s.conv_branches,
-                           s.scale_branch, p.se_ratio, p.act)
+    return layers.RepLKPatchEmbed(ctx.in_chs, s.width, p.kernel, p.small_kernel, p.stride, ctx.act, s.conv_branches,
+                                  s.scale_branch, p.se_ratio, p.act)
 
 
 def _check_replk(ctx: CheckContext) -> None:
@@ -66,7 +68,7 @@ class ConvDownsample:
 
 def _conv(ctx: BuildContext) -> nn.Module:
     p = ctx.params
-    return ConvPatchEmbed(ctx.in_chs, ctx.stage.width, p.kernel, p.stride, p.padding)
+    return layers.ConvPatchEmbed(ctx.in_chs, ctx.stage.width, p.kernel, p.stride, p.padding)
 
 
 DOWNSAMPLES.register(Kind("conv", ConvDownsample.__doc__, ConvDownsample, _conv,
@@ -82,5 +84,5 @@ class RepCPEPosEnc:
 
 
 POS_ENCS.register(Kind("repcpe", RepCPEPosEnc.__doc__, RepCPEPosEnc,
-                       lambda ctx: RepCPE(ctx.stage.width, ctx.params.kernel),
+                       lambda ctx: layers.RepCPE(ctx.stage.width, ctx.params.kernel),
                        search_keys={"pos_enc_kernel": "kernel"}, abbrev="CPE"))

@@ -5,13 +5,13 @@ of ``head`` and ``head_dist``, both top-level modules as in timm)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import torch
-import torch.nn as nn
+from ..lazy import lazy_module
 
-from ..nn import Stage
-from ..nn.efficientformer import ConvBNDownsample, DistilledHead, Flat, StemConvReLU, meta_blocks
+if TYPE_CHECKING:
+    import torch
+
 from ..nn.geometry import conv_out
 from .downsamples import DOWNSAMPLES
 from .geometry import stage_resolutions
@@ -19,6 +19,10 @@ from .heads import HEADS
 from .kind import MAX_DEPTH, MAX_KERNEL, MAX_WIDTH, BuildContext, CheckContext, Kind, opt, type_field
 from .stage import MIXERS, build_part
 from .stems import STEMS
+
+nn = lazy_module("torch.nn")  # torch and the layers load when a kind builds, not when a spec is read
+layers = lazy_module("archc.nn")
+ef_layers = lazy_module("archc.nn.efficientformer")
 
 
 # ------------------------------------------------------------------------------------------------ stem
@@ -38,7 +42,8 @@ def _twice_s2(p, size: int) -> int:
 
 
 STEMS.register(Kind("conv_relu", ConvReLUStem.__doc__, ConvReLUStem,
-                    lambda ctx: StemConvReLU(ctx.in_chs, ctx.spec.stem_width, ctx.params.kernel), abbrev="CR",
+                    lambda ctx: ef_layers.StemConvReLU(ctx.in_chs, ctx.spec.stem_width, ctx.params.kernel),
+                    abbrev="CR",
                     out_size=_twice_s2))
 
 
@@ -53,8 +58,8 @@ class ConvBNDownsampleParams:
 
 
 DOWNSAMPLES.register(Kind("conv_bn", ConvBNDownsampleParams.__doc__, ConvBNDownsampleParams,
-                          lambda ctx: ConvBNDownsample(ctx.in_chs, ctx.stage.width, ctx.params.kernel,
-                                                       ctx.params.stride),
+                          lambda ctx: ef_layers.ConvBNDownsample(ctx.in_chs, ctx.stage.width, ctx.params.kernel,
+                                                                 ctx.params.stride),
                           search_keys={"downsample_kernel": "kernel"}, abbrev="CB",
                           out_size=lambda p, s: conv_out(s, p.kernel, p.stride, p.kernel // 2)))
 
@@ -77,9 +82,9 @@ def _meta4d_stage(ctx: BuildContext) -> nn.Module:
     s, p, spec = ctx.stage, ctx.params, ctx.spec
     downsample = build_part(DOWNSAMPLES, s.downsample, ctx)
     ls = spec.layer_scale_init if spec.layer_scale_init is not None else 1.0
-    blocks = meta_blocks(s.width, s.depth, p.meta3d, stage_resolutions(spec)[ctx.index], p.pool_size, s.mlp_ratio,
-                         ctx.act, ls, p.key_dim, list(ctx.drop_rates), p.num_heads)
-    return Stage(downsample, None, blocks)
+    blocks = ef_layers.meta_blocks(s.width, s.depth, p.meta3d, stage_resolutions(spec)[ctx.index], p.pool_size,
+                                   s.mlp_ratio, ctx.act, ls, p.key_dim, list(ctx.drop_rates), p.num_heads)
+    return layers.Stage(downsample, None, blocks)
 
 
 def _check_meta4d(ctx: CheckContext) -> None:
@@ -119,7 +124,7 @@ class DistilledHeadParams:
 def _distilled(ctx: BuildContext):
     c, n = ctx.in_chs, ctx.spec.num_classes
     return None, None, {"norm": nn.LayerNorm(c), "head": nn.Linear(c, n), "head_dist": nn.Linear(c, n),
-                        "head_pool": DistilledHead(ctx.spec.drop_rate)}
+                        "head_pool": ef_layers.DistilledHead(ctx.spec.drop_rate)}
 
 
 def _distilled_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -134,4 +139,4 @@ def _distilled_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 HEADS.register(Kind("distilled", DistilledHeadParams.__doc__, DistilledHeadParams, _distilled, abbrev="DH",
                     forward=_distilled_forward))
 
-__all__ = ["ConvBNDownsampleParams", "ConvReLUStem", "DistilledHeadParams", "Meta4DParams", "Flat"]
+__all__ = ["ConvBNDownsampleParams", "ConvReLUStem", "DistilledHeadParams", "Meta4DParams"]

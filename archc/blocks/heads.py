@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn as nn
+from ..lazy import lazy_module
 
-from ..nn import ClassifierHead, MobileOneBlock
 from .kind import MAX_KERNEL, BuildContext, CheckContext, Family, Kind, opt, type_field
+
+nn = lazy_module("torch.nn")  # torch and the layers load when a kind builds, not when a spec is read
+layers = lazy_module("archc.nn")
 
 HEADS = Family("head", "the classifier head", default="mobileone_se")
 
@@ -26,9 +28,9 @@ class MobileOneSEHead:
 def _mobileone_se(ctx: BuildContext):
     p, c = ctx.params, ctx.in_chs
     out = int(c * p.expansion)
-    final = MobileOneBlock(c, out, p.kernel, groups=c, conv_branches=p.conv_branches, scale_branch=p.scale_branch,
-                           act=ctx.act(), se_ratio=p.se_ratio)
-    return final, ClassifierHead(out, ctx.spec.num_classes, ctx.spec.drop_rate)
+    final = layers.MobileOneBlock(c, out, p.kernel, groups=c, conv_branches=p.conv_branches,
+                                  scale_branch=p.scale_branch, act=ctx.act(), se_ratio=p.se_ratio)
+    return final, layers.ClassifierHead(out, ctx.spec.num_classes, ctx.spec.drop_rate)
 
 
 def _check_mobileone_se(ctx: CheckContext) -> None:
@@ -51,7 +53,7 @@ class NormLinearHead:
 
 
 HEADS.register(Kind("norm_linear", NormLinearHead.__doc__, NormLinearHead,
-                    lambda ctx: (None, ClassifierHead(ctx.in_chs, ctx.spec.num_classes, ctx.spec.drop_rate,
+                    lambda ctx: (None, layers.ClassifierHead(ctx.in_chs, ctx.spec.num_classes, ctx.spec.drop_rate,
                                                       norm=ctx.norm(ctx.in_chs))), abbrev="NL"))
 
 
@@ -64,7 +66,7 @@ class PoolNormLinearHead:
 
 
 HEADS.register(Kind("pool_norm_linear", PoolNormLinearHead.__doc__, PoolNormLinearHead,
-                    lambda ctx: (None, ClassifierHead(ctx.in_chs, ctx.spec.num_classes, ctx.spec.drop_rate,
+                    lambda ctx: (None, layers.ClassifierHead(ctx.in_chs, ctx.spec.num_classes, ctx.spec.drop_rate,
                                                       norm=nn.LayerNorm(ctx.in_chs, eps=ctx.params.eps),
                                                       norm_after_pool=True)), abbrev="PNL"))
 
@@ -77,5 +79,5 @@ class LinearHead:
 
 
 HEADS.register(Kind("linear", LinearHead.__doc__, LinearHead,
-                    lambda ctx: (None, ClassifierHead(ctx.in_chs, ctx.spec.num_classes, ctx.spec.drop_rate)),
+                    lambda ctx: (None, layers.ClassifierHead(ctx.in_chs, ctx.spec.num_classes, ctx.spec.drop_rate)),
                     abbrev="L"))

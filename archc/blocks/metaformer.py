@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn as nn
+from ..lazy import lazy_module
 
-from ..nn import Attention, MetaFormerBlock, NormMixerBlock, Pooling, RepMixer, RepMixerBlock
 from .kind import MAX_KERNEL, BuildContext, CheckContext, Kind, opt, type_field
 from .stage import MIXERS, build_ffn, check_ffn, metaformer_estimate, metaformer_stage
+
+nn = lazy_module("torch.nn")  # torch and the layers load when a kind builds, not when a spec is read
+layers = lazy_module("archc.nn")
 
 
 @dataclass(frozen=True)
@@ -21,13 +23,13 @@ class RepMixerParams:
 
 def _repmixer_block(ctx: BuildContext, dp: float) -> nn.Module:
     s, spec = ctx.stage, ctx.spec
-    return RepMixerBlock(s.width, ctx.params.kernel, build_ffn(ctx), spec.layer_scale_init, dp, s.conv_branches,
-                         s.scale_branch)
+    return layers.RepMixerBlock(s.width, ctx.params.kernel, build_ffn(ctx), spec.layer_scale_init, dp,
+                                s.conv_branches, s.scale_branch)
 
 
 MIXERS.register(Kind("repmixer", RepMixerParams.__doc__, RepMixerParams, metaformer_stage(_repmixer_block),
                      check_ffn, search_keys={"mixer_kernel": "kernel"}, abbrev="RM",
-                     reference_modules=(RepMixer,), estimate=metaformer_estimate))
+                     estimate=metaformer_estimate))
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,8 @@ class AttentionParams:
 
 def _attention_block(ctx: BuildContext, dp: float) -> nn.Module:
     s = ctx.stage
-    return NormMixerBlock(s.width, Attention(s.width, ctx.params.head_dim), build_ffn(ctx), ctx.norm,
-                          ctx.spec.layer_scale_init, dp)
+    return layers.NormMixerBlock(s.width, layers.Attention(s.width, ctx.params.head_dim), build_ffn(ctx), ctx.norm,
+                                 ctx.spec.layer_scale_init, dp)
 
 
 def _check_attention(ctx: CheckContext) -> None:
@@ -70,8 +72,8 @@ class PoolParams:
 def _pool_block(ctx: BuildContext, dp: float) -> nn.Module:
     s = ctx.stage
     mlp = s.ffn == "mlp"
-    return MetaFormerBlock(s.width, Pooling(ctx.params.pool_size), build_ffn(ctx, pre_norm=False), ctx.norm, mlp,
-                           ctx.spec.layer_scale_init, dp)
+    return layers.MetaFormerBlock(s.width, layers.Pooling(ctx.params.pool_size), build_ffn(ctx, pre_norm=False),
+                                  ctx.norm, mlp, ctx.spec.layer_scale_init, dp)
 
 
 MIXERS.register(Kind("pool", PoolParams.__doc__, PoolParams, metaformer_stage(_pool_block), check_ffn,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn as nn
+from ..lazy import lazy_module
 
-from ..nn import MobileOneBlock
 from ..nn.geometry import conv_out, conv_padding
 from .kind import MAX_KERNEL, BuildContext, CheckContext, Kind, opt, type_field
 from .stage import MIXERS
+
+nn = lazy_module("torch.nn")  # torch and the layers load when a kind builds, not when a spec is read
+layers = lazy_module("archc.nn")
 
 
 @dataclass(frozen=True)
@@ -32,9 +34,9 @@ def _mobileone_stage(ctx: BuildContext) -> nn.Module:
               identity_last=True)  # timm ByobNet's names and branch order
     for j in range(s.depth):
         se = p.se_ratio if j >= s.depth - p.se_blocks else None
-        mods.append(MobileOneBlock(prev, prev, p.kernel, p.stride if j == 0 else 1, groups=prev, act=ctx.act(),
-                                   se_ratio=se, **kw))
-        mods.append(MobileOneBlock(prev, s.width, 1, 1, groups=1, act=ctx.act(), se_ratio=se, **kw))
+        mods.append(layers.MobileOneBlock(prev, prev, p.kernel, p.stride if j == 0 else 1, groups=prev,
+                                          act=ctx.act(), se_ratio=se, **kw))
+        mods.append(layers.MobileOneBlock(prev, s.width, 1, 1, groups=1, act=ctx.act(), se_ratio=se, **kw))
         prev = s.width
     return nn.Sequential(*mods)
 

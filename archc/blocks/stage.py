@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-import torch.nn as nn
+from ..lazy import lazy_module
 
-from ..nn import ConvFFN, Mlp, Stage
 from .downsamples import DOWNSAMPLES, POS_ENCS
 from .kind import BuildContext, CheckContext, Family
+
+nn = lazy_module("torch.nn")  # torch and the layers load when a kind builds, not when a spec is read
+layers = lazy_module("archc.nn")
 
 #: token mixers / block kinds a stage may use (its ``mixer`` key)
 MIXERS = Family("mixer", "the stage's token mixer / block kind")
@@ -18,8 +20,8 @@ def build_ffn(ctx: BuildContext, pre_norm: bool = True) -> nn.Module:
     s = ctx.stage
     hidden = int(s.width * s.mlp_ratio)
     if s.ffn == "convffn":
-        return ConvFFN(s.width, hidden, s.ffn_kernel, ctx.act)
-    return Mlp(s.width, hidden, ctx.norm if pre_norm else None, ctx.act)
+        return layers.ConvFFN(s.width, hidden, s.ffn_kernel, ctx.act)
+    return layers.Mlp(s.width, hidden, ctx.norm if pre_norm else None, ctx.act)
 
 
 def build_part(family: Family, params, ctx: BuildContext) -> Optional[nn.Module]:
@@ -36,7 +38,7 @@ def metaformer_stage(block: Callable[[BuildContext, float], nn.Module]) -> Calla
         s = ctx.stage
         downsample = build_part(DOWNSAMPLES, s.downsample, ctx)
         pos_emb = build_part(POS_ENCS, s.pos_enc, ctx)
-        return Stage(downsample, pos_emb, [block(ctx, dp) for dp in ctx.drop_rates])
+        return layers.Stage(downsample, pos_emb, [block(ctx, dp) for dp in ctx.drop_rates])
     return build
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-import torch.nn as nn
+from ..lazy import lazy_module
 
-from ..nn import ConvPatchEmbed, MobileOneBlock
 from ..nn.geometry import conv_out, conv_padding
 from .kind import MAX_KERNEL, MAX_WIDTH, BuildContext, Family, Kind, opt, type_field
+
+nn = lazy_module("torch.nn")  # torch and the layers load when a kind builds, not when a spec is read
+layers = lazy_module("archc.nn")
 
 STEMS = Family("stem", "the input stem", default="mobileone")
 _WIDTH_HELP = "output channels (null: stages[0].width)"
@@ -29,9 +31,9 @@ def _mobileone_stem(ctx: BuildContext) -> nn.Module:
     p, w = ctx.params, ctx.spec.stem_width
     kw = dict(conv_branches=p.conv_branches, scale_branch=p.scale_branch)
     return nn.Sequential(
-        MobileOneBlock(ctx.in_chs, w, p.kernel, 2, groups=1, act=ctx.act(), **kw),
-        MobileOneBlock(w, w, p.kernel, 2, groups=w, act=ctx.act(), **kw),
-        MobileOneBlock(w, w, 1, 1, groups=1, act=ctx.act(), **kw),
+        layers.MobileOneBlock(ctx.in_chs, w, p.kernel, 2, groups=1, act=ctx.act(), **kw),
+        layers.MobileOneBlock(w, w, p.kernel, 2, groups=w, act=ctx.act(), **kw),
+        layers.MobileOneBlock(w, w, 1, 1, groups=1, act=ctx.act(), **kw),
     )
 
 
@@ -58,7 +60,7 @@ class ConvStem:
 
 def _conv_stem(ctx: BuildContext) -> nn.Module:
     p = ctx.params
-    return ConvPatchEmbed(ctx.in_chs, ctx.spec.stem_width, p.kernel, p.stride, p.padding)
+    return layers.ConvPatchEmbed(ctx.in_chs, ctx.spec.stem_width, p.kernel, p.stride, p.padding)
 
 
 def _conv_out(p, size: int) -> int:
@@ -82,8 +84,8 @@ class MobileOneBlockStem:
 
 def _mobileone_block_stem(ctx: BuildContext) -> nn.Module:
     p = ctx.params
-    return MobileOneBlock(ctx.in_chs, ctx.spec.stem_width, p.kernel, p.stride, groups=1,
-                          conv_branches=p.conv_branches, scale_branch=p.scale_branch, act=ctx.act())
+    return layers.MobileOneBlock(ctx.in_chs, ctx.spec.stem_width, p.kernel, p.stride, groups=1,
+                                 conv_branches=p.conv_branches, scale_branch=p.scale_branch, act=ctx.act())
 
 
 STEMS.register(Kind("mobileone_block", MobileOneBlockStem.__doc__, MobileOneBlockStem, _mobileone_block_stem,

@@ -10,7 +10,7 @@ import os
 import sys
 from typing import List, Optional
 
-from ..errors import ArchcError
+from ..errors import ArchcError, SpecErrors
 
 #: subcommand modules, in the order ``archc --help`` lists them, with the one-line summary each module's parser
 #: uses. Only the command being run imports its module (torch, Optuna), so ``archc --help`` stays fast.
@@ -108,11 +108,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         for opt, var in _LIMIT_ENV.items():  # the environment carries the limits to spawned search workers
             if getattr(args, opt) is not None:
                 os.environ[var] = repr(getattr(args, opt))
-        from ..guards import limits
+        from ..limits import limits
         limits()  # a bad limit is one line before any work
         return int(args.func(args) or 0)
     except ArchcError as exc:
-        print("archc: error: " + one_line(str(exc)), file=sys.stderr)
+        for line in str(exc).splitlines() if isinstance(exc, SpecErrors) else [str(exc)]:
+            print("archc: error: " + one_line(line), file=sys.stderr)  # a spec's several mistakes: one line each
         return 2
     except OSError as exc:  # read-only folder, full disk, a file where a folder is expected, ...
         if isinstance(exc, BrokenPipeError):

@@ -27,16 +27,16 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    if args.save:
+        from ..outputs import writable_file
+        writable_file(args.save, "--save")
+    spec = load_from_args(args.spec, args)  # before torch loads: a spec's mistakes are reported in a moment
     from ..analysis.cost import cost_report
     from ..analysis.memory import memory_traffic
     from ..analysis.profile import example_input, profile_graph
     from ..builder import build
     from ..deploy import deploy_model
     from ..weights import load_weights, save_weights
-    if args.save:
-        from ..outputs import writable_file
-        writable_file(args.save, "--save")
-    spec = load_from_args(args.spec, args)
     if str(args.spec) in getattr(args, "checkpoints", {}):  # archc build FILE.pt: its spec, weights, graph
         args.weights = args.spec
         args.deploy = bool(args.deploy or args.checkpoints[str(args.spec)])

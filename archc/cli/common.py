@@ -34,12 +34,13 @@ def load_from_args(path, args) -> Spec:
     """Load a spec with the command's ``--set`` overrides and ``--input-size``. An archc checkpoint (FILE.pt)
     works wherever a spec does: its stored spec is used, and the file is remembered as that spec's weights
     (``weights_for``)."""
+    from ..catalog import is_checkpoint_path
     from ..spec import load_spec
-    from ..weights import checkpoint_spec, is_checkpoint_path
     overrides = list(getattr(args, "overrides", None) or [])
     if getattr(args, "input_size", None) is not None:
         overrides.append(f"input_size={args.input_size}")
     if isinstance(path, (str, Path)) and is_checkpoint_path(path):
+        from ..weights import checkpoint_spec
         stored = checkpoint_spec(path)
         if getattr(args, "weights", None) and str(args.weights) != str(path):
             from ..errors import ArchcError

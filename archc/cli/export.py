@@ -95,20 +95,21 @@ def _class_labels(path: str, num_classes: int) -> List[str]:
 
 
 def run(args) -> int:
-    import torch
-
-    from ..analysis.profile import profile_graph
-    from ..export import IMAGENET_MEAN, IMAGENET_STD, ImageNormalization, export_model, parse_formats
-    from ..runtime import inference_model, input_shape
+    from ..export.formats import parse_formats
+    from ..outputs import check_name, file_stem, writable_dir
 
     formats: List[str] = parse_formats(args.formats)
     if args.batch < 1:
         raise ExportError(f"--batch must be >= 1, got {args.batch}")
-    from ..guards import check_memory
-    from ..outputs import check_name, file_stem, writable_dir
     if args.name is not None:
         check_name(args.name)
-    spec = load_from_args(args.spec, args)
+    spec = load_from_args(args.spec, args)  # before torch loads: a spec's mistakes are reported in a moment
+    import torch
+
+    from ..analysis.profile import profile_graph
+    from ..export import IMAGENET_MEAN, IMAGENET_STD, ImageNormalization, export_model
+    from ..guards import check_memory
+    from ..runtime import inference_model, input_shape
     name = args.name if args.name is not None else file_stem(spec.name)  # a spec's name is never a path
     check_memory(spec, args.batch, key="--batch" if args.batch > 1 else "input_size")
     writable_dir(args.out, "--out")

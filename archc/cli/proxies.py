@@ -72,14 +72,14 @@ def _one_by_one(names, evaluate_one, prog, save, meta: dict, to_json):
 
 
 def _names(args):
-    from ..proxies import DEFAULT, PROXIES, check_name
+    from ..proxies.names import DEFAULT, NAMES, check_name
     if args.all:
-        return list(PROXIES)
+        return list(NAMES)
     if args.proxy:
         if args.groundtruth and args.eval:
             return [n if n == "train" else check_name(n) for n in args.proxy]
         return [check_name(n) for n in args.proxy]
-    return list(PROXIES) if args.eval else [DEFAULT]
+    return list(NAMES) if args.eval else [DEFAULT]
 
 
 def run(args) -> int:
@@ -101,10 +101,10 @@ def run(args) -> int:
         return run_eval(args, names)
     if not args.specs:
         raise ArchcError("give SPEC files to score, or --eval")
+    specs = [(path, load_from_args(path, args)) for path in args.specs]  # every spec error before any work
     from ..proxies import score
     from .progress import Progress
     rows, out = [], []
-    specs = [(path, load_from_args(path, args)) for path in args.specs]  # every spec error before any work
     if args.batch:
         from ..guards import check_memory
         for _, spec in specs:

@@ -86,6 +86,8 @@ def _check_args(args) -> None:
 
 
 def run(args) -> int:
+    _check_args(args)
+    spec = load_from_args(args.spec, args)  # before torch loads: a spec's mistakes are reported in a moment
     from ..errors import ArchcError
     from ..guards import check_memory
     from ..outputs import writable_dir
@@ -95,9 +97,6 @@ def run(args) -> int:
     from ..train.loop import training_spec
     from ..train.score import open_data
     from .progress import Progress
-
-    _check_args(args)
-    spec = load_from_args(args.spec, args)
     data_arg = None if args.data == "synthetic" else args.data
     idx = resolve_dir(data_arg) if data_arg else None
     resolution = args.resolution or (32 if idx is not None else spec.input_size[0])

@@ -11,11 +11,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..errors import ExportError, did_you_mean
+from ..errors import ExportError
 from .coreml_export import (IMAGENET_MEAN, IMAGENET_STD, CoreMLExpectation, CoreMLReport, ImageNormalization,
                             check_coreml,
                             convert_coreml, inspect_coreml, predict_coreml, torch_reference_from_image)
-from .formats import FORMATS, SUFFIX
+from .formats import FORMATS, SUFFIX, parse_formats
 from .onnx_export import OPSET, export_onnx, run_onnx
 from .program_export import export_program, run_program
 from .torchscript_export import export_torchscript, run_torchscript
@@ -43,16 +43,6 @@ class ExportResult:
     def to_dict(self) -> Dict[str, Any]:
         return {"format": self.format, "path": str(self.path), "verified": self.verified,
                 "max_abs_error": self.max_abs_error, "max_abs_output": self.max_abs_output, **self.detail}
-
-
-def parse_formats(text: Union[str, Sequence[str]]) -> List[str]:
-    items = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
-    if not items:
-        raise ExportError(f"no export format given; valid: {', '.join(FORMATS)}")
-    for it in items:
-        if it not in FORMATS:
-            raise ExportError(f"unknown export format '{it}'{did_you_mean(it, FORMATS)}; valid: {', '.join(FORMATS)}")
-    return list(dict.fromkeys(items))
 
 
 def _compare(fmt: str, ref: torch.Tensor, got: torch.Tensor, atol: float) -> Dict[str, float]:

@@ -282,7 +282,8 @@ def fit(points: Sequence[Point], model: Optional[CostModel] = None, *,
 def spec_of(path: str):
     """The spec a measurement row names: a spec file, or an archc checkpoint's stored spec."""
     from ..spec import load_spec
-    from ..weights import checkpoint_spec, is_checkpoint_path
+    from ..catalog import is_checkpoint_path
+    from ..weights import checkpoint_spec
     return load_spec(checkpoint_spec(path)["spec"]) if is_checkpoint_path(path) else load_spec(path)
 
 

@@ -1,12 +1,16 @@
-"""Train-time building blocks (primitive torch layers, timm-compatible parameter names)."""
-from .blocks import (Attention, ConvFFN, ConvPatchEmbed, MetaFormerBlock, Mlp, NormMixerBlock, Pooling, RepCPE,
-                     RepLKPatchEmbed, RepMixer, RepMixerBlock)
-from .layers import ConvBN, DropPath, LayerScale2d, Scale, SqueezeExcite
-from .mobileone import LargeKernelConv, MobileOneBlock
-from .stage import ClassifierHead, Stage
+"""Train-time building blocks (primitive torch layers, timm-compatible parameter names).
 
-__all__ = [
-    "Attention", "ClassifierHead", "ConvBN", "ConvFFN", "ConvPatchEmbed", "DropPath", "LargeKernelConv",
-    "LayerScale2d", "MetaFormerBlock", "Mlp", "MobileOneBlock", "NormMixerBlock", "Pooling", "RepCPE",
-    "RepLKPatchEmbed", "RepMixer", "RepMixerBlock", "Scale", "SqueezeExcite", "Stage",
-]
+The names load lazily (PEP 562), so ``archc.nn.geometry`` (pure arithmetic, read by the spec rules) comes
+without torch."""
+from ..lazy import lazy_attributes
+
+_HOMES = {
+    "blocks": ("Attention", "ConvFFN", "ConvPatchEmbed", "MetaFormerBlock", "Mlp", "NormMixerBlock", "Pooling",
+               "RepCPE", "RepLKPatchEmbed", "RepMixer", "RepMixerBlock"),
+    "layers": ("ConvBN", "DropPath", "LayerScale2d", "Scale", "SqueezeExcite"),
+    "mobileone": ("LargeKernelConv", "MobileOneBlock"),
+    "stage": ("ClassifierHead", "Stage"),
+}
+__all__ = sorted(name for names in _HOMES.values() for name in names)
+__getattr__, __dir__ = lazy_attributes(__name__, {n: home for home, names in _HOMES.items() for n in names},
+                                       globals())

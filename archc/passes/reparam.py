@@ -22,13 +22,13 @@ from torch.fx.passes.shape_prop import ShapeProp
 from ..analysis.profile import example_input
 from ..errors import LoweringError
 from ..blocks import MIXERS
-from ..nn import LargeKernelConv, MobileOneBlock, RepCPE
+from ..nn import LargeKernelConv, MobileOneBlock, RepCPE, RepMixer
 from .engine import apply_rules
 from .verify import assert_invariants, check_equivalence, debug_check
 
 LEVELS = ("full", "reference")
 #: block types whose folding the reference implementations also do (block kinds add theirs: reference_blocks())
-REFERENCE_BLOCKS = (MobileOneBlock, LargeKernelConv, RepCPE)
+REFERENCE_BLOCKS = (MobileOneBlock, LargeKernelConv, RepCPE, RepMixer)
 
 
 def reference_blocks() -> tuple:

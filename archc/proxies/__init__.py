@@ -10,13 +10,13 @@ measured (``archc proxies --eval`` and ``benchmarks/proxy_eval.py`` over seeds 0
 from typing import TYPE_CHECKING
 
 from ..lazy import lazy_attributes
-from .names import DEFAULT, NAMES, objective_label
+from .names import DEFAULT, NAMES, check_name, objective_label
 
 __all__ = ["DEFAULT", "NAMES", "PROXIES", "PROXY_SETTINGS", "ProxySettings", "check_name", "objective_label",
            "params_proxy", "score"]
 
-__getattr__, __dir__ = lazy_attributes(__name__, {n: "registry" for n in __all__[2:] if n != "objective_label"},
+__getattr__, __dir__ = lazy_attributes(__name__, {n: "registry" for n in ("PROXIES", "PROXY_SETTINGS", "ProxySettings", "params_proxy", "score")},
                                        globals())
 
 if TYPE_CHECKING:
-    from .registry import PROXIES, PROXY_SETTINGS, ProxySettings, check_name, params_proxy, score
+    from .registry import PROXIES, PROXY_SETTINGS, ProxySettings, params_proxy, score

@@ -18,3 +18,11 @@ def objective_label(name: str) -> str:
     if name == "supernet":
         return "supernet (val top-1 %, inherited weights)"
     return f"{name} (zero-cost proxy score, higher = predicted better)"
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a zero-cost proxy, else one line with the valid names."""
+    from ..errors import ArchcError, did_you_mean
+    if name not in NAMES:
+        raise ArchcError(f"unknown proxy '{name}'{did_you_mean(name, NAMES)}; valid: {', '.join(NAMES)}")
+    return name

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from .gradnorm import grad_norm
 from .jacobcov import jacob_cov
-from .names import DEFAULT, NAMES
+from .names import DEFAULT, NAMES, check_name  # noqa: F401  (public here too)
 from .naswot import naswot
 from .synflow import synflow
 from .zico import zico
@@ -49,13 +49,6 @@ PROXY_SETTINGS: Dict[str, ProxySettings] = {
     "grad_norm": ProxySettings(16, 128, "sum over layers of the weight-gradient norm (cross-entropy)"),
     "jacob_cov": ProxySettings(16, 128, "-sum log/inverse eigenvalues of the input-Jacobian correlation"),
 }
-
-def check_name(name: str) -> str:
-    from ..errors import ArchcError, did_you_mean
-    if name not in PROXIES:
-        raise ArchcError(f"unknown proxy '{name}'{did_you_mean(name, PROXIES)}; valid: {', '.join(PROXIES)}")
-    return name
-
 
 def score(spec_or_model, name: str = None, *, batch: int = None, resolution: int = None, seed: int = 0) -> float:
     """Compute proxy ``name`` (default ``DEFAULT``) for a spec or a built train-time model.

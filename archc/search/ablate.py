@@ -81,7 +81,8 @@ def parse_vary(text: str) -> Tuple[str, List[str]]:
 def grid(specs: Sequence[str], varies: Sequence[str], common: Sequence[str] = ()) -> List[AblationRow]:
     """One row per spec file x point of the override grid; every spec is loaded (and checked) here. An archc
     checkpoint stands for the spec it stores (a row's latency and size do not depend on its weights)."""
-    from ..weights import checkpoint_spec, is_checkpoint_path
+    from ..catalog import is_checkpoint_path
+    from ..weights import checkpoint_spec
     axes = [parse_vary(v) for v in varies]
     rows: List[AblationRow] = []
     for path in specs:

@@ -11,7 +11,7 @@ import typing
 from functools import lru_cache
 from typing import Any, Dict, Literal, Tuple, Union, get_args, get_origin
 
-from ..errors import did_you_mean
+from ..errors import SpecErrorList, closest, did_you_mean
 from .yamlsrc import Located, PathKey
 
 _NONE = type(None)
@@ -36,8 +36,10 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def convert(cls, data: Any, path: PathKey, loc: Located):
-    """Build dataclass ``cls`` from ``data`` found at ``path``; raise SpecError naming the path."""
+def convert(cls, data: Any, path: PathKey, loc: Located, also_valid: Tuple[str, ...] = ()):
+    """Build dataclass ``cls`` from ``data`` found at ``path``; raise SpecError(s) naming the path: every unknown
+    key (``also_valid``: keys the caller handled, named among the valid ones) and every bad value. A required key
+    that an unknown key misspells is not reported missing as well."""
     if isinstance(data, str) and "type" in hints(cls):
         data = {"type": data}  # shorthand: ``downsample: conv`` == ``downsample: {type: conv}``
     if not isinstance(data, dict):
@@ -45,16 +47,22 @@ def convert(cls, data: Any, path: PathKey, loc: Located):
     if hasattr(cls, "pre_convert"):
         data = cls.pre_convert(data, path, loc)
     fields = {f.name: f for f in public_fields(cls)}
+    errors = SpecErrorList()  # every mistake of the mapping, not just the first
+    valid = tuple(fields) + tuple(also_valid)
+    misspelt = set()
     for key in data:
         if key not in fields:
-            valid = ", ".join(fields)
-            raise loc.error(path + (key,), f"unknown key {_show(key)}{did_you_mean(key, fields)}; valid keys: {valid}")
+            misspelt.add(closest(key, valid))
+            errors.add(loc.error(path + (key,), f"unknown key {_show(key)}{did_you_mean(key, valid)}; "
+                                                f"valid keys: {', '.join(valid)}"))
     kwargs = {}
     for name, f in fields.items():
         if name in data:
-            kwargs[name] = convert_value(hints(cls)[name], data[name], f.metadata, path + (name,), loc)
-        elif f.metadata.get("required"):
-            raise loc.error(path + (name,), f"missing required key '{name}' ({f.metadata.get('help', '')})")
+            with errors.collect():
+                kwargs[name] = convert_value(hints(cls)[name], data[name], f.metadata, path + (name,), loc)
+        elif f.metadata.get("required") and name not in misspelt:
+            errors.add(loc.error(path + (name,), f"missing required key '{name}' ({f.metadata.get('help', '')})"))
+    errors.raise_any()
     return cls(**kwargs)
 
 
@@ -135,7 +143,12 @@ def _convert_tuple(tp: Any, value: Any, meta: Dict[str, Any], path: PathKey, loc
             raise loc.error(path, f"expected a list, got {_type_name(value)} {_show(value)}")
         if not value:
             raise loc.error(path, "must not be empty")
-        return tuple(convert_value(args[0], v, meta, path + (i,), loc) for i, v in enumerate(value))
+        errors, items = SpecErrorList(), []
+        for i, v in enumerate(value):
+            with errors.collect():
+                items.append(convert_value(args[0], v, meta, path + (i,), loc))
+        errors.raise_any()
+        return tuple(items)
     # fixed-size tuple of scalars; a scalar means "the same for all" (input_size: 256)
     if not isinstance(value, list):
         value = [value] * len(args)

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, Tuple, Union
 
 
-from ..errors import SpecError, did_you_mean
-from .convert import convert, public_fields
+from ..errors import SpecError, SpecErrorList, did_you_mean
+from .convert import convert
 from ..blocks import MIXERS
 from .model import Spec, StageSpec
 from .rules import check_spec
@@ -23,7 +23,6 @@ from .yamlsrc import Located, Origins, PathKey, format_path, parse_yaml, read_ya
 
 SpecSource = Union[str, Path, Mapping[str, Any], Spec]
 MAX_BASE_DEPTH = 16
-_TOP_KEYS = tuple(f.name for f in public_fields(Spec)) + ("base", "stage_defaults")
 
 
 def load_spec(source: SpecSource, overrides: Union[Sequence[str], Mapping[str, Any], None] = None) -> Spec:
@@ -241,30 +240,34 @@ def _no_index(node: Any, index: int, at: PathKey) -> str:
 
 # ------------------------------------------------------------------------------------ raw -> Spec
 def spec_from_located(loc: Located) -> Spec:
+    """The checked Spec of merged raw data. Every mistake of the file is reported at once (SpecErrors, capped
+    in the message): unknown keys and bad values first; cross-field rules once the values are sound."""
     data = loc.data
     if not isinstance(data, dict):
         raise loc.error((), f"a spec must be a mapping of keys, got {type(data).__name__}")
-    for key in data:
-        if key not in _TOP_KEYS:
-            raise loc.error((key,), f"unknown key {key!r}{did_you_mean(key, _TOP_KEYS)}; "
-                                    f"valid keys: {', '.join(_TOP_KEYS)}")
     if "base" in data:  # only reachable through an override: bases are resolved before overrides apply
         raise loc.error(("base",), "'base' can only be set in a spec file, not by an override")
+    errors = SpecErrorList()
     data = dict(data)
     defaults = data.pop("stage_defaults", None) or {}
     if not isinstance(defaults, dict):
-        raise loc.error(("stage_defaults",), f"expected a mapping, got {defaults!r}")
+        errors.add(loc.error(("stage_defaults",), f"expected a mapping, got {defaults!r}"))
+        defaults = {}
     stage_keys = list(StageSpec.accepted_keys())
-    for key in defaults:
+    for key in list(defaults):
         if key not in stage_keys:
-            raise loc.error(("stage_defaults", key), f"unknown stage key {key!r}{did_you_mean(key, stage_keys)}; "
-                                                     f"valid keys: {', '.join(stage_keys)}")
+            errors.add(loc.error(("stage_defaults", key), f"unknown stage key {key!r}"
+                                 f"{did_you_mean(key, stage_keys)}; valid keys: {', '.join(stage_keys)}"))
+            defaults = {k: v for k, v in defaults.items() if k != key}
     stages = data.get("stages")
     if isinstance(stages, list):
         data["stages"] = [_with_defaults(s, defaults, i, loc) for i, s in enumerate(stages)]
     elif "stages" in data:
         raise loc.error(("stages",), f"expected a list of stages, got {type(stages).__name__}")
-    spec = convert(Spec, data, (), loc)
+    spec = None
+    with errors.collect():
+        spec = convert(Spec, data, (), loc, also_valid=("base", "stage_defaults"))  # unknown keys reported here
+    errors.raise_any()
     spec = dataclasses.replace(spec, source=loc.file)
     check_spec(spec, loc)
     return spec

@@ -15,6 +15,7 @@ from ..blocks import DOWNSAMPLES, HEADS, MIXERS, POS_ENCS, STEMS
 from ..blocks.kind import MAX_DEPTH, MAX_KERNEL, MAX_RES, MAX_WIDTH, opt, req  # noqa: F401  (re-exported)
 from ..blocks.stems import MobileOneStem
 from ..blocks.heads import MobileOneSEHead
+from ..errors import SpecErrorList
 from .registry import ACTIVATIONS, NORMS
 
 
@@ -57,10 +58,13 @@ class StageSpec:
         flat = cls.flat_keys()
         found = {k: data[k] for k in data if k in flat}
         data = {k: v for k, v in data.items() if k not in flat}
+        errors = SpecErrorList()
         for key, value in found.items():
             owner, fname = flat[key][0]
             f = {f.name: f for f in dataclasses.fields(owner.params)}[fname]
-            found[key] = convert_value(hints(owner.params)[fname], value, dict(f.metadata), path + (key,), loc)
+            with errors.collect():
+                found[key] = convert_value(hints(owner.params)[fname], value, dict(f.metadata), path + (key,), loc)
+        errors.raise_any()
         raw_mixer = data.get("mixer")
         mixer = {"type": raw_mixer} if isinstance(raw_mixer, str) else raw_mixer
         if not isinstance(mixer, dict) or not isinstance(mixer.get("type"), str) or mixer["type"] not in MIXERS:

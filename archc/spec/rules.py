@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..blocks import DOWNSAMPLES, HEADS, MIXERS, POS_ENCS, STEMS, CheckContext
 from ..blocks.geometry import sized_to_input, stage_resolutions, stem_out  # noqa: F401  (public here too)
 from ..blocks.stage import metaformer_estimate
+from ..errors import SpecErrorList
 from ..limits import limits
 from .model import Spec
 from .yamlsrc import Located
@@ -28,28 +29,34 @@ def check_spec(spec: Spec, loc: Located) -> None:
     def fail_at(prefix):
         return lambda path, message: loc.error(prefix + tuple(path), message)
 
+    errors = SpecErrorList()  # each part's rules run, so a file's broken stages are all reported at once
     stem_check = STEMS[spec.stem.type].check
     if stem_check:
-        stem_check(CheckContext(spec, spec.stem, fail_at(("stem",)), in_chs=spec.in_chans))
+        with errors.collect():
+            stem_check(CheckContext(spec, spec.stem, fail_at(("stem",)), in_chs=spec.in_chans))
     prev = spec.stem_width
     for i, s in enumerate(spec.stages):
         p = ("stages", i)
         kind = MIXERS[s.mixer.type]
         if s.downsample is None and s.width != prev and not kind.own_downsample:
             where = "the stem" if i == 0 else f"stages[{i - 1}]"
-            raise loc.error(p + ("width",), f"width {s.width} differs from {where}'s width {prev} but the stage "
-                                            "has no downsample to change it; add a downsample or match widths")
+            errors.add(loc.error(p + ("width",), f"width {s.width} differs from {where}'s width {prev} but the "
+                                                 "stage has no downsample to change it; add a downsample or match "
+                                                 "widths"))
         if kind.norms is not None and spec.norm not in kind.norms:
-            raise loc.error(("norm",), f"norm '{spec.norm}' cannot be used with mixer '{kind.name}' (stages[{i}]), "
-                                       f"which accepts: {', '.join(kind.norms)}")
+            errors.add(loc.error(("norm",), f"norm '{spec.norm}' cannot be used with mixer '{kind.name}' "
+                                            f"(stages[{i}]), which accepts: {', '.join(kind.norms)}"))
         for params, family in ((s.downsample, DOWNSAMPLES), (s.pos_enc, POS_ENCS), (s.mixer, MIXERS)):
             check = family[params.type].check if params is not None else None
             if check:
-                check(CheckContext(spec, params, fail_at(p), s, i, prev))
+                with errors.collect():
+                    check(CheckContext(spec, params, fail_at(p), s, i, prev))
         prev = s.width
     head_check = HEADS[spec.head.type].check
     if head_check:
-        head_check(CheckContext(spec, spec.head, fail_at(("head",)), in_chs=prev))
+        with errors.collect():
+            head_check(CheckContext(spec, spec.head, fail_at(("head",)), in_chs=prev))
+    errors.raise_any()  # the geometry and size below assume the parts are sound
     for i, (h, w) in enumerate(stage_resolutions(spec)):
         if h < 1 or w < 1:
             raise loc.error(("input_size",), f"input {spec.input_size[0]}x{spec.input_size[1]} is too small: "
