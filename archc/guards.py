@@ -51,6 +51,21 @@ def param_counts(spec) -> Dict[str, int]:
     return counts
 
 
+@functools.lru_cache(maxsize=256)
+def expected_macs(spec, size: Optional[Tuple[int, int]] = None) -> int:
+    """Multiply-accumulates of one image through the train graph at ``size`` (default: the spec's), counted on the
+    meta device by torch's FlopCounterMode (no memory, no arithmetic: ~0.2 s for SA12 at 1024 px). Progress bars
+    weight their ETAs by it; the deploy graph has fewer (the folded branches), close enough to rank costs."""
+    from torch.utils.flop_counter import FlopCounterMode
+    size = tuple(size or spec.input_size)
+    if size != tuple(spec.input_size) and sized_to_input(spec):
+        spec = load_spec(spec, {"input_size": list(size)})
+    model = _meta_model(spec).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.empty(1, spec.in_chans, *size, device="meta"))
+    return int(counter.get_total_flops() // 2)
+
+
 class _PeakMemory(TorchDispatchMode):
     """Live bytes of tensors created during a forward (freed when the last reference goes), and the peak."""
 

@@ -275,3 +275,39 @@ def test_a_bad_flag_value_is_one_line(capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1
     assert err.startswith("archc calibrate: error: argument --n: invalid int value: '1e9'") and "--help" in err
+
+
+def test_a_weighted_eta_counts_cost_left_not_steps_left(monkeypatch):
+    """Three cheap steps done at 1 s each (after a slow first one) with one step 16x as costly left: the ETA is
+    16 s, not the few seconds that equal steps would give (the README's 224..1024 px bench sweep at fixed runs)."""
+    from archc.cli import progress as progress_mod
+    now = [0.0]
+    monkeypatch.setattr(progress_mod.time, "monotonic", lambda: now[0])
+    bar = progress_mod.Progress("t", 4, mode="off", weights=[1, 1, 1, 16])
+    with bar:
+        now[0] += 5.0  # the first step also pays the start-up (building the graph): left out of the pace
+        bar.advance()
+        assert bar.eta() is None  # no pace known yet
+        for _ in range(2):
+            now[0] += 1.0
+            bar.advance()
+        assert bar.eta() == pytest.approx(16.0)
+    plain = progress_mod.Progress("t", 4, mode="off")
+    with plain:
+        now[0] += 3.0
+        plain.update(3)
+        assert plain.eta() == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        progress_mod.Progress("t", 2, weights=[1])
+
+
+def test_expected_macs_grow_with_the_input_and_match_the_traced_count():
+    """The meta-device count equals the MACs the traced cost report gives, and a 2x input costs about 4x."""
+    import archc
+    from archc.analysis.cost import cost_report
+    from archc.guards import expected_macs
+    from archc.spec import load_spec
+    spec = load_spec("fastvit_t8", ["input_size=64"])
+    report = cost_report(archc.build(spec).eval(), spec)
+    assert expected_macs(spec) == report.macs
+    assert 3.5 < expected_macs(spec, (128, 128)) / expected_macs(spec) < 4.6

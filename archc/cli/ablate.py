@@ -51,6 +51,7 @@ def _reference_path(value):
 
 def run(args) -> int:
     from ..proxies import objective_label
+    from ..latency.result import MEASURED_TARGETS
     from ..search.ablate import columns, evaluate, grid, markdown, read_reference, table_rows
     from ..search.objective import check_target, make_score_fn
     target = None if args.target in ("none", "") else args.target
@@ -80,7 +81,11 @@ def run(args) -> int:
     reference = read_reference(_reference_path(args.reference))
     con = console()
     from .progress import Progress
-    with Progress("ablate", total=len(rows)) as prog:
+    weights = None
+    if rows and (objective == "train" or target in MEASURED_TARGETS):  # rows cost as their MACs: weigh the ETA
+        from ..guards import expected_macs
+        weights = [expected_macs(r.spec) for r in rows]
+    with Progress("ablate", total=len(rows), weights=weights) as prog:
         prog.update(status=rows[0].label if rows else "")
 
         def progress(row) -> None:

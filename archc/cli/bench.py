@@ -172,7 +172,7 @@ def run(args) -> int:
     try:
         if len(jobs) > 1:
             from .progress import Progress
-            with Progress("bench", total=len(jobs)) as prog:
+            with Progress("bench", total=len(jobs), weights=_expected_costs(jobs, None if auto else args.runs)) as prog:
                 for path, spec, res, graph in jobs:
                     label = f"{spec.name} {graph} @ {res or spec.input_size[0]}"
                     prog.update(status=label)
@@ -199,6 +199,15 @@ def run(args) -> int:
     if plot_path:
         con.print(f"plot written to {plot_path}")
     return 130 if interrupted else 0
+
+
+def _expected_costs(jobs, runs: Optional[int]) -> Optional[List[float]]:
+    """Each point's expected cost for the ETA: runs x MACs at its resolution. With ``--runs auto`` the time budget
+    evens the points out (the run count shrinks as the point grows), so they weigh the same (None)."""
+    if runs is None:
+        return None
+    from ..guards import expected_macs
+    return [runs * expected_macs(spec, (res, res) if res else None) for _, spec, res, _ in jobs]
 
 
 def print_results(results: List[Dict[str, Any]], target: str) -> None:

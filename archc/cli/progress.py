@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Iterable, Iterator, Optional, TypeVar
+from typing import Iterable, Iterator, Optional, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -31,15 +31,24 @@ class Progress:
 
     ``advance`` marks one step finished and names it; ``update`` sets the count (e.g. from a study that
     other workers also advance) and a status text. ``note`` prints a line without breaking the bar.
+
+    ``weights`` (one per step, in order) are the steps' expected relative costs, e.g. MACs x runs of bench
+    points: the ETA is then the time per unit of cost so far times the cost left, not the mean step time
+    times the steps left (a 1024-px point after three 224-px ones is not "one more step like those").
     """
 
-    def __init__(self, description: str, total: Optional[int], *, mode: Optional[str] = None):
+    def __init__(self, description: str, total: Optional[int], *, mode: Optional[str] = None,
+                 weights: Optional[Sequence[float]] = None):
         self.description = description
         self.total = total
+        if weights is not None and (len(weights) != total or any(w < 0 for w in weights) or not sum(weights) > 0):
+            raise ValueError(f"weights: {total} non-negative costs with a positive sum expected")
+        self.weights = list(weights) if weights is not None else None
         self.mode = mode or _mode()
         self.done = 0
         self.status = ""
         self._start = time.monotonic()
+        self._first: Optional[float] = None  # seconds the first step took (weighted ETAs leave it out)
         self._bar = None
         self._task = None
 
@@ -49,12 +58,13 @@ class Progress:
             from rich.console import Console
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
                                        TimeElapsedColumn, TimeRemainingColumn)
+            eta = [TextColumn("ETA {task.fields[eta]}")] if self.weights else [TextColumn("ETA"), TimeRemainingColumn()]
             self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("ETA"),
-                                     TimeRemainingColumn(), TextColumn("{task.fields[status]}", markup=False),
+                                     TextColumn("elapsed"), TimeElapsedColumn(), *eta,
+                                     TextColumn("{task.fields[status]}", markup=False),
                                      console=Console(stderr=True), transient=False)
             self._bar.__enter__()
-            self._task = self._bar.add_task(self.description, total=self.total, status="")
+            self._task = self._bar.add_task(self.description, total=self.total, status="", eta="-:--")
         elif self.mode == "plain":
             print(f"{self.description} 0/{self.total} started" if self.total else f"{self.description} started",
                   file=sys.stderr, flush=True)
@@ -66,10 +76,18 @@ class Progress:
             self._bar = None
 
     def eta(self) -> Optional[float]:
-        """Seconds left at the mean pace so far; None before the first step or without a total."""
+        """Seconds left at the pace so far, per step or per unit of expected cost (``weights``); None before
+        the first step or without a total."""
         if not self.total or self.done <= 0:
             return None
-        return (time.monotonic() - self._start) / self.done * max(self.total - self.done, 0)
+        elapsed = time.monotonic() - self._start
+        if self.weights:
+            done, left = sum(self.weights[:self.done]), sum(self.weights[self.done:])
+            if self.done < 2 or self._first is None or done <= self.weights[0]:
+                return None  # the first step carries the start-up (imports, building and lowering the graph)
+            elapsed, done = elapsed - self._first, done - self.weights[0]  # pace by the steps after it
+            return elapsed / done * left if done > 0 else None
+        return elapsed / self.done * max(self.total - self.done, 0)
 
     def line(self) -> str:
         """The plain form: ``bench 3/11 (27%) elapsed 0:12 ETA 0:30 · sa12 deploy @ 384``."""
@@ -82,12 +100,16 @@ class Progress:
     def update(self, done: Optional[int] = None, status: Optional[str] = None) -> None:
         """Set the count and/or the status; the plain form prints a line when the count changes."""
         changed = done is not None and done != self.done
+        if done is not None and done >= 1 and self._first is None:
+            self._first = time.monotonic() - self._start
         if done is not None:
             self.done = done
         if status is not None:
             self.status = status
         if self.mode == "rich" and self._bar is not None:
-            self._bar.update(self._task, completed=self.done, status=self.status)
+            eta = self.eta()
+            self._bar.update(self._task, completed=self.done, status=self.status,
+                             eta=_clock(eta) if eta is not None else "-:--")
         elif self.mode == "plain" and changed:
             print(self.line(), file=sys.stderr, flush=True)
 
