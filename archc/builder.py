@@ -19,3 +19,13 @@ def build(spec: SpecSource) -> ArchNet:
     spec = load_spec(spec)
     check_memory(spec)
     return ArchNet(spec)
+
+
+def build_seeded(spec: SpecSource, seed: int = 0) -> ArchNet:
+    """``build(spec)`` with weights drawn from ``seed``, leaving the caller's random state untouched: the same
+    seed gives the same model, so a search trial builds its candidate once and the proxy scores that model
+    exactly as ``archc.proxies.score(spec)`` would have built it."""
+    import torch
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build(spec)

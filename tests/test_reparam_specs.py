@@ -145,3 +145,22 @@ def test_random_specs_lower_exactly(data, seed):
         ref = model(x)
         out = lowered.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
     assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
+def test_quant_friendly_mobileone_blocks_fold_exactly_and_leave_old_dumps_alone():
+    """QARepVGG-style blocks (benchmarks/specs/mobileone_s0_qa.yaml): bare identity and 1x1 branches, one BN after
+    the sum; they lower to one conv per block under randomised BatchNorm statistics, like the plain blocks. The new
+    key is written only when set, so every earlier dump (golden files, ground-truth architecture keys) stays."""
+    from archc.spec import arch_key, spec_to_yaml
+    qa = archc.load_spec("benchmarks/specs/mobileone_s0_qa.yaml", overrides={"input_size": 64})
+    plain = archc.load_spec("mobileone_s0", overrides={"input_size": 64})
+    model = randomize_(archc.build(qa).eval(), seed=3)
+    block = model.stages[1][2]  # a depthwise block with an identity path
+    assert isinstance(block.identity, torch.nn.Identity) and isinstance(block.norm, torch.nn.BatchNorm2d)
+    assert isinstance(model.stages[1][3].conv_scale, torch.nn.Conv2d) or model.stages[1][3].conv_scale is None
+    gm = reparameterize(model)  # raises LoweringError if not equivalent
+    assert gm.equivalence.max_rel_error <= 1e-5, gm.equivalence.describe()
+    assert _batchnorms(gm) == 0 and invariant_violations(gm) == []
+    assert "quant_friendly" not in spec_to_yaml(plain) and "quant_friendly: true" in spec_to_yaml(qa)
+    assert archc.load_spec(__import__("yaml").safe_load(spec_to_yaml(qa))) == qa
+    assert arch_key(plain) != arch_key(qa)

@@ -25,13 +25,16 @@ class MobileOneParams:
     se_blocks: int = opt(0, "squeeze-excite in the last N blocks (MobileOne-S4: 5 in stage 3, 1 in stage 4; "
                             "flat stage key: se_blocks)", min=0, max=128)
     se_ratio: float = opt(0.0625, "squeeze-excite reduction ratio", min=0.001, max=1.0)
+    quant_friendly: bool = opt(False, "QARepVGG-style blocks: BatchNorm only on the kxk branches and one after the "
+                               "sum (bare 1x1 and identity), so the folded convs keep int8-friendly ranges",
+                               since="0.2")
 
 
 def _mobileone_stage(ctx: BuildContext) -> nn.Module:
     p, s = ctx.params, ctx.stage
     mods, prev = [], ctx.in_chs
     kw = dict(conv_branches=s.conv_branches, scale_branch=s.scale_branch, se_name="attn",
-              identity_last=True)  # timm ByobNet's names and branch order
+              identity_last=True, quant_friendly=p.quant_friendly)  # timm ByobNet's names and branch order
     for j in range(s.depth):
         se = p.se_ratio if j >= s.depth - p.se_blocks else None
         mods.append(layers.MobileOneBlock(prev, prev, p.kernel, p.stride if j == 0 else 1, groups=prev,

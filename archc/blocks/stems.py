@@ -80,12 +80,15 @@ class MobileOneBlockStem:
     stride: int = opt(2, "stride", min=1, max=16)
     conv_branches: int = opt(1, "train-time kxk conv branches", min=1, max=16)
     scale_branch: bool = opt(True, "train-time 1x1 scale branch")
+    quant_friendly: bool = opt(False, "QARepVGG-style block: BatchNorm on the kxk branches and after the sum only",
+                               since="0.2")
 
 
 def _mobileone_block_stem(ctx: BuildContext) -> nn.Module:
     p = ctx.params
     return layers.MobileOneBlock(ctx.in_chs, ctx.spec.stem_width, p.kernel, p.stride, groups=1,
-                                 conv_branches=p.conv_branches, scale_branch=p.scale_branch, act=ctx.act())
+                                 conv_branches=p.conv_branches, scale_branch=p.scale_branch, act=ctx.act(),
+                                 quant_friendly=p.quant_friendly)
 
 
 STEMS.register(Kind("mobileone_block", MobileOneBlockStem.__doc__, MobileOneBlockStem, _mobileone_block_stem,

@@ -8,6 +8,7 @@ would otherwise be counted as work the device never does.
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 from functools import lru_cache
 from typing import Dict, FrozenSet, Optional, Tuple
 
@@ -215,16 +216,41 @@ def _sized(spec: Spec, resolution: Optional[int]) -> Spec:
     return spec
 
 
-@lru_cache(maxsize=64)
+#: arch YAML -> (meta-device deploy graph, graph kind), most recent last; see ``_cached_deploy_graph``
+_DEPLOY_GRAPHS: "OrderedDict[str, Tuple[nn.Module, str]]" = OrderedDict()
+_MAX_DEPLOY_GRAPHS = 64
+
+
 def _cached_deploy_graph(arch_yaml: str) -> Tuple[nn.Module, str]:
     """One deploy graph per architecture, on the meta device: the graph does not depend on the input size
     (``archc bench --resolutions`` times one graph at every size too), and counting work needs no values."""
-    import copy
+    if arch_yaml not in _DEPLOY_GRAPHS:
+        import yaml
+        from ..spec import load_spec
+        _remember_graph(arch_yaml, *deploy_graph(load_spec(yaml.safe_load(arch_yaml))))
+    _DEPLOY_GRAPHS.move_to_end(arch_yaml)
+    return _DEPLOY_GRAPHS[arch_yaml]
 
-    import yaml
-    from ..spec import load_spec
-    model, graph = deploy_graph(load_spec(yaml.safe_load(arch_yaml)))
-    return copy.deepcopy(model).to("meta"), graph
+
+def _remember_graph(arch_yaml: str, model: nn.Module, graph: str) -> None:
+    import copy
+    _DEPLOY_GRAPHS[arch_yaml] = (copy.deepcopy(model).to("meta"), graph)
+    while len(_DEPLOY_GRAPHS) > _MAX_DEPLOY_GRAPHS:
+        _DEPLOY_GRAPHS.popitem(last=False)
+
+
+def _shared_spec(spec: Spec) -> Spec:
+    """The spec whose graph stands for ``spec`` at every input size (256x256; its own where sized to its input)."""
+    return spec if sized_to_input(spec) else dataclasses.replace(spec, input_size=(256, 256))
+
+
+def remember_train_model(spec: Spec, model: nn.Module) -> None:
+    """Lower ``model`` (a train-time model built from ``spec``, any weights) as the deploy graph the features of
+    ``spec`` count, so a search trial that already built its candidate does not build it again to predict it."""
+    from ..passes import reparameterize
+    key = spec_to_yaml(_shared_spec(spec))
+    if key not in _DEPLOY_GRAPHS:
+        _remember_graph(key, reparameterize(model, verify=False), "deploy")  # traces a copy in eval mode
 
 
 @lru_cache(maxsize=512)
@@ -237,7 +263,7 @@ def _cached_features(spec_yaml: str) -> Tuple[Tuple[Tuple[str, float], ...], str
     # then profiled at each requested size on the meta device: the same figures, ~40x faster (SA12 at 384:
     # 0.2 s instead of 8.9 s), which matters when a calibration featurizes hundreds of points
     # (a graph sized to its input, EfficientFormer's attention bias, is built at the size it is profiled at)
-    shared = spec if sized_to_input(spec) else dataclasses.replace(spec, input_size=(256, 256))
+    shared = _shared_spec(spec)
     try:
         model, graph = _cached_deploy_graph(spec_to_yaml(shared))
     except ArchcError:  # an architecture that needs a larger input than 256 (very deep strides)

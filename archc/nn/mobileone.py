@@ -14,21 +14,32 @@ class MobileOneBlock(nn.Module):
 
     The identity BN exists only where input and output shapes agree (same width, stride 1). The
     squeeze-excite is ``se`` (timm FastViT) or, with ``se_name="attn"``, ``attn`` (timm ByobNet/MobileOne).
+
+    ``quant_friendly`` is QARepVGG's block (Chu et al. 2023, "Make RepVGG Greater Again"): BatchNorm only on the
+    kxk branches, a bare 1x1 conv and a bare identity, and one BatchNorm after the sum (``norm``). Per-branch
+    BatchNorms on the identity and 1x1 paths let the folded kernel's per-channel ranges drift apart, which is what
+    breaks per-tensor int8 after folding; the block still folds exactly into one conv.
     """
 
     def __init__(self, in_chs: int, out_chs: int, kernel: int, stride: int = 1, groups: int = 1,
                  conv_branches: int = 1, scale_branch: bool = True, act: Optional[nn.Module] = None,
-                 se_ratio: Optional[float] = None, se_name: str = "se", identity_last: bool = False):
+                 se_ratio: Optional[float] = None, se_name: str = "se", identity_last: bool = False,
+                 quant_friendly: bool = False):
         super().__init__()
         self.se_name = se_name
         self.identity_last = identity_last  # timm ByobNet sums scale, kxk..., identity (FastViT: scale, identity, kxk)
         se = SqueezeExcite(out_chs, se_ratio) if se_ratio else None
         if se_name == "se":
             self.se = se
-        self.identity = nn.BatchNorm2d(in_chs) if in_chs == out_chs and stride == 1 else None
+        same = in_chs == out_chs and stride == 1
+        self.identity = (nn.Identity() if quant_friendly else nn.BatchNorm2d(in_chs)) if same else None
         self.conv_kxk = (nn.ModuleList(ConvBN(in_chs, out_chs, kernel, stride, groups) for _ in range(conv_branches))
                          if conv_branches > 0 else None)
-        self.conv_scale = ConvBN(in_chs, out_chs, 1, stride, groups) if kernel > 1 and scale_branch else None
+        self.conv_scale = None
+        if kernel > 1 and scale_branch:
+            self.conv_scale = (nn.Conv2d(in_chs, out_chs, 1, stride, 0, groups=groups, bias=False) if quant_friendly
+                               else ConvBN(in_chs, out_chs, 1, stride, groups))
+        self.norm = nn.BatchNorm2d(out_chs) if quant_friendly else None  # QARepVGG: one BN after the sum
         if se_name != "se":
             setattr(self, se_name, se)
         self.act = act
@@ -49,6 +60,8 @@ class MobileOneBlock(nn.Module):
         out = branches[0]
         for b in branches[1:]:
             out = out + b
+        if self.norm is not None:
+            out = self.norm(out)
         se = getattr(self, self.se_name)
         if se is not None:
             out = se(out)

@@ -58,7 +58,7 @@ def score(spec_or_model, name: str = None, *, batch: int = None, resolution: int
     its input (EfficientFormer's attention biases) is built at that resolution, as training builds it; such
     a model passed already built is scored at its own ``input_size``, the only size it runs at.
     """
-    from ..builder import build
+    from ..builder import build_seeded
     from ..spec import load_spec, sized_to_input
     name = check_name(name or DEFAULT)
     settings = PROXY_SETTINGS[name]
@@ -72,9 +72,7 @@ def score(spec_or_model, name: str = None, *, batch: int = None, resolution: int
         spec = spec_or_model
         if res and sized_to_input(spec) and tuple(spec.input_size) != (res, res):
             spec = load_spec(spec, {"input_size": res})  # as training does: built at the size it is fed
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = build(spec)
+        model = build_seeded(spec, seed)
         spec = getattr(model, "spec", spec)
     size = (res, res) if res else (tuple(spec.input_size) if spec else (224, 224))
     if spec is not None:  # the proxy's batch and size, not only the spec's batch-1 forward, must fit

@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, Optional
 
 import optuna
 
-from ..builder import build
+from ..builder import build_seeded
 from ..errors import DataError, DeviceError
 from ..latency import LatencyTarget, latency, resolve_target
 from .census import ERROR_ATTR, ERROR_TRIAL_ATTR, SURPLUS_ATTR, slot_rank
@@ -59,10 +59,16 @@ def default_latency(spec, target, **kw):
     return latency(spec, target, **kw)
 
 
-def default_score(spec, name: str) -> float:
-    """The proxy on the spec, built and fed as ``archc.proxies.score`` does (seeded: reproducible)."""
+def default_score(spec, name: str, model=None) -> float:
+    """The proxy on the spec, built and fed as ``archc.proxies.score`` does (seeded: reproducible). ``model``:
+    the trial's candidate from ``build_seeded(spec)`` (seed 0, the proxies' seed), scored instead of a rebuild
+    (not for a graph sized to its input, which a proxy scores at its own resolution)."""
     from ..proxies import score
-    return score(spec, name)
+    from ..spec import sized_to_input
+    return score(model if model is not None and not sized_to_input(spec) else spec, name)
+
+
+default_score.takes_model = True  # the objective hands it the candidate it built
 
 
 def objective_names() -> list:
@@ -164,10 +170,11 @@ class Objective:
 
     def _evaluate(self, trial: optuna.Trial, spec) -> Any:
         t0 = time.perf_counter()
-        model = build(spec)  # a candidate that cannot be built fails here, before any latency work
+        # the trial's one build (seeded as the proxies build): a candidate that cannot be built fails here, before
+        # any latency work; its parameter count, its predicted or measured latency and its proxy score all use it
+        model = build_seeded(spec)
         trial.set_user_attr("params_m", round(sum(p.numel() for p in model.parameters()) / 1e6, 4))
-        del model
-        lat = self.measure(spec, final=False)
+        lat = self.measure(spec, final=False, model=model)
         trial.set_user_attr("latency_ms", lat.ms)
         trial.set_user_attr("latency_kind", lat.kind)
         if (lat.detail or {}).get("extrapolation"):  # a prediction outside the profile's fitted range
@@ -179,7 +186,9 @@ class Objective:
             trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
             trial.set_user_attr("pruned_reason", f"latency {lat.ms:.4g} ms over the budget {self.budget_ms:g} ms")
             raise optuna.TrialPruned(f"latency {lat.ms:.3f} ms over the budget {self.budget_ms} ms")
-        raw = self.score_fn(spec, self.objective)
+        raw = self.score_fn(spec, self.objective, **({"model": model} if getattr(self.score_fn, "takes_model", False)
+                                                     else {}))
+        del model
         value = float(raw)
         if value != value or value in (float("inf"), float("-inf")):
             raise ValueError(f"objective {self.objective} returned {value}")
@@ -189,21 +198,29 @@ class Objective:
         trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
         return value, lat.ms
 
-    def measure(self, spec, final: bool):
-        """Latency of ``spec``; the final re-measurement of a candidate takes 5x the runs."""
+    def measure(self, spec, final: bool, model=None):
+        """Latency of ``spec``; the final re-measurement of a candidate takes 5x the runs. ``model``: the
+        candidate already built from ``spec`` (lowered here instead of building the spec again)."""
         return latency_of(spec, self.resolved, lock_dir=self.lock_dir,
                           runs=self.latency_runs * (5 if final else 1), warmup=self.latency_warmup,
-                          latency_fn=self.latency_fn)
+                          latency_fn=self.latency_fn, model=model)
 
 
 def latency_of(spec, target, *, lock_dir: Path, runs: int, warmup: int,
-               latency_fn: Optional[LatencyFn] = None):
+               latency_fn: Optional[LatencyFn] = None, model=None):
     """Latency of ``spec`` on ``target`` (a name or a resolved ``LatencyTarget``): measurements hold the target's
-    lock, predictions do not. ``latency_fn(spec, name, **kw)`` replaces the measurement (tests, custom devices)."""
+    lock, predictions do not. ``latency_fn(spec, name, **kw)`` replaces the measurement (tests, custom devices).
+    ``model``: a train-time model built from ``spec``; archc's own measurement and prediction lower it rather
+    than building the spec again."""
     target = resolve_target(target)
-    if latency_fn is None or latency_fn is default_latency:
+    own = latency_fn is None or latency_fn is default_latency
+    if own:
         latency_fn = lambda s, _name, **kw: target.latency(s, **kw)  # noqa: E731  (resolved once, not per call)
     if target.measured:
         with device_lock(lock_dir, target.name):
-            return latency_fn(spec, target.name, runs=runs, warmup=warmup)
+            return latency_fn(spec, target.name, runs=runs, warmup=warmup,
+                              **({"model": model} if own and model is not None else {}))
+    if own and model is not None:
+        from ..latency.features import remember_train_model
+        remember_train_model(spec, model)
     return latency_fn(spec, target.name)

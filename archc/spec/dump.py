@@ -14,7 +14,10 @@ from .model import Spec
 
 def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value):
-        return {f.name: _plain(getattr(value, f.name)) for f in public_fields(type(value))}
+        # a key added after specs were first dumped (``since`` in its metadata) is written only when it is set, so
+        # earlier dumps, golden files and architecture keys (ground truth, caches) stay what they were
+        return {f.name: _plain(getattr(value, f.name)) for f in public_fields(type(value))
+                if not (f.metadata.get("since") and getattr(value, f.name) == f.default)}
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     return value
