@@ -183,3 +183,37 @@ def test_ablate_and_calibration_rows_take_a_checkpoint(specs, tmp_path, capsys):
     csv.write_text(f"spec,latency_ms\n{ckpt},1.0\n{a},1.1\n")
     points = read_measurements(str(csv))
     assert spec_of(points[0].spec_path).name == "tiny_cli"
+
+
+def test_bench_times_the_int8_graph_archc_exports(specs, tmp_path, capsys):
+    """--precision int8 times the deploy graph quantized with archc's recipe (QDQ ops read back from the graph it
+    ran), once per point (the auto-run probe reuses it), calibrated on real images where given."""
+    import onnx
+
+    from archc.runtime import runners
+    a, _ = specs
+    runners._INT8_GRAPHS.clear()
+    data = "tests/data/fashion-mnist-slice"
+    spec = tmp_path / "grey.yaml"
+    spec.write_text(yaml.safe_dump({**TINY, "in_chans": 1}))
+    assert main(["bench", str(spec), "--target", "onnxruntime", "--precision", "int8", "--calibrate-data", data,
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    (r,) = out["results"]
+    assert r["detail"]["precision"] == "int8" and r["detail"]["runtime"] == "onnxruntime" and r["ms"] > 0
+    assert len(runners._INT8_GRAPHS) == 1  # the probe and the timed runs share one quantization
+    (model, graph), = runners._INT8_GRAPHS.values()
+    ops = [n.op_type for n in onnx.load_model_from_string(graph).graph.node]
+    assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > 0
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--precision", "int8"], "--precision int8 is measured in ONNX Runtime: add --target onnxruntime"),
+    (["--precision", "int8", "--target", "onnxruntime", "--train"], "drop --train"),
+    (["--calibrate-data", "fashion-mnist"], "--calibrate-data goes with --precision int8"),
+])
+def test_bench_precision_errors_are_one_line(specs, capsys, argv, fragment):
+    a, _ = specs
+    assert main(["bench", str(a), *argv]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("\n") == 1, err

@@ -431,3 +431,24 @@ def test_results_onto_a_full_disk_name_the_file_and_leave_no_temporary_file(tmp_
     with pytest.raises(ArchcError, match=rf"^'{tmp_path}/trials.csv': cannot write: No space left on device$"):
         write_trials([{"trial": 0, "state": "COMPLETE"}], tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_int8_search_times_candidates_quantized_and_is_its_own_study(cfg, monkeypatch):
+    """--precision int8: every measurement asks for int8 (the objective passes it through to archc.latency), the
+    study's identity records it (an fp32 study is refused with the key that differs), and only ONNX Runtime can
+    time it."""
+    seen = []
+
+    def recording_latency(spec, target, **kw):
+        seen.append(kw.get("precision", "fp32"))
+        return fake_latency(spec, target, **kw)
+
+    with pytest.raises(SearchError, match="use --target onnxruntime"):
+        run_search(SearchConfig(**{**cfg.__dict__, "precision": "int8"}))
+    int8 = SearchConfig(**{**cfg.__dict__, "target": "onnxruntime", "precision": "int8", "trials": 2})
+    assert "-onnxruntime-int8-" in int8.study_name(load_space(int8.space))
+    run = run_search(int8, latency_fn=recording_latency)
+    assert run.census.n_finished == 2 and seen and set(seen) == {"int8"}
+    fp32 = SearchConfig(**{**int8.__dict__, "precision": "fp32", "study": int8.study_name(load_space(int8.space))})
+    with pytest.raises(SearchError, match=r"precision: study has 'int8', this run None"):
+        run_search(fp32, latency_fn=recording_latency)

@@ -64,6 +64,12 @@ def register(sub) -> None:
                    help="CPU threads for torch / ONNX Runtime (default 1: batch-1 timings with more threads "
                         "swing on shared machines; give the core count to measure multi-threaded latency)")
     p.add_argument("--weights", metavar="FILE", default=None, help="checkpoint to load (latency does not depend on it)")
+    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="int8: time the deploy graph quantized as `archc export --precision int8` writes it (ONNX "
+                        "Runtime QDQ, archc's recipe; --target onnxruntime)")
+    p.add_argument("--calibrate-data", metavar="D", default=None,
+                   help="int8: real images to calibrate on (fashion-mnist, an IDX folder or an image folder); "
+                        "default: seeded random images, which time the same graph")
     p.add_argument("--train", action="store_true", help="also measure the train-time graph (eval mode) beside the deploy graph")
     p.add_argument("--compute-units", default="ALL", help="coreml/iphone: ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE")
     p.add_argument("--plot", metavar="FILE", default=None, help="PNG plot of latency against resolution")
@@ -130,12 +136,20 @@ def run(args) -> int:
         for res in resolutions:
             _sized(spec, res, batch, flag)
     measured = args.target in MEASURED_TARGETS
+    if args.precision != "fp32":
+        if args.target != "onnxruntime" and not (args.target == "cpu" and args.runtime == "onnxruntime"):
+            raise DeviceError(f"--precision {args.precision} is measured in ONNX Runtime: add --target onnxruntime")
+        if args.train:
+            raise DeviceError(f"--precision {args.precision} quantizes the deploy graph; drop --train")
+    elif args.calibrate_data:
+        raise DeviceError("--calibrate-data goes with --precision int8")
     graphs = ["deploy", "train"] if (args.train and measured) else ["deploy"]
     jobs = [(path, spec, res, g) for path, spec in specs for res in resolutions for g in graphs]
     kwargs: Dict[str, Any] = {}
     if measured:
         kwargs = dict(runs=None if auto else args.runs, warmup=args.warmup, batch=args.batch, runtime=args.runtime,
-                      weights=args.weights, threads=args.threads, compute_units=args.compute_units)
+                      weights=args.weights, threads=args.threads, compute_units=args.compute_units,
+                      precision=args.precision)
     results: List[Dict[str, Any]] = []
     con = console()
 
@@ -153,8 +167,20 @@ def run(args) -> int:
             models[key] = inference_model(built, weights_for(path, args), deploy=graph == "deploy")
         return models[key]
 
+    calibration: Dict[Any, Any] = {}
+
+    def calibration_for(spec, res):
+        """int8 with --calibrate-data: real calibration images at the point's size (once per size and channels)."""
+        key = (res or spec.input_size[0], spec.in_chans)
+        if key not in calibration:
+            from ..quant.evaluate import quant_images
+            calibration[key] = quant_images(args.calibrate_data, key[0], spec.in_chans, eval_images=1).calibration
+        return calibration[key]
+
     def one(path, spec, res, graph, status=lambda text: None) -> None:
         kw = dict(kwargs, resolution=res)
+        if args.precision == "int8" and args.calibrate_data:
+            kw["calibration"] = calibration_for(spec, res)
         if measured:
             from ..latency.measure import check_target
             check_target(args.target)  # say what is missing before building anything
@@ -230,6 +256,8 @@ def print_results(results: List[Dict[str, Any]], target: str) -> None:
     title = f"latency on {target}"
     if det.get("device"):
         title += f" ({det['device']}, runtime {det.get('runtime')}, threads {det.get('threads', '-')})"
+    if det.get("precision", "fp32") != "fp32":
+        title += f", {det['precision']} (archc's recipe, as `archc export --precision {det['precision']}` writes it)"
     columns = ["spec", "graph", "input", "batch", "median ms", "IQR ms", "CV", "runs", "train/deploy"]
     if not any(r["graph"] == "train" for r in results):  # no train graph timed: no ratio to show
         columns, rows = columns[:-1], [row[:-1] for row in rows]

@@ -223,20 +223,9 @@ def _precision_rows(args, model, results, images, name):
     onnx_path = next((Path(r.path) for r in results if r.format == "onnx"), None)
     int8 = None
     if args.precision == "int8":
-        from ..quant.onnx_int8 import quantize_onnx_int8
+        from ..quant.recipe import Int8Recipe, quantize_deploy_graph
         out = Path(args.out) / f"{name}.int8.onnx"
-        exclude, kept = [], []
-        if args.keep_float > 0:
-            from ..quant.evaluate import torch_logits
-            from ..quant.sensitivity import layer_sensitivity
-            ranked = layer_sensitivity(onnx_path, images.calibration, images.calibration,
-                                       torch_logits(model, images.calibration), calibration=args.calibration,
-                                       per_channel=args.per_channel)
-            exclude = [r.node for r in ranked[:args.keep_float]]
-            kept = [f"{r.module} ({r.sqnr_db:.1f} dB alone)" for r in ranked[:args.keep_float]]
-        export = quantize_onnx_int8(onnx_path, out, images.calibration, calibration=args.calibration,
-                                    per_channel=args.per_channel, exclude=exclude, activations=args.activations)
-        export.detail["kept_in_float"] = kept
-        int8 = (out, export)
+        recipe = Int8Recipe(args.calibration, args.per_channel, args.keep_float, args.activations)
+        int8 = (out, quantize_deploy_graph(model, onnx_path, out, images.calibration, recipe))
     fp16 = args.precision == "fp16" or ("coreml" in [r.format for r in results] and not args.fp32)
     return precision_table(model, onnx_path, images, int8=int8, fp16=fp16)

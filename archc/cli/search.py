@@ -59,6 +59,10 @@ def register(sub) -> None:
     p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="Optuna sampler (default: %(default)s)")
     p.add_argument("--heartbeat", type=int, default=10, metavar="SECONDS",
                    help="heartbeat interval; a killed worker's trial is retried after 3x this (default: %(default)s)")
+    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="int8: time each candidate quantized as `archc export --precision int8` writes it (ONNX "
+                        "Runtime, archc's recipe; needs --target onnxruntime; calibrated on seeded random images, "
+                        "which time the same graph)")
     p.add_argument("--latency-runs", type=int, default=20, metavar="N",
                    help="measured targets: timed runs per candidate; the final re-measurement uses 5x "
                         "(default: %(default)s)")
@@ -140,7 +144,7 @@ def run(args) -> int:
                        trials=args.trials, timeout=args.timeout, storage=args.storage, study=args.study,
                        workers=args.workers, seed=args.seed, out=args.out, sampler=args.sampler,
                        heartbeat=args.heartbeat, score_infeasible=args.score_infeasible,
-                       latency_runs=args.latency_runs)
+                       latency_runs=args.latency_runs, precision=args.precision)
     cfg.train = train_settings(args, cfg.resolved_objective())
     con = console(stderr=args.json)  # with --json, stdout holds the JSON only
     if cfg.resolved_objective() == "train":

@@ -193,7 +193,7 @@ def measure_latency(spec, target: str = "cpu", *, model: Optional[nn.Module] = N
                     warmup: int = 10, batch: Optional[int] = None,
                     resolution: Union[None, int, Tuple[int, int]] = None, deploy: bool = True,
                     runtime: str = "eager", weights: Any = None, threads: Optional[int] = None,
-                    compute_units: str = "ALL") -> LatencyResult:
+                    compute_units: str = "ALL", precision: str = "fp32", calibration: Any = None) -> LatencyResult:
     """Measure ``spec`` on ``target``; ``model`` may be given instead of building the spec: a train-time
     model built from it (lowered here unless ``deploy=False``) or a deploy graph (used as it is).
 
@@ -202,7 +202,9 @@ def measure_latency(spec, target: str = "cpu", *, model: Optional[nn.Module] = N
     ``threads`` sets torch's (and ONNX Runtime's) intra-op threads for CPU targets; by default
     ``DEFAULT_CPU_THREADS`` (1), because on a shared or virtualised machine a second thread makes
     batch-1 timings swing (measured on this project's 2-core VM, idle: CV 1.9-13% with 2 threads
-    run to run, 1.0-3.7% with 1).
+    run to run, 1.0-3.7% with 1). ``precision="int8"`` (ONNX Runtime on the CPU) times the deploy graph quantized
+    with archc's int8 recipe, calibrated on ``calibration`` images (default: seeded random ones, which is fine
+    for timing: the quantized graph's ops do not depend on the calibrated ranges).
     """
     from ..runtime import inference_model, input_shape, resolve_runtime
 
@@ -218,9 +220,18 @@ def measure_latency(spec, target: str = "cpu", *, model: Optional[nn.Module] = N
     if target in ("coreml", "iphone") and batch != 1:
         raise DeviceError(f"target '{target}' measures batch 1 (the package's image input); use --batch 1")
     shape = input_shape(spec, batch, resolution)
+    if precision != "fp32":
+        if target not in ("cpu", "onnxruntime") or (target == "cpu" and runtime != "onnxruntime"):
+            raise DeviceError(f"precision {precision} is measured in ONNX Runtime on the CPU: use --target onnxruntime")
+        if not deploy:
+            raise DeviceError(f"precision {precision} quantizes the deploy graph; the train graph stays fp32")
+        if calibration is None:
+            from ..quant.recipe import random_calibration
+            calibration = random_calibration(shape)
     m = inference_model(spec, weights, deploy=deploy, model=model)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    detail: Dict[str, Any] = {"deploy": deploy, "spec": getattr(spec, "name", None), "load_before": _loadavg()}
+    detail: Dict[str, Any] = {"deploy": deploy, "spec": getattr(spec, "name", None), "load_before": _loadavg(),
+                              "precision": precision}
     if threads is None and target in ("cpu", "onnxruntime"):
         threads = DEFAULT_CPU_THREADS
     if threads is not None and threads < 1:
@@ -228,7 +239,7 @@ def measure_latency(spec, target: str = "cpu", *, model: Optional[nn.Module] = N
     with torch_threads(threads):
         if target in ("cpu", "onnxruntime"):
             rt = "onnxruntime" if target == "onnxruntime" else resolve_runtime(runtime, "cpu")
-            samples = _measure_torch(m, x, rt, "cpu", runs, warmup, detail)
+            samples = _measure_torch(m, x, rt, "cpu", runs, warmup, detail, precision, calibration)
         elif target == "cuda":
             samples = _measure_torch(m, x, resolve_runtime(runtime, "cuda"), "cuda", runs, warmup, detail)
         elif target == "coreml":
@@ -337,12 +348,12 @@ def _check_iphone_tools() -> None:
 
 # ------------------------------------------------------------------------------------- torch / ORT
 def _measure_torch(model: nn.Module, x: torch.Tensor, runtime: str, device: str, runs: int, warmup: int,
-                   detail: Dict[str, Any]) -> List[float]:
+                   detail: Dict[str, Any], precision: str = "fp32", calibration: Any = None) -> List[float]:
     from ..runtime import make_runner
     from .allocator import keep_freed_memory
 
     detail["allocator"] = keep_freed_memory()
-    runner = make_runner(model, x, runtime, device)
+    runner = make_runner(model, x, runtime, device, precision, calibration)
     try:
         xin = runner.prepare(x)
         step = lambda: runner(xin)  # noqa: E731

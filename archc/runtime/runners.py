@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
@@ -109,15 +110,23 @@ def lowered(model: nn.Module, example: torch.Tensor, runtime: str, device: str =
     return lower_for_kernels(model, names, example=example.detach().cpu())
 
 
-def make_runner(model: nn.Module, example: torch.Tensor, runtime: str = "eager", device: str = "cpu") -> Runner:
+def make_runner(model: nn.Module, example: torch.Tensor, runtime: str = "eager", device: str = "cpu",
+                precision: str = "fp32", calibration=None) -> Runner:
     """Wrap the eval-mode ``model`` in ``runtime`` on ``device`` ("cpu" or "cuda"). ``example`` fixes the
     input shape for runtimes that export (ONNX Runtime, TensorRT). The model itself is not modified; on
-    CPU a deploy graph first gets the kernel lowerings the runtime measured faster with (``CPU_LOWERINGS``)."""
+    CPU a deploy graph first gets the kernel lowerings the runtime measured faster with (``CPU_LOWERINGS``).
+    ``precision="int8"`` (ONNX Runtime only) runs the graph quantized with archc's int8 recipe
+    (``archc.quant.recipe``), activations calibrated on ``calibration`` (N x C x H x W images)."""
     runtime = resolve_runtime(runtime, device)
+    if precision not in ("fp32", "int8"):
+        raise DeviceError(f"precision '{precision}' cannot be measured; valid: fp32, int8")
+    if precision == "int8" and runtime != "onnxruntime":
+        raise DeviceError(f"int8 is measured in ONNX Runtime (its static quantization); runtime '{runtime}' runs "
+                          "float: use --target onnxruntime (or --runtime onnxruntime)")
     dev = torch.device(device)
-    model = lowered(model, example, runtime, device)
+    given, model = model, lowered(model, example, runtime, device)
     if runtime == "onnxruntime":
-        return _onnxruntime_runner(model, example, device)
+        return _onnxruntime_runner(model, example, device, calibration if precision == "int8" else None, given)
     if runtime == "tensorrt":
         return _tensorrt_runner(model, example, device)
     import copy
@@ -194,7 +203,8 @@ def onnx_session_options(threads: Optional[int] = None):
     return opts
 
 
-def _onnxruntime_runner(model: nn.Module, example: torch.Tensor, device: str) -> Runner:
+def _onnxruntime_runner(model: nn.Module, example: torch.Tensor, device: str, int8_calibration=None,
+                        given: Optional[nn.Module] = None) -> Runner:
     try:
         import onnxruntime as ort
     except ImportError as exc:
@@ -210,8 +220,11 @@ def _onnxruntime_runner(model: nn.Module, example: torch.Tensor, device: str) ->
     try:
         # a fixed input shape (the runner serves one shape): ONNX Runtime then folds the attention's
         # shape arithmetic (Shape/Gather/Concat) into constants
-        path = export_onnx(model, example.cpu(), tmp / "model.onnx", dynamic_batch=False)
-        sess = ort.InferenceSession(str(path), sess_options=onnx_session_options(), providers=providers)
+        if int8_calibration is not None:
+            graph = _int8_graph(model, example, int8_calibration, tmp, given if given is not None else model)
+        else:
+            graph = str(export_onnx(model, example.cpu(), tmp / "model.onnx", dynamic_batch=False))
+        sess = ort.InferenceSession(graph, sess_options=onnx_session_options(), providers=providers)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     in_name = sess.get_inputs()[0].name
@@ -223,6 +236,32 @@ def _onnxruntime_runner(model: nn.Module, example: torch.Tensor, device: str) ->
         return sess.run(None, {in_name: x})[0]
 
     return Runner("onnxruntime", fn, prepare, device)
+
+
+#: (id(model), input shape, calibration digest) -> (model, quantized ONNX bytes): a bench point's probe and its timed
+#: runs, or a search's two measurements, quantize (and rank layer sensitivity) once; the model is held so its id
+#: cannot be reused while the entry lives
+_INT8_GRAPHS: "OrderedDict[tuple, tuple]" = OrderedDict()
+
+
+def _int8_graph(model: nn.Module, example: torch.Tensor, calibration, tmp: Path, given: nn.Module) -> bytes:
+    """The deploy graph ``model`` as `archc export --precision int8` writes it (dynamic batch, which calibration
+    needs), quantized with archc's recipe on ``calibration``; cached by the caller's model ``given``."""
+    import hashlib
+
+    import numpy as np
+    from ..export.onnx_export import export_onnx
+    from ..quant.recipe import quantize_deploy_graph
+    images = np.ascontiguousarray(calibration, dtype=np.float32)
+    key = (id(given), tuple(example.shape), hashlib.sha1(images.tobytes()).hexdigest())
+    if key not in _INT8_GRAPHS:
+        path = export_onnx(model, example.cpu(), tmp / "model.onnx", dynamic_batch=True)
+        out = quantize_deploy_graph(model, path, tmp / "model.int8.onnx", images).path
+        _INT8_GRAPHS[key] = (given, Path(out).read_bytes())
+        while len(_INT8_GRAPHS) > 4:
+            _INT8_GRAPHS.popitem(last=False)
+    _INT8_GRAPHS.move_to_end(key)
+    return _INT8_GRAPHS[key][1]
 
 
 def _tensorrt_runner(model: nn.Module, example: torch.Tensor, device: str) -> Runner:

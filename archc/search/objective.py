@@ -125,6 +125,7 @@ class Objective:
     latency_warmup: int = 5
     latency_fn: LatencyFn = default_latency
     score_fn: ScoreFn = default_score
+    precision: str = "fp32"           # "int8": measured quantized (ONNX Runtime, archc.quant.recipe)
     resolved: LatencyTarget = field(init=False)
 
     def __post_init__(self) -> None:
@@ -203,23 +204,25 @@ class Objective:
         candidate already built from ``spec`` (lowered here instead of building the spec again)."""
         return latency_of(spec, self.resolved, lock_dir=self.lock_dir,
                           runs=self.latency_runs * (5 if final else 1), warmup=self.latency_warmup,
-                          latency_fn=self.latency_fn, model=model)
+                          latency_fn=self.latency_fn, model=model, precision=self.precision)
 
 
 def latency_of(spec, target, *, lock_dir: Path, runs: int, warmup: int,
-               latency_fn: Optional[LatencyFn] = None, model=None):
+               latency_fn: Optional[LatencyFn] = None, model=None, precision: str = "fp32"):
     """Latency of ``spec`` on ``target`` (a name or a resolved ``LatencyTarget``): measurements hold the target's
     lock, predictions do not. ``latency_fn(spec, name, **kw)`` replaces the measurement (tests, custom devices).
     ``model``: a train-time model built from ``spec``; archc's own measurement and prediction lower it rather
-    than building the spec again."""
+    than building the spec again. ``precision`` other than fp32 is passed to measurements (``archc.latency``)."""
     target = resolve_target(target)
     own = latency_fn is None or latency_fn is default_latency
     if own:
         latency_fn = lambda s, _name, **kw: target.latency(s, **kw)  # noqa: E731  (resolved once, not per call)
     if target.measured:
         with device_lock(lock_dir, target.name):
-            return latency_fn(spec, target.name, runs=runs, warmup=warmup,
-                              **({"model": model} if own and model is not None else {}))
+            extra = {"model": model} if own and model is not None else {}
+            if precision != "fp32":
+                extra["precision"] = precision
+            return latency_fn(spec, target.name, runs=runs, warmup=warmup, **extra)
     if own and model is not None:
         from ..latency.features import remember_train_model
         remember_train_model(spec, model)

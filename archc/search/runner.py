@@ -59,6 +59,7 @@ class SearchConfig:
     heartbeat: int = 10
     score_infeasible: bool = False
     latency_runs: int = 20
+    precision: str = "fp32"                  # "int8": candidates timed quantized (ONNX Runtime, archc's recipe)
     lock_dir: str = "runs/locks"
     n_startup_trials: int = 10
 
@@ -72,7 +73,8 @@ class SearchConfig:
         if self.study:
             return self.study
         budget = f"{self.latency_ms:g}".replace(".", "p")
-        return f"{space.name}-{self.target}-{budget}ms-{self.resolved_objective()}"
+        precision = "" if self.precision == "fp32" else f"-{self.precision}"
+        return f"{space.name}-{self.target}{precision}-{budget}ms-{self.resolved_objective()}"
 
     def out_dir(self, space: SearchSpace) -> Path:
         from ..outputs import file_stem
@@ -88,6 +90,8 @@ CREATOR_WAIT_S = 60.0
 def _meta(cfg: SearchConfig, space: SearchSpace) -> Dict[str, Any]:
     meta = {"space": space.name, "space_fingerprint": space.fingerprint(), "target": cfg.target,
             "latency_ms": float(cfg.latency_ms), "objective": cfg.resolved_objective()}
+    if cfg.precision != "fp32":  # int8 latencies do not compare with fp32 ones (fp32 studies keep their old identity)
+        meta["precision"] = cfg.precision
     if meta["objective"] == TRAIN:  # scores from other training settings do not compare: part of the identity
         from ..train import TrainConfig
         meta["train"] = TrainConfig.from_dict(cfg.train).fingerprint()
@@ -124,6 +128,11 @@ def validate(cfg: SearchConfig, target: bool = True) -> None:
         raise SearchError(f"--heartbeat must be at least 1 second, got {cfg.heartbeat}")
     if cfg.sampler not in SAMPLERS:
         raise SearchError(f"unknown sampler '{cfg.sampler}'; valid: {', '.join(SAMPLERS)}")
+    if cfg.precision not in ("fp32", "int8"):
+        raise SearchError(f"--precision {cfg.precision!r}: valid: fp32, int8")
+    if cfg.precision != "fp32" and cfg.target != "onnxruntime":
+        raise SearchError(f"--precision {cfg.precision} times candidates quantized in ONNX Runtime: use --target "
+                          f"onnxruntime (device profiles predict fp32 graphs; '{cfg.target}' cannot time int8)")
     name = check_objective(cfg.resolved_objective(), SearchError)
     if cfg.train and name != TRAIN:
         raise SearchError("--data and --train-* options apply to --objective train only")
@@ -233,7 +242,8 @@ def open_study(cfg: SearchConfig, space: SearchSpace, sampler: Optional[optuna.s
         if have is None:  # its creator stopped before marking it: adopt it
             study.set_user_attr(META_ATTR, meta)
             have = meta
-        diff = [f"{k}: study has {have.get(k)!r}, this run {v!r}" for k, v in meta.items() if have.get(k) != v]
+        keys = list(meta) + [k for k in have if k not in meta]  # a key only the study has differs too (precision)
+        diff = [f"{k}: study has {have.get(k)!r}, this run {meta.get(k)!r}" for k in keys if have.get(k) != meta.get(k)]
         if diff:
             raise SearchError(f"{where} was made by a different search (" + "; ".join(diff)
                               + "); use --study NAME to start a new study")
@@ -254,7 +264,8 @@ def open_study(cfg: SearchConfig, space: SearchSpace, sampler: Optional[optuna.s
 def metric_names(cfg: SearchConfig) -> List[str]:
     """The two objectives as optuna-dashboard labels them: the score (what it is) and the latency (where)."""
     from ..proxies import objective_label
-    return [f"score: {objective_label(cfg.resolved_objective())}", f"latency_ms on {cfg.target}"]
+    where = cfg.target + ("" if cfg.precision == "fp32" else f" ({cfg.precision})")
+    return [f"score: {objective_label(cfg.resolved_objective())}", f"latency_ms on {where}"]
 
 
 ProgressFn = Callable[[Census, Optional[optuna.trial.FrozenTrial]], None]
@@ -279,7 +290,7 @@ def run_worker(cfg: SearchConfig, *, space: Optional[SearchSpace] = None,
     objective = Objective(space=space, objective=cfg.resolved_objective(), target=cfg.target,
                           budget_ms=cfg.latency_ms, n_trials=cfg.trials, lock_dir=Path(cfg.lock_dir),
                           score_infeasible=cfg.score_infeasible, latency_runs=cfg.latency_runs,
-                          latency_fn=latency_fn or default_latency, score_fn=score_fn)
+                          latency_fn=latency_fn or default_latency, score_fn=score_fn, precision=cfg.precision)
     deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
     poll = min(2.0, float(cfg.heartbeat))
 
