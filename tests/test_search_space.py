@@ -221,3 +221,25 @@ def test_a_space_varies_the_keys_of_the_new_block_kinds(tmp_path):
     match = point_from_spec(load_spec(SPECS / "mobileone_s0.yaml"), space)
     assert spec_to_dict(spec_from_values(space, match.values, "mobileone_s0")) == spec_to_dict(
         load_spec(SPECS / "mobileone_s0.yaml"))
+
+
+def test_the_space_language_names_no_kind_and_lists_keys_from_one_table():
+    """Every stage key comes from archc/space/keys.py's table (plain stage fields, width_mult, and each part's
+    chooser and its kinds' search keys); no module of archc/space names a registered kind in a string, so a new
+    block kind joins search spaces through its registration alone (docs/ADD_A_BLOCK.md)."""
+    import ast
+    from pathlib import Path
+
+    import archc.space as space_pkg
+    from archc.blocks import FAMILIES, MIXERS
+    from archc.space.keys import STAGE_KEY_TABLE
+    from archc.space.model import STAGE_KEYS
+    assert STAGE_KEYS == tuple(k.name for k in STAGE_KEY_TABLE)
+    assert set(MIXERS.search_keys()) <= set(STAGE_KEYS)
+    kinds = {name for family in FAMILIES.values() for name in family}
+    named = []
+    for path in Path(space_pkg.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in kinds:
+                named.append(f"{path.name}:{node.lineno} {node.value!r}")
+    assert named == [], named

@@ -53,7 +53,8 @@ def _check_replk(ctx: CheckContext) -> None:
 
 
 DOWNSAMPLES.register(Kind("replk", ReplkDownsample.__doc__, ReplkDownsample, _replk, _check_replk,
-                          search_keys={"downsample_kernel": "kernel"}, abbrev="LK", out_size=_strided_out))
+                          search_keys={"downsample_kernel": "kernel"}, abbrev="LK", out_size=_strided_out,
+                          whole_width_multiple=True))
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,12 @@ class Kind:
     #: block kinds: stage keys its blocks never read (a stage without an FFN: ``mlp_ratio``, ``ffn``, ``ffn_kernel``);
     #: set to anything but the default (which every dumped spec holds) they are refused like an unknown key
     unused_keys: Tuple[str, ...] = ()
+    #: block kinds: a global token mixer (self-attention), which a search space's ``rules.attention_in_last`` keeps
+    #: to the last stages
+    attention: bool = False
+    #: downsample kinds: the output width must be a whole multiple of the input width (a conv grouped by the input
+    #: width), so a search space's non-integer ``width_mult`` can never fit a stage that has one
+    whole_width_multiple: bool = False
 
 
 class Family:

@@ -56,7 +56,7 @@ def _check_attention(ctx: CheckContext) -> None:
 
 
 MIXERS.register(Kind("attention", AttentionParams.__doc__, AttentionParams, metaformer_stage(_attention_block),
-                     _check_attention, search_keys={"head_dim": "head_dim"}, abbrev="SA",
+                     _check_attention, search_keys={"head_dim": "head_dim"}, abbrev="SA", attention=True,
                      estimate=lambda s, c: metaformer_estimate(s, c, 4 * s.width * s.width)))
 
 

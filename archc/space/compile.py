@@ -12,10 +12,11 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
 from ..errors import did_you_mean
 from ..spec import load_spec, spec_to_dict
 from ..spec.convert import convert_value, hints, public_fields
-from ..blocks import DOWNSAMPLES, MIXERS, POS_ENCS
-from ..spec.model import Spec, StageSpec
+from ..blocks import DOWNSAMPLES, MIXERS
+from ..spec.model import Spec
 from ..spec.yamlsrc import Located, PathKey, read_yaml
-from .model import POS_ENC_CHOICES, Param, SPEC_KEYS, STAGE_KEYS, SearchSpace, Target, _RULE_KEYS, _STAGE_FIELDS, _TOP_KEYS
+from .keys import NONE, STAGE_KEY_RECORDS
+from .model import Param, SPEC_KEYS, STAGE_KEYS, SearchSpace, Target, _RULE_KEYS, _TOP_KEYS
 
 
 # ------------------------------------------------------------------------------------------- loading
@@ -113,17 +114,16 @@ def compile_space(loc: Located, directory: Path) -> SearchSpace:
     for (stage, key), (value, origin) in keys.items():
         _add(loc, params, fixed, key, key, value, origin, ((stage, key),))
     for key, value in shared.items():
-        targets = tuple((i, key) for i in range(n) if _applies(base, i, key))
+        targets = tuple((i, key) for i in range(n) if STAGE_KEY_RECORDS[key].applies(base, i) is None)
         if not targets:
             raise loc.error(("shared", key), f"'{key}' applies to no stage of the base spec")
         _add(loc, params, fixed, key, key, value, ("shared", key), targets)
     for i, entry in enumerate(per_stage):
         for key, (value, origin) in entry.items():
-            if not _applies(base, i, key):
+            why = STAGE_KEY_RECORDS[key].applies(base, i)
+            if why is not None:
                 if origin[0] == "stage_defaults":
                     continue  # a default that does not apply to this stage (e.g. width_mult in stage 0)
-                why = ("stage 0 has no previous stage" if key == "width_mult"
-                       else f"stages[{i}] of the base has no downsample")
                 raise loc.error(origin, f"'{key}' does not apply here: {why}")
             _add(loc, params, fixed, f"stages[{i}].{key}", key, value, origin, ((i, key),))
 
@@ -148,14 +148,6 @@ def _mapping(loc: Located, data: dict, key: str) -> dict:
 def _check_stage_key(loc: Located, path: PathKey, key: Any) -> None:
     if key not in STAGE_KEYS:
         raise loc.error(path, f"unknown stage key '{key}'{did_you_mean(key, STAGE_KEYS)}; valid: {', '.join(STAGE_KEYS)}")
-
-
-def _applies(base: dict, stage: int, key: str) -> bool:
-    if key == "width_mult":
-        return stage > 0
-    if key == "downsample_kernel":
-        return base["stages"][stage].get("downsample") is not None
-    return True
 
 
 def _compile_rules(loc: Located, raw: Any, n: int) -> Dict[str, Any]:
@@ -184,30 +176,19 @@ def _field_meta(key: str) -> Tuple[Any, Dict[str, Any]]:
         f = {f.name: f for f in public_fields(Spec)}[key]
         tp = int if key == "input_size" else hints(Spec)[key]
         return tp, dict(f.metadata)
-    if key == "mixer":
-        return str, {"choices": tuple(MIXERS)}
-    if key in _STAGE_FIELDS:
-        f = {f.name: f for f in public_fields(StageSpec)}[key]
-        return hints(StageSpec)[key], dict(f.metadata)
-    for family in (MIXERS, DOWNSAMPLES, POS_ENCS):
-        if key in family.search_keys():
-            cls, f = family.params_field(key)
-            return hints(cls)[f.name], dict(f.metadata)
-    if key == "pos_enc":
-        return str, {"choices": POS_ENC_CHOICES}
-    if key == "width_mult":
-        return float, {"min": 0.0625, "max": 64.0}
-    raise KeyError(key)  # pragma: no cover - keys are checked before
+    return STAGE_KEY_RECORDS[key].value_type()
 
 
 def _check_value(loc: Located, key: str, value: Any, path: PathKey) -> Any:
-    if key == "pos_enc" and value is None:
-        value = "none"
+    record = STAGE_KEY_RECORDS.get(key)
+    if value is None and record is not None and record.part is not None and record.part.optional \
+            and record.name == record.part.chooser:
+        value = NONE  # an optional part's null is its `none` choice (pos_enc: null)
     tp, meta = _field_meta(key)
     if key == "input_size" and isinstance(value, list):
         raise loc.error(path, "a space varies square inputs only: give an integer")
     value = convert_value(tp, value, meta, path, loc)
-    if key == "width_mult" and isinstance(value, float) and value.is_integer():
+    if record is not None and record.whole_numbers and isinstance(value, float) and value.is_integer():
         value = int(value)
     return value
 
@@ -261,7 +242,8 @@ def _range(loc: Located, key: str, raw: dict, origin: PathKey) -> BaseDistributi
         raise loc.error(origin + ("step",), f"expected a positive number, got {step!r}")
     if step is not None and log:
         raise loc.error(origin + ("step",), "a range takes step or log, not both")
-    is_int = tp is int or (key == "width_mult" and isinstance(low, int) and isinstance(high, int)
+    whole = key in STAGE_KEY_RECORDS and STAGE_KEY_RECORDS[key].whole_numbers
+    is_int = tp is int or (whole and isinstance(low, int) and isinstance(high, int)
                            and (step is None or float(step).is_integer()))
     if is_int:
         if step is not None and not float(step).is_integer():
@@ -276,7 +258,13 @@ def _range(loc: Located, key: str, raw: dict, origin: PathKey) -> BaseDistributi
     return FloatDistribution(float(low), float(high), log=log, step=None if step is None else float(step))
 
 
+def _is_attention(name: Any) -> bool:
+    return isinstance(name, str) and name in MIXERS and MIXERS[name].attention
+
+
 def _apply_attention_rule(loc: Located, params: List[Param], fixed: Dict[Target, Any], rules: dict, n: int) -> None:
+    """``attention_in_last: k``: the attention kinds (``Kind.attention``) leave the mixer choices of the stages
+    before the last k."""
     k = rules.get("attention_in_last")
     if k is None:
         return
@@ -285,12 +273,13 @@ def _apply_attention_rule(loc: Located, params: List[Param], fixed: Dict[Target,
         if not any(key == "mixer" for _, key in p.targets):
             continue
         early = [s for s, key in p.targets if key == "mixer" and s is not None and s < first_allowed]
-        if not early or not isinstance(p.distribution, CategoricalDistribution) or "attention" not in p.distribution.choices:
+        if not early or not isinstance(p.distribution, CategoricalDistribution) \
+                or not any(_is_attention(c) for c in p.distribution.choices):
             continue
         if len(early) != len(p.targets):
             raise loc.error(p.origin, f"a shared mixer cannot follow rules.attention_in_last: {k} "
                                       "(it would differ per stage); give mixers per stage")
-        choices = tuple(c for c in p.distribution.choices if c != "attention")
+        choices = tuple(c for c in p.distribution.choices if not _is_attention(c))
         params.remove(p)
         if len(choices) == 1:
             for t in p.targets:
@@ -298,18 +287,20 @@ def _apply_attention_rule(loc: Located, params: List[Param], fixed: Dict[Target,
         else:
             params.insert(idx, dataclasses.replace(p, distribution=CategoricalDistribution(choices)))
     for (stage, key), value in fixed.items():
-        if key == "mixer" and value == "attention" and stage is not None and stage < first_allowed:
+        if key == "mixer" and _is_attention(value) and stage is not None and stage < first_allowed:
             raise loc.error(("rules", "attention_in_last"),
-                            f"stages[{stage}].mixer is fixed to attention but rules.attention_in_last: {k} "
+                            f"stages[{stage}].mixer is fixed to {value} but rules.attention_in_last: {k} "
                             f"allows attention only in stages {first_allowed}..{n - 1}")
 
 
 def _check_width_mult(loc: Located, params: List[Param], fixed: Dict[Target, Any], base: dict, n: int) -> None:
-    """A non-integer multiple can never give a replk patch embedding (groups = previous width) whole groups."""
+    """A non-integer multiple can never fit a downsample grouped by its input width (``Kind.whole_width_multiple``:
+    FastViT's replk patch embedding)."""
     for i in range(1, n):
         ds = base["stages"][i].get("downsample") or {}
-        if ds.get("type") != "replk":
+        if ds.get("type") not in DOWNSAMPLES or not DOWNSAMPLES[ds["type"]].whole_width_multiple:
             continue
+        kind = ds["type"]
         values: List[Tuple[Any, PathKey]] = []
         if (i, "width_mult") in fixed:
             values.append((fixed[(i, "width_mult")], ("stages", i, "width_mult")))
@@ -319,12 +310,12 @@ def _check_width_mult(loc: Located, params: List[Param], fixed: Dict[Target, Any
                 if isinstance(d, CategoricalDistribution):
                     values += [(c, p.origin + (j,)) for j, c in enumerate(d.choices)]
                 elif isinstance(d, FloatDistribution):
-                    raise loc.error(p.origin, f"stages[{i}] has a replk patch embedding (groups = the previous "
+                    raise loc.error(p.origin, f"stages[{i}] has a {kind} patch embedding (groups = the previous "
                                               "width): its width_mult must be a whole number; use a list or an "
                                               "integer range")
         for v, origin in values:
             if not float(v).is_integer():
-                raise loc.error(origin, f"width_mult {v} can never be valid in stages[{i}]: its replk patch "
+                raise loc.error(origin, f"width_mult {v} can never be valid in stages[{i}]: its {kind} patch "
                                         "embedding is a grouped conv (groups = the previous width), so the width "
                                         "must be a whole multiple; valid: whole numbers (or downsample type conv)")
 

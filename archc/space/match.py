@@ -10,11 +10,11 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 from ..errors import SpecError
 from ..spec import load_spec, spec_to_dict
-from ..blocks import MIXERS
 from ..spec.model import Spec
 from ..spec.yamlsrc import format_path
 from .compile import compile_space, load_space
-from .model import InfeasiblePoint, Param, SPEC_KEYS, STAGE_KEYS, SearchSpace, TRAINING_FIELDS, Target, _MIXER_KEYS
+from .keys import INACTIVE, STAGE_KEY_RECORDS
+from .model import InfeasiblePoint, Param, SPEC_KEYS, STAGE_KEYS, SearchSpace, TRAINING_FIELDS, Target
 from .points import spec_from_trial, spec_from_values, suggest_values
 
 
@@ -39,7 +39,7 @@ def point_from_spec(spec: Spec, space: SearchSpace) -> PointMatch:
         seen = []
         for t in p.targets:
             v = _value_of(spec, t)
-            if v is not _INACTIVE:
+            if v is not INACTIVE:
                 seen.append((t, v))
         if not seen:
             raw[p.name] = _first(p.distribution)
@@ -69,29 +69,12 @@ def point_from_spec(spec: Spec, space: SearchSpace) -> PointMatch:
     return PointMatch(raw, ignored)
 
 
-_INACTIVE = object()
-
-
 def _value_of(spec: Spec, target: Target) -> Any:
     stage, key = target
     if stage is None:
         v = getattr(spec, key)
         return v[0] if key == "input_size" and v[0] == v[1] else list(v) if isinstance(v, tuple) else v
-    s = spec.stages[stage]
-    if key == "width_mult":
-        return s.width / spec.stages[stage - 1].width
-    if key == "downsample_kernel":
-        return s.downsample.kernel if s.downsample is not None else None
-    if key == "pos_enc":
-        return s.pos_enc.type if s.pos_enc is not None else "none"
-    if key == "pos_enc_kernel":
-        return s.pos_enc.kernel if s.pos_enc is not None else _INACTIVE
-    if key == "mixer":
-        return s.mixer.type
-    if key in _MIXER_KEYS:
-        fname = MIXERS[s.mixer.type].search_keys.get(key)
-        return getattr(s.mixer, fname) if fname is not None else _INACTIVE
-    return getattr(s, key)
+    return STAGE_KEY_RECORDS[key].read(spec, stage)
 
 
 def _tname(t: Target) -> str:

@@ -12,31 +12,18 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 
 from ..errors import ArchcError
-from ..blocks import MIXERS, POS_ENCS
 from ..spec.yamlsrc import PathKey
+from .keys import PARTS, STAGE_KEY_TABLE
 
-
-#: space keys of a stage that are StageSpec fields of the same name
-_STAGE_FIELDS = ("depth", "width", "mixer", "mlp_ratio", "ffn_kernel", "ffn", "conv_branches")
-#: space keys that set a parameter of the stage's mixer kind (each kind declares its own: archc.blocks)
-_MIXER_KEYS = tuple(MIXERS.search_keys())
-#: space keys of a stage with their own meaning
-_STAGE_EXTRA = {
-    "width_mult": "width as a multiple of the previous stage's width (stages after the first)",
-    "downsample_kernel": "kernel of the stage's patch embedding (its downsample)",
-    "pos_enc": "none or a positional encoding kind: positional encoding after the downsample",
-    "pos_enc_kernel": "kernel of the positional encoding",
-}
-#: every stage key, in the order a stage's parameters are suggested and listed
-STAGE_KEYS = (("depth", "width", "width_mult", "mixer", "mlp_ratio") + _MIXER_KEYS
-              + ("ffn", "ffn_kernel", "conv_branches", "downsample_kernel", "pos_enc", "pos_enc_kernel"))
+#: every stage key, in the order a stage's parameters are suggested and listed (the table in keys.py)
+STAGE_KEYS = tuple(k.name for k in STAGE_KEY_TABLE)
 #: top-level spec keys a space may fix or vary (scalars only)
 SPEC_KEYS = ("input_size", "num_classes", "in_chans", "activation", "norm", "layer_scale_init", "drop_path_rate",
              "drop_rate")
 #: spec fields that are training settings, not architecture: a start point may differ from the
 #: space's base in these (e.g. Apple trains SA36/MA36 with layer scale 1e-6)
 TRAINING_FIELDS = ("layer_scale_init", "drop_path_rate", "drop_rate")
-POS_ENC_CHOICES = ("none",) + tuple(POS_ENCS)
+POS_ENC_CHOICES = next(p for p in PARTS if p.field == "pos_enc").choices()
 _TOP_KEYS = ("name", "description", "base", "spec", "shared", "stage_defaults", "stages", "rules", "start_from")
 _RULE_KEYS = {
     "attention_in_last": "attention only in the last k stages (shapes the mixer choices)",

@@ -10,9 +10,10 @@ import optuna
 
 from ..errors import SpecError
 from ..spec import load_spec
-from ..blocks import MIXERS, POS_ENCS
+from ..blocks import MIXERS
 from ..spec.model import Spec
-from .model import InfeasiblePoint, SearchSpace, Target, _STAGE_FIELDS
+from .keys import PARTS, STAGE_KEY_TABLE, write_part
+from .model import InfeasiblePoint, SearchSpace, Target
 
 
 # ------------------------------------------------------------------------------------ points -> specs
@@ -39,37 +40,14 @@ def assemble(space: SearchSpace, values: Mapping[str, Any], name: str) -> Dict[s
         if stage is None:
             d[key] = v
     for i, st in enumerate(d["stages"]):
-        if (i, "width") in kv:
-            st["width"] = kv[(i, "width")]
-        elif (i, "width_mult") in kv:
-            w = d["stages"][i - 1]["width"] * kv[(i, "width_mult")]
-            if abs(w - round(w)) > 1e-9:
-                reasons.append(f"stages[{i}].width = {d['stages'][i - 1]['width']} x {kv[(i, 'width_mult')]} "
-                               "is not a whole number of channels")
-            st["width"] = int(round(w))
-        for key in _STAGE_FIELDS:
-            if key not in ("width", "mixer") and (i, key) in kv:
-                st[key] = kv[(i, key)]
-        mixer = st["mixer"] if isinstance(st["mixer"], dict) else {"type": st["mixer"]}
-        if (i, "mixer") in kv and kv[(i, "mixer")] != mixer["type"]:
-            mixer = {"type": kv[(i, "mixer")]}  # another kind: its own defaults, then the space's keys
-        for key, fname in MIXERS[mixer["type"]].search_keys.items():
-            if (i, key) in kv:
-                mixer[fname] = kv[(i, key)]
-        for key in MIXERS[mixer["type"]].unused_keys:
-            st.pop(key, None)  # a shared mlp_ratio, or the base stage's FFN, means nothing to a stage without one
-        st["mixer"] = mixer
-        if (i, "downsample_kernel") in kv:
-            st["downsample"]["kernel"] = kv[(i, "downsample_kernel")]
-        pe = kv.get((i, "pos_enc"), st["pos_enc"]["type"] if st.get("pos_enc") else "none")
-        if pe == "none":
-            st["pos_enc"] = None
-        else:
-            old = st.get("pos_enc") or {}
-            st["pos_enc"] = dict(old) if old.get("type") == pe else {"type": pe}
-            for key, fname in POS_ENCS[pe].search_keys.items():
-                if (i, key) in kv:
-                    st["pos_enc"][fname] = kv[(i, key)]
+        values = {key: v for (stage, key), v in kv.items() if stage == i}
+        for record in STAGE_KEY_TABLE:  # the stage's own keys (width, depth, width_mult, ...), in table order
+            if record.write is not None and record.name in values and not set(record.yields_to) & set(values):
+                why = record.write(st, values[record.name], d["stages"][i - 1] if i else None)
+                if why:
+                    reasons.append(f"stages[{i}].{why}")
+        for part in PARTS:  # its mixer, downsample and positional encoding: kinds and their parameters
+            write_part(st, part, values)
     widths = [s["width"] for s in d["stages"]]
     if space.rules.get("widths_non_decreasing"):
         for i in range(1, len(widths)):
@@ -79,7 +57,7 @@ def assemble(space: SearchSpace, values: Mapping[str, Any], name: str) -> Dict[s
     k = space.rules.get("attention_in_last")
     if k is not None:
         for i, s in enumerate(d["stages"][: len(widths) - k]):
-            if s["mixer"]["type"] == "attention":  # pragma: no cover - shaped away at compile time
+            if MIXERS[s["mixer"]["type"]].attention:  # pragma: no cover - shaped away at compile time
                 reasons.append(f"rules.attention_in_last: stages[{i}] uses attention")
     if reasons:
         raise InfeasiblePoint(reasons)
