@@ -6,6 +6,7 @@ from typing import List, Optional
 import torch
 import torch.nn as nn
 
+from .geometry import conv_padding
 from .layers import ConvBN, SqueezeExcite
 
 
@@ -37,7 +38,8 @@ class MobileOneBlock(nn.Module):
                          if conv_branches > 0 else None)
         self.conv_scale = None
         if kernel > 1 and scale_branch:
-            self.conv_scale = (nn.Conv2d(in_chs, out_chs, 1, stride, 0, groups=groups, bias=False) if quant_friendly
+            self.conv_scale = (nn.Conv2d(in_chs, out_chs, 1, stride, conv_padding(1, stride), groups=groups, bias=False)
+                               if quant_friendly
                                else ConvBN(in_chs, out_chs, 1, stride, groups))
         self.norm = nn.BatchNorm2d(out_chs) if quant_friendly else None  # QARepVGG: one BN after the sum
         if se_name != "se":
