@@ -10,7 +10,7 @@ from typing import Tuple
 
 import pytest
 import torch.nn as nn
-from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from archc.blocks import MIXERS
