@@ -452,3 +452,27 @@ def test_an_int8_search_times_candidates_quantized_and_is_its_own_study(cfg, mon
     fp32 = SearchConfig(**{**int8.__dict__, "precision": "fp32", "study": int8.study_name(load_space(int8.space))})
     with pytest.raises(SearchError, match=r"precision: study has 'int8', this run None"):
         run_search(fp32, latency_fn=recording_latency)
+
+
+def test_a_trial_builds_its_candidate_once(cfg, monkeypatch):
+    """Parameters, the predicted latency and the proxy score all use the one seeded model a trial builds (three
+    builds per trial before); the predicted target lowers that model instead of building the spec again. (The
+    guards' meta-device count allocates nothing and is not a build.)"""
+    from archc.network import ArchNet
+    builds = []
+    real_init = ArchNet.__init__
+
+    def counting_init(self, spec):
+        real_init(self, spec)
+        if next(self.parameters()).device.type != "meta":  # the guards count on the meta device: no real build
+            builds.append(spec.name)
+
+    monkeypatch.setattr(ArchNet, "__init__", counting_init)
+    run = run_search(SearchConfig(**{**cfg.__dict__, "target": "iphone12pro", "latency_ms": 50.0, "trials": 3}))
+    built = [t for t in run.study.trials if t.user_attrs.get("params_m") is not None]
+    assert built, "no trial got as far as building its candidate"
+    per_trial = {t.user_attrs["spec"].split("\n")[0].split(": ")[1]: 0 for t in built}
+    for name in builds:
+        if name in per_trial:
+            per_trial[name] += 1
+    assert set(per_trial.values()) == {1}, per_trial
