@@ -170,7 +170,6 @@ def test_cli_int8_export_prints_its_fidelity_as_json(tmp_path, capsys):
 
 @pytest.mark.parametrize("extra, message", [
     (["--format", "onnx", "--precision", "int8"], "needs --calibrate-data"),
-    (["--format", "coreml,onnx", "--precision", "int8", "--calibrate-data", str(SLICE)], "not implemented yet"),
     (["--format", "torchscript", "--precision", "int8", "--calibrate-data", str(SLICE)], "add onnx to --format"),
     (["--format", "onnx", "--precision", "int8", "--calibrate-data", str(SLICE), "--eval-images", "0"],
      "must be >= 1"),

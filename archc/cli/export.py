@@ -43,8 +43,11 @@ def register(sub) -> None:
                    help="ONNX opset (default 20: a single Gelu op; 17 for runtimes without opset 20)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
                    help="int8: also write NAME.int8.onnx (ONNX Runtime static quantization, QDQ S8S8, activations "
-                        "calibrated on --calibrate-data); fp16: Core ML in fp16 (its default). With --calibrate-data, "
-                        "each precision's fidelity against the fp32 deploy graph is measured on held-out images")
+                        "calibrated on --calibrate-data) and/or NAME.int8.mlpackage (Core ML int8 weights per output "
+                        "channel, fp16 activations: W8A16, W8A32 with --fp32); fp16: Core ML in fp16 (its default) "
+                        "and NAME.fp16.onnx (ONNX Runtime's float16 converter, float32 input/output). With "
+                        "--calibrate-data, each precision's fidelity against the fp32 deploy graph is measured on "
+                        "held-out images")
     p.add_argument("--calibrate-data", metavar="DATA", default=None,
                    help="real images for calibration and the fidelity check: fashion-mnist, an IDX folder or an "
                         "image folder (needed for int8)")
@@ -123,11 +126,9 @@ def run(args) -> int:
         raise ExportError("--cpu-kernels is for CPU runtimes (ONNX Runtime, torch); Core ML gets the deploy graph "
                           "as it is: export coreml without --cpu-kernels")
     if args.precision == "int8":
-        if "onnx" not in formats:
-            raise ExportError("--precision int8 is written as ONNX (ONNX Runtime QDQ); add onnx to --format")
-        if "coreml" in formats:
-            raise ExportError("--precision int8 for Core ML (coremltools.optimize) is not implemented yet; "
-                              "use --format onnx")
+        if "onnx" not in formats and "coreml" not in formats:
+            raise ExportError(f"--precision int8 writes ONNX (ONNX Runtime QDQ) or Core ML (int8 weights), not "
+                              f"{', '.join(formats)}: add onnx to --format (or coreml)")
         if not args.calibrate_data:
             raise ExportError("--precision int8 needs --calibrate-data (real images to calibrate activations on), "
                               "e.g. --calibrate-data fashion-mnist")
@@ -166,7 +167,8 @@ def run(args) -> int:
     meta.update({k: v for k, v in (("author", args.author), ("version", args.model_version),
                                    ("license", args.license)) if v})
     from .progress import Progress
-    with Progress("export", total=len(formats)) as prog:
+    variants = _variants(args, formats)
+    with Progress("export", total=len(formats) + len(variants)) as prog:
         prog.update(status=formats[0])
 
         def progress(r) -> None:
@@ -176,7 +178,9 @@ def run(args) -> int:
         results = export_model(model, example, formats, Path(args.out), name=name,
                                fp32=args.fp32, normalization=norm, on_done=progress, metadata=meta,
                                onnx_opset=opset, class_labels=labels)
-    precision_rows = _precision_rows(args, model, results, images, name) if images is not None else []
+        extra = _write_variants(variants, model, example, results, Path(args.out), name, args.fp32, prog, progress)
+    precision_rows = _precision_rows(args, model, results, images, name, extra) if images is not None else []
+    results = results + list(extra.values())
     if args.json:
         print_json({"spec": args.spec, "name": spec.name, "graph": graph, "input_shape": list(example.shape),
                     "residual_adds": residual, "batchnorm_layers": bns, "exports": [r.to_dict() for r in results],
@@ -187,11 +191,19 @@ def run(args) -> int:
     for r in results:
         err = f"{r.max_abs_error:.2e}" if r.max_abs_error is not None else "-"
         how = r.detail.get("runtime") or r.detail.get("prediction", "")
-        rows.append((r.format, r.path, r.verified, err, how))
+        variant = next((k.split()[0] for k, v in extra.items() if v is r), None)
+        rows.append((f"{r.format} {variant}" if variant else r.format, r.path, r.verified, err, how))
     con.print(table(f"{spec.name}: {graph} graph, input {tuple(example.shape)}",
                     ["format", "file", "verified", "max |error|", "how"], rows, right=("max |error|",)))
     for r in results:
-        if r.format == "coreml":
+        if r is extra.get("int8 coreml"):
+            d = r.detail
+            cons = ", ".join(f"{k} {v}" for k, v in d["quantized_weight_consumers"].items())
+            con.print(f"Core ML int8 ({d['scheme']}): {d['quantized_weight_ops']} int8 weights read back "
+                      f"(feeding {cons}; the {graph} graph has {d['graph_conv_linear_weights']} conv/linear weights), "
+                      f"{'per output channel' if d['per_channel'] else 'NOT per channel'}, "
+                      f"{d['float_weights_left']} left float; {d['why_not_w8a8']}")
+        elif r.format == "coreml":
             hist = "  ".join(f"{k} {v}" for k, v in r.detail["op_histogram"].items())
             con.print(f"Core ML ({r.detail['precision']}, ML program spec v{r.detail['spec_version']}) op histogram: {hist}")
             allowed = r.detail["allowed"]
@@ -209,7 +221,14 @@ def run(args) -> int:
                          for r in precision_rows],
                         right=("top-1 fp32", "top-1", "drop", "agreement", "SQNR dB")))
         for r in precision_rows:
-            if r.precision == "int8":
+            check = r.detail.get("simulation_check")
+            if check:
+                con.print(f"simulation check: {check['matched_in_package']} of {check['simulated_weights']} simulated "
+                          f"int8 weights found in {r.detail['path']}, largest int8 difference "
+                          f"{check['max_int8_step_difference']} steps"
+                          + (f"; {check['zero_scale_channels']} channels with scale 0 (weights below fp16's range: "
+                             f"0 in both)" if check["zero_scale_channels"] else ""))
+            if r.precision == "int8" and r.detail.get("format") == "onnx":
                 con.print(f"wrote {r.detail['path']} ({r.detail['quantize_nodes']} QuantizeLinear, "
                           f"{r.detail['dequantize_nodes']} DequantizeLinear ops, read back)")
                 if r.detail.get("kept_in_float"):
@@ -217,15 +236,44 @@ def run(args) -> int:
     return 0
 
 
-def _precision_rows(args, model, results, images, name):
-    """Quantize (int8) and measure every precision's fidelity on the held-out images."""
+def _variants(args, formats) -> List[str]:
+    """The lower-precision files written beside the requested formats: "fp16 onnx", "int8 coreml" (int8 ONNX is
+    written with its fidelity, ``_precision_rows``)."""
+    out = []
+    if args.precision == "fp16" and "onnx" in formats:
+        out.append("fp16 onnx")
+    if args.precision == "int8" and "coreml" in formats:
+        out.append("int8 coreml")
+    return out
+
+
+def _write_variants(variants, model, example, results, out_dir: Path, name: str, fp32: bool, prog, progress):
+    """Write each variant from the file of its format just written (ONNX fp32 -> fp16; Core ML -> int8 weights)."""
+    from ..export import export_coreml_int8, export_onnx_fp16
+    done = {}
+    for v in variants:
+        prog.update(status=v)
+        if v == "fp16 onnx":
+            src = next(r.path for r in results if r.format == "onnx")
+            r = export_onnx_fp16(model, example, src, out_dir / f"{name}.fp16.onnx")
+        else:
+            src = next(r.path for r in results if r.format == "coreml")
+            r = export_coreml_int8(model, example, src, out_dir / f"{name}.int8.mlpackage", fp32=fp32)
+        done[v] = r
+        progress(r)
+    return done
+
+
+def _precision_rows(args, model, results, images, name, extra):
+    """Quantize (int8 ONNX) and measure every precision's fidelity on the held-out images."""
     from ..quant.evaluate import precision_table
     onnx_path = next((Path(r.path) for r in results if r.format == "onnx"), None)
     int8 = None
-    if args.precision == "int8":
+    if args.precision == "int8" and onnx_path is not None:
         from ..quant.recipe import Int8Recipe, quantize_deploy_graph
         out = Path(args.out) / f"{name}.int8.onnx"
         recipe = Int8Recipe(args.calibration, args.per_channel, args.keep_float, args.activations)
         int8 = (out, quantize_deploy_graph(model, onnx_path, out, images.calibration, recipe))
     fp16 = args.precision == "fp16" or ("coreml" in [r.format for r in results] and not args.fp32)
-    return precision_table(model, onnx_path, images, int8=int8, fp16=fp16)
+    return precision_table(model, onnx_path, images, int8=int8, fp16=fp16, fp16_onnx=extra.get("fp16 onnx"),
+                           coreml_int8=extra.get("int8 coreml"))

@@ -23,10 +23,13 @@ from .torchscript_export import export_torchscript, run_torchscript
 #: max |torch - file| allowed, relative to max(1, max |torch output|); Core ML only on macOS
 ATOL = 1e-4
 COREML_TOL = {"fp32": 1e-3, "fp16": 5e-2}
+#: the fp16 ONNX file against the fp32 torch graph: Core ML's fp16 bound (the export's sanity check; the fidelity
+#: row on real images is the measurement)
+FP16_ONNX_TOL = COREML_TOL["fp16"]
 
 __all__ = ["FORMATS", "ExportResult", "ImageNormalization", "IMAGENET_MEAN", "IMAGENET_STD", "CoreMLReport",
            "CoreMLExpectation",
-           "export_model", "parse_formats", "inspect_coreml", "check_coreml"]
+           "export_model", "export_onnx_fp16", "export_coreml_int8", "parse_formats", "inspect_coreml", "check_coreml"]
 
 
 @dataclass
@@ -77,7 +80,7 @@ def export_model(model: nn.Module, example: torch.Tensor, formats: Sequence[str]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    check_x = torch.randn(example.shape, generator=torch.Generator().manual_seed(1234))
+    check_x = _check_input(example)
     with torch.no_grad():
         ref = model(check_x)
     results: List[ExportResult] = []
@@ -101,6 +104,55 @@ def export_model(model: nn.Module, example: torch.Tensor, formats: Sequence[str]
         if on_done is not None:
             on_done(r)
     return results
+
+
+def _check_input(example: torch.Tensor) -> torch.Tensor:
+    """The input every file is compared on: random, seeded, of the example's shape (not the example itself)."""
+    return torch.randn(example.shape, generator=torch.Generator().manual_seed(1234))
+
+
+def export_onnx_fp16(model: nn.Module, example: torch.Tensor, fp32_onnx: Union[str, Path],
+                     path: Union[str, Path]) -> ExportResult:
+    """``path``: the fp32 ONNX file ``fp32_onnx`` converted to fp16 by ONNX Runtime's converter (float32 input
+    and output; ``archc.quant.fp16``), read back, and run in ONNX Runtime on CPU against ``model`` in fp32."""
+    from ..quant.fp16 import convert_onnx_fp16, describe_placement
+    conv = convert_onnx_fp16(fp32_onnx, path)
+    x = _check_input(example)
+    with torch.no_grad():
+        ref = model.eval()(x)
+    try:
+        got = run_onnx(conv.path, x)
+    except Exception as exc:  # noqa: BLE001  (ONNX Runtime may lack a kernel: say which file and why)
+        raise ExportError(f"{conv.path}: ONNX Runtime (CPU) cannot run the fp16 file: {type(exc).__name__}: "
+                          f"{exc}") from exc
+    cmp = _compare("onnx (fp16)", ref, got, FP16_ONNX_TOL)
+    detail = {"precision": "fp16", "runtime": f"onnxruntime CPUExecutionProvider: {describe_placement(conv.placement)}",
+              **{k: v for k, v in conv.to_dict().items() if k != "path"}}
+    return ExportResult("onnx", conv.path, "compared", **cmp, detail=detail)
+
+
+def export_coreml_int8(model: nn.Module, example: torch.Tensor, package: Union[str, Path], path: Union[str, Path],
+                       fp32: bool = False, expect: Optional[CoreMLExpectation] = None) -> ExportResult:
+    """``path``: the Core ML package ``package`` (as ``convert_coreml`` wrote it from ``model``) with int8
+    conv/linear weights (``archc.export.coreml_quant``), validated like any package (spec, program, no batch_norm,
+    residual adds) and its quantized-weight ops counted against the deploy graph's conv/linear weights."""
+    from .coreml_quant import TORCH_WEIGHT_MODULES, quantize_coreml_weights
+    q = quantize_coreml_weights(package, path, "fp32" if fp32 else "fp16")
+    expect = expect or CoreMLExpectation.from_graph(model, example)
+    report = inspect_coreml(q.path)
+    check_coreml(report, expect)
+    graph_weights = sum(1 for m in model.modules() if isinstance(m, TORCH_WEIGHT_MODULES))
+    detail: Dict[str, Any] = {"precision": f"int8 weights, {q.activations} activations ({q.to_dict()['scheme']})",
+                              "spec_version": report.spec_version, "op_histogram": report.op_histogram,
+                              "residual_adds": report.residual_adds,
+                              "allowed": {"batch_norm": expect.batch_norms, "residual_adds": expect.residual_adds,
+                                          "norm_layers": expect.norms},
+                              "graph_conv_linear_weights": graph_weights,
+                              **{k: v for k, v in q.to_dict().items() if k != "path"},
+                              "prediction": ("not run: Core ML predicts only on macOS" if platform.system() != "Darwin"
+                                             else "not run: the int8 package is checked structurally; its fidelity "
+                                                  "row is simulated in torch")}
+    return ExportResult("coreml", q.path, "validated", detail=detail)
 
 
 def onnx_metadata(normalization: Optional[ImageNormalization], metadata: Optional[Dict[str, str]]) -> Dict[str, str]:
