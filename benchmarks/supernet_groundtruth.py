@@ -3,7 +3,7 @@ and ``naswot``, per latency band, with bootstrap intervals and top-1 regret. Wri
 ``archc/data/groundtruth/supernet_eval.json`` and prints a Markdown table for docs/ACCURACY_SIGNALS.md.
 
     archc supernet train fmnist_fastvit --data fashion-mnist --out runs/supernet-fmnist-s0      # ~40 min, 1 core
-    python3 benchmarks/supernet_groundtruth.py runs/supernet-fmnist-s0 [runs/supernet-fmnist-s1]
+    python3 benchmarks/supernet_groundtruth.py runs/supernet-fmnist-s0 [runs/supernet-fmnist-s1] [--out FILE]
 
 A second supernet directory (another --seed) adds the seed-to-seed agreement of the supernet scores.
 """
@@ -27,6 +27,12 @@ def main(argv) -> int:
     from archc.supernet.score import SupernetScore
     from groundtruth import cpu_flags, cpu_name
     torch.set_num_threads(1)
+    argv = list(argv)
+    path = ROOT / "archc" / "data" / "groundtruth" / "supernet_eval.json"
+    if "--out" in argv:  # keep an earlier evaluation beside a new one
+        i = argv.index("--out")
+        path = Path(argv[i + 1])
+        del argv[i:i + 2]
     dirs = [Path(a) for a in argv] or [ROOT / "runs" / "supernet-fmnist-s0"]
     out = {"machine": {"cpu": cpu_name(), "flags": cpu_flags()}, "date": dt.date.today().isoformat(),
            "command": "python3 benchmarks/supernet_groundtruth.py " + " ".join(map(str, dirs))}
@@ -56,7 +62,6 @@ def main(argv) -> int:
     gt = [json.loads(line) for line in default_file().read_text().splitlines() if line.strip()]
     fv = [r["train_seconds"] for r in gt if r["family"] == "fastvit"]
     out["groundtruth_mean_train_seconds_fastvit"] = round(sum(fv) / len(fv), 1)
-    path = ROOT / "archc" / "data" / "groundtruth" / "supernet_eval.json"
     path.write_text(json.dumps(out, indent=1, default=str) + "\n")
     res = out["test"]
     print("| signal | tau-b all [95% CI] | " + " | ".join(f"{b['band']} tau / regret" for b in

@@ -17,7 +17,8 @@ pytest.importorskip("onnxruntime")
 import archc  # noqa: E402
 from archc.errors import ExportError  # noqa: E402
 from archc.export import export_coreml_int8, export_model, export_onnx_fp16  # noqa: E402
-from archc.quant.evaluate import quant_images, torch_logits  # noqa: E402
+from archc.quant.evaluate import torch_logits  # noqa: E402
+from archc.train.calibration import quant_images  # noqa: E402
 from archc.quant.onnx_int8 import run_onnx  # noqa: E402
 from archc.testing import randomize_  # noqa: E402
 

@@ -14,7 +14,8 @@ pytest.importorskip("onnxruntime")
 import archc  # noqa: E402
 from archc.export.onnx_export import export_onnx  # noqa: E402
 from archc.quant import count_qdq, fidelity, quantize_onnx_int8, sqnr_db  # noqa: E402
-from archc.quant.evaluate import precision_table, quant_images, torch_logits  # noqa: E402
+from archc.quant.evaluate import precision_table, torch_logits  # noqa: E402
+from archc.train.calibration import quant_images  # noqa: E402
 from archc.quant.onnx_int8 import run_onnx  # noqa: E402
 from archc.testing import randomize_  # noqa: E402
 

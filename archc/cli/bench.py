@@ -173,7 +173,7 @@ def run(args) -> int:
         """int8 with --calibrate-data: real calibration images at the point's size (once per size and channels)."""
         key = (res or spec.input_size[0], spec.in_chans)
         if key not in calibration:
-            from ..quant.evaluate import quant_images
+            from ..train.calibration import quant_images
             calibration[key] = quant_images(args.calibrate_data, key[0], spec.in_chans, eval_images=1).calibration
         return calibration[key]
 

@@ -143,7 +143,7 @@ def run(args) -> int:
     model = inference_model(spec, weights_for(args.spec, args), deploy=not args.train)
     images = None
     if args.calibrate_data:
-        from ..quant.evaluate import quant_images
+        from ..train.calibration import quant_images
         images = quant_images(args.calibrate_data, spec.input_size[0], spec.in_chans, args.calibration_images,
                               args.eval_images)
     example = torch.randn(input_shape(spec, args.batch))

@@ -1,10 +1,5 @@
-"""Real images for calibration and for the fidelity check, and the fidelity table of one model at each precision.
-
-Calibration images come from the training side of the data (never the images the fidelity is measured on):
-for an IDX set (Fashion-MNIST) a class-balanced draw from its training split, measured on its official test
-split; for an image folder, calibration from its training part and the check on its held-out part. Images are
-preprocessed exactly as ``archc train`` fed them (resized once, normalised with the set's mean and std).
-"""
+"""The fidelity table of one model at each precision, on held-out real images (``archc.train.calibration``
+reads them: calibration images from the training side, the check on held-out ones)."""
 from __future__ import annotations
 
 import copy
@@ -16,54 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..errors import DataError
-from ..train.idx import TensorImages, open_idx, resolve_dir, stratified_split
-from ..train.loop import preload, prepare
 from .fidelity import Fidelity, fidelity
-
-#: seed of the class-balanced calibration draw (fixed: one calibration set per data set and size)
-CALIBRATION_SEED = 1
-
-
-@dataclass
-class QuantImages:
-    calibration: np.ndarray      # N x C x H x W float32, preprocessed
-    images: np.ndarray           # held-out images the fidelity is measured on
-    labels: np.ndarray
-    description: str
-
-
-def quant_images(data: str, resolution: int, in_chans: int, calibration_images: int = 256,
-                 eval_images: int = 2000) -> QuantImages:
-    """Calibration and held-out images from ``data`` (``fashion-mnist``, an IDX folder or an image folder)."""
-    if calibration_images < 1 or eval_images < 1:
-        raise DataError(f"--calibration-images and --eval-images must be >= 1 (got {calibration_images}, {eval_images})")
-    idx = resolve_dir(data)
-    if idx is not None:
-        s = open_idx(idx)
-        (tx, ty), (ex, ey) = s.train, s.test
-        n_cal = min(calibration_images, len(ty))
-        _, cal = stratified_split(ty, n_cal, CALIBRATION_SEED)
-        calib = TensorImages(tx[cal], ty[cal], s.classes, resolution, train=False, channels=in_chans)
-        test = TensorImages(ex[:eval_images], ey[:eval_images], s.classes, resolution, train=False, channels=in_chans)
-        cal_x, _ = preload(calib)
-        test_x, test_y = preload(test)
-        desc = (f"IDX set {idx}: {len(cal_x)} calibration images (class-balanced, training split), "
-                f"{len(test_y)} held-out images (test split)")
-        return QuantImages(prepare(cal_x, calib).numpy(), prepare(test_x, test).numpy(), test_y.numpy(), desc)
-    from ..train.folder import image_folder
-    from ..train.score import seeded_subset
-    splits = image_folder(data, resolution, val_fraction=0.1, seed=0)
-    calib = seeded_subset(splits.train, calibration_images, CALIBRATION_SEED)
-    held = seeded_subset(splits.val, eval_images, 0)
-    cal_x, _ = preload(calib)
-    test_x, test_y = preload(held)
-    if cal_x.shape[1] != in_chans:
-        raise DataError(f"{data}: images have {cal_x.shape[1]} channels but the spec takes in_chans {in_chans}")
-    desc = f"{data}: {len(cal_x)} calibration images (training part), {len(test_y)} held-out images"
-    return QuantImages(prepare(cal_x, splits.train).numpy(), prepare(test_x, splits.val).numpy(), test_y.numpy(),
-                       desc)
-
 
 @torch.no_grad()
 def torch_logits(model: nn.Module, images: np.ndarray, dtype: torch.dtype = torch.float32, batch: int = 256) -> np.ndarray:
@@ -84,12 +32,12 @@ class PrecisionRow:
         return {"precision": self.precision, "how": self.how, **self.fidelity.to_dict(), **self.detail}
 
 
-def precision_table(model: nn.Module, fp32_onnx: Optional[Path], images: QuantImages,
+def precision_table(model: nn.Module, fp32_onnx: Optional[Path], images: Any,
                     int8: Optional[Tuple[str, Any]] = None, fp16: bool = False, fp16_onnx: Optional[Any] = None,
                     coreml_int8: Optional[Any] = None) -> List[PrecisionRow]:
     """Fidelity rows against the fp32 deploy graph (torch): fp32 ONNX, fp16 (torch, simulated), fp16 ONNX
     (``fp16_onnx``: an ``ExportResult`` of ``export_onnx_fp16``), int8 ONNX, and Core ML int8 weights
-    (``coreml_int8``: an ``ExportResult`` of ``export_coreml_int8``; simulated in torch, ``coreml_int8_row``)."""
+    (``coreml_int8``: an ``ExportResult`` of ``export_coreml_int8``; simulated in torch, ``coreml_int8_row``). ``images``: an ``archc.train.calibration.QuantImages`` (named here, not imported: train is a higher tier)."""
     from .onnx_int8 import run_onnx
     ref = torch_logits(model, images.images)
     rows = [PrecisionRow("fp32", "torch (reference)", fidelity(ref, ref, images.labels), {"format": "torch"})]
@@ -124,7 +72,7 @@ def precision_table(model: nn.Module, fp32_onnx: Optional[Path], images: QuantIm
 COREML_SIMULATED = "simulated in torch (Core ML predicts only on macOS)"
 
 
-def coreml_int8_row(model: nn.Module, package: Any, ref: np.ndarray, images: QuantImages) -> PrecisionRow:
+def coreml_int8_row(model: nn.Module, package: Any, ref: np.ndarray, images: Any) -> PrecisionRow:
     """Core ML int8 weights, simulated: each conv/linear weight of the fp32 deploy graph int8-quantized by the
     package's own rule (``coreml_quant.fake_quantize_weights``, checked against the int8 values read back from the
     package) and run in torch in the package's compute precision (float16 on this CPU for an fp16 package)."""
