@@ -37,7 +37,8 @@ def precision_table(model: nn.Module, fp32_onnx: Optional[Path], images: Any,
                     coreml_int8: Optional[Any] = None) -> List[PrecisionRow]:
     """Fidelity rows against the fp32 deploy graph (torch): fp32 ONNX, fp16 (torch, simulated), fp16 ONNX
     (``fp16_onnx``: an ``ExportResult`` of ``export_onnx_fp16``), int8 ONNX, and Core ML int8 weights
-    (``coreml_int8``: an ``ExportResult`` of ``export_coreml_int8``; simulated in torch, ``coreml_int8_row``). ``images``: an ``archc.train.calibration.QuantImages`` (named here, not imported: train is a higher tier)."""
+    (``coreml_int8``: an ``ExportResult`` of ``export_coreml_int8``; simulated in torch, ``coreml_int8_row``).
+    ``images``: an ``archc.train.calibration.QuantImages`` (named here, not imported: train is a higher tier)."""
     from .onnx_int8 import run_onnx
     ref = torch_logits(model, images.images)
     rows = [PrecisionRow("fp32", "torch (reference)", fidelity(ref, ref, images.labels), {"format": "torch"})]
